@@ -1,0 +1,328 @@
+"""The wire codec: tagged, versioned msgpack frames for frozen dataclass messages.
+
+Every message type registers itself with :func:`message` under a unique integer tag.
+A frame is the msgpack array ``[WIRE_VERSION, tag, field_1, ..., field_n]``; a message
+nested inside another is the array ``[tag, field_1, ..., field_n]``. Field order is the
+dataclass field order, so adding a field is a format change (bump the version).
+
+Decoding is driven by the type hints of the target class, and checks every value
+against them, so that :func:`decode` of untrusted bytes either returns a well-typed
+message or raises :class:`ProtocolError`, never anything else.
+
+Supported field types: ``int``, ``float`` (ints accepted), ``str``, ``bytes``, ``bool``,
+``None``, ``NewType``\\ s of those, ``IntEnum`` subclasses, ``X | Y`` / ``Optional``,
+``tuple[X, ...]``, fixed ``tuple[X, Y]``, ``dict[K, V]`` and registered messages.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import types
+import typing
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import msgpack
+
+__all__ = [
+    "DEFAULT_MAX_FRAME_BYTES",
+    "WIRE_VERSION",
+    "Message",
+    "ProtocolError",
+    "decode",
+    "encode",
+    "message",
+    "registered_messages",
+]
+
+WIRE_VERSION = 1
+DEFAULT_MAX_FRAME_BYTES = 64 * 1024 * 1024
+
+# unpackb bounds every container and string by the input's length itself, so a hostile
+# frame cannot make it allocate much more than the frame.
+_UNPACK_OPTIONS: dict[str, Any] = {"raw": False, "strict_map_key": False, "use_list": True}
+
+
+class ProtocolError(Exception):
+    """Raised for any frame that is not a well-formed message of a known type/version."""
+
+
+class Message:
+    """Marker base class for registered messages (gives them ``encode()``)."""
+
+    __slots__ = ()
+    TAG: typing.ClassVar[int]
+
+    def encode(self) -> bytes:
+        return encode(self)
+
+
+M = TypeVar("M")
+_Decoder = Callable[[Any], Any]
+_Encoder = Callable[[Any], Any]
+_MessageEncoder = Callable[[Any], list[Any]]
+
+_BY_TAG: dict[int, type[Any]] = {}
+_CLASSES: set[type[Any]] = set()
+_DECODERS: dict[type[Any], _Decoder] = {}
+_ENCODERS: dict[type[Any], _MessageEncoder] = {}
+
+
+def message(tag: int) -> Callable[[type[M]], type[M]]:
+    """Class decorator: register a frozen dataclass as a wire message under ``tag``."""
+
+    def register(cls: type[M]) -> type[M]:
+        if not dataclasses.is_dataclass(cls):
+            raise TypeError(f"{cls.__name__} must be a dataclass")
+        if tag in _BY_TAG and _BY_TAG[tag] is not cls:
+            raise ValueError(f"tag {tag} already used by {_BY_TAG[tag].__name__}")
+        cls.TAG = tag  # type: ignore[attr-defined]
+        _BY_TAG[tag] = cls
+        _CLASSES.add(cls)
+        return cls
+
+    return register
+
+
+def registered_messages() -> dict[int, type[Any]]:
+    """All registered message classes by tag (for tests and documentation)."""
+    return dict(_BY_TAG)
+
+
+def encode(msg: Any) -> bytes:
+    """Encode a registered message as one frame."""
+    body = _encoder_for(type(msg))(msg)
+    body[0:0] = [WIRE_VERSION]
+    return msgpack.packb(body, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def decode(
+    data: bytes,
+    expected: type[M] | tuple[type[Any], ...] | None = None,
+    *,
+    max_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+) -> M:
+    """Decode one frame; raise :class:`ProtocolError` if it is anything but valid.
+
+    ``expected`` restricts the accepted message classes (a frame of another type is a
+    ``ProtocolError`` too).
+    """
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise ProtocolError(f"frame must be bytes, not {type(data).__name__}")
+    if len(data) > max_bytes:
+        raise ProtocolError(f"frame of {len(data)} bytes exceeds the limit of {max_bytes}")
+    try:
+        raw = msgpack.unpackb(data, **_UNPACK_OPTIONS)
+    except Exception as exc:  # msgpack raises a zoo of types on garbage
+        raise ProtocolError(f"malformed msgpack: {exc}") from None
+    if not isinstance(raw, list) or len(raw) < 2:
+        raise ProtocolError("frame is not a [version, tag, ...] array")
+    version = raw[0]
+    if version != WIRE_VERSION or type(version) is not int:
+        raise ProtocolError(f"unsupported wire version {version!r} (expected {WIRE_VERSION})")
+    msg = _decode_tagged(raw[1:], "frame")
+    if expected is not None and not isinstance(msg, expected):
+        raise ProtocolError(f"unexpected message type {type(msg).__name__}")
+    return msg  # type: ignore[no-any-return]
+
+
+# --------------------------------------------------------------------------- internals
+
+
+def _decode_tagged(raw: list[Any], where: str, allowed: tuple[type[Any], ...] = ()) -> Any:
+    tag = raw[0]
+    if type(tag) is not int:
+        raise ProtocolError(f"{where}: tag must be an int")
+    cls = _BY_TAG.get(tag)
+    if cls is None or (allowed and cls not in allowed):
+        raise ProtocolError(f"{where}: unknown message tag {tag}")
+    return _decoder_for(cls)(raw)
+
+
+def _encoder_for(cls: type[Any]) -> _MessageEncoder:
+    enc = _ENCODERS.get(cls)
+    if enc is None:
+        if cls not in _CLASSES:
+            raise TypeError(f"{cls.__name__} is not a registered message")
+        hints = typing.get_type_hints(cls)
+        field_encs = [(f.name, _value_encoder(hints[f.name])) for f in dataclasses.fields(cls)]
+        tag = cls.TAG
+
+        def enc(msg: Any) -> list[Any]:
+            out: list[Any] = [tag]
+            for name, fe in field_encs:
+                v = getattr(msg, name)
+                out.append(v if fe is None else fe(v))
+            return out
+
+        _ENCODERS[cls] = enc
+    return enc
+
+
+def _value_encoder(tp: Any) -> _Encoder | None:
+    """None means 'the value is already msgpack-native'."""
+    if isinstance(tp, type) and tp in _CLASSES:
+        return _encode_nested
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        subs = [_value_encoder(a) for a in args]
+        if all(s is None for s in subs):
+            return None
+        return lambda v: _encode_nested(v) if type(v) in _CLASSES else v
+    if origin is tuple:
+        item_tps = args[:1] if len(args) == 2 and args[1] is Ellipsis else args
+        if all(_value_encoder(a) is None for a in item_tps):
+            return list
+        if len(args) == 2 and args[1] is Ellipsis:
+            ie = _value_encoder(args[0])
+            assert ie is not None
+            return lambda v: [ie(x) for x in v]
+        ies = [_value_encoder(a) or (lambda x: x) for a in args]
+        return lambda v: [f(x) for f, x in zip(ies, v, strict=True)]
+    if origin is dict:
+        ke, ve = (_value_encoder(a) for a in args)
+        if ke is None and ve is None:
+            return None
+        kf = ke or (lambda x: x)
+        vf = ve or (lambda x: x)
+        return lambda v: {kf(k): vf(x) for k, x in v.items()}
+    if isinstance(tp, type) and issubclass(tp, enum.IntEnum):
+        return int
+    return None
+
+
+def _encode_nested(v: Any) -> list[Any]:
+    return _encoder_for(type(v))(v)
+
+
+def _decoder_for(cls: type[Any]) -> _Decoder:
+    dec = _DECODERS.get(cls)
+    if dec is None:
+        hints = typing.get_type_hints(cls)
+        fields = dataclasses.fields(cls)
+        checks = [
+            (f.name, _value_decoder(hints[f.name], f"{cls.__name__}.{f.name}")) for f in fields
+        ]
+        n = len(fields) + 1
+        name = cls.__name__
+
+        def dec(raw: list[Any]) -> Any:
+            if len(raw) != n:
+                raise ProtocolError(f"{name}: expected {n - 1} fields, got {len(raw) - 1}")
+            values = [check(x) for (_, check), x in zip(checks, raw[1:], strict=True)]
+            try:
+                return cls(*values)
+            except (TypeError, ValueError) as exc:  # __post_init__ validation
+                raise ProtocolError(f"{name}: {exc}") from None
+
+        _DECODERS[cls] = dec
+    return dec
+
+
+def _value_decoder(tp: Any, where: str) -> _Decoder:
+    supertype = getattr(tp, "__supertype__", None)
+    if supertype is not None:  # NewType
+        return _value_decoder(supertype, where)
+    if tp is Any or tp is object:
+        return lambda v: v
+    if tp is type(None) or tp is None:
+        return _exact(type(None), where)
+    if tp is bool:
+        return _exact(bool, where)
+    if tp is int:
+        return _exact(int, where)
+    if tp is float:
+
+        def as_float(v: Any) -> float:
+            if type(v) is float:
+                return v
+            if type(v) is int:
+                return float(v)
+            raise ProtocolError(f"{where}: expected float, got {type(v).__name__}")
+
+        return as_float
+    if tp is str:
+        return _exact(str, where)
+    if tp is bytes:
+        return _exact(bytes, where)
+    if isinstance(tp, type) and issubclass(tp, enum.IntEnum):
+        enum_cls = tp
+
+        def as_enum(v: Any) -> Any:
+            if type(v) is not int:
+                raise ProtocolError(f"{where}: expected {enum_cls.__name__}")
+            try:
+                return enum_cls(v)
+            except ValueError:
+                raise ProtocolError(f"{where}: bad {enum_cls.__name__} value {v}") from None
+
+        return as_enum
+    if isinstance(tp, type) and tp in _CLASSES:
+        return _nested_decoder((tp,), where)
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        msg_args = tuple(a for a in args if isinstance(a, type) and a in _CLASSES)
+        other = [a for a in args if a not in msg_args]
+        other_decs = [_value_decoder(a, where) for a in other]
+        nested = _nested_decoder(msg_args, where) if msg_args else None
+
+        def as_union(v: Any) -> Any:
+            if nested is not None and isinstance(v, list):
+                return nested(v)
+            for d in other_decs:
+                try:
+                    return d(v)
+                except ProtocolError:
+                    continue
+            raise ProtocolError(f"{where}: {type(v).__name__} matches none of {tp}")
+
+        return as_union
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            item = _value_decoder(args[0], where)
+
+            def as_var_tuple(v: Any) -> tuple[Any, ...]:
+                if not isinstance(v, list):
+                    raise ProtocolError(f"{where}: expected array")
+                return tuple(item(x) for x in v)
+
+            return as_var_tuple
+        items = [_value_decoder(a, where) for a in args]
+
+        def as_fixed_tuple(v: Any) -> tuple[Any, ...]:
+            if not isinstance(v, list) or len(v) != len(items):
+                raise ProtocolError(f"{where}: expected array of {len(items)}")
+            return tuple(d(x) for d, x in zip(items, v, strict=True))
+
+        return as_fixed_tuple
+    if origin is dict:
+        kd, vd = (_value_decoder(a, where) for a in args)
+
+        def as_dict(v: Any) -> dict[Any, Any]:
+            if not isinstance(v, dict):
+                raise ProtocolError(f"{where}: expected map")
+            return {kd(k): vd(x) for k, x in v.items()}
+
+        return as_dict
+    raise TypeError(f"{where}: unsupported field type {tp!r}")
+
+
+def _nested_decoder(allowed: tuple[type[Any], ...], where: str) -> _Decoder:
+    def as_msg(v: Any) -> Any:
+        if not isinstance(v, list) or not v:
+            raise ProtocolError(f"{where}: expected a nested message")
+        return _decode_tagged(v, where, allowed)
+
+    return as_msg
+
+
+def _exact(tp: type[Any], where: str) -> _Decoder:
+    def check(v: Any) -> Any:
+        if type(v) is not tp:
+            raise ProtocolError(f"{where}: expected {tp.__name__}, got {type(v).__name__}")
+        return v
+
+    return check
