@@ -1,0 +1,145 @@
+"""Node configuration: one dataclass, loadable from a TOML file.
+
+Every duration is in milliseconds; every address is a ZeroMQ endpoint such as
+``tcp://127.0.0.1:7001``. Nothing here has a global default address or port: an
+embedding application passes its own.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from protocol.ids import MemberId
+
+__all__ = ["ConfigError", "MemberAddress", "NodeConfig", "load_config"]
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot describe a working node."""
+
+
+@dataclass(frozen=True, slots=True)
+class MemberAddress:
+    """Where one member listens: Raft peers on ``peer``, clients on ``client``."""
+
+    peer: str
+    client: str
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    """Everything one node needs; see the README's configuration reference."""
+
+    member_id: MemberId
+    #: Every voting member of the initial cluster, this one included.
+    members: dict[MemberId, MemberAddress]
+    #: Where this node keeps its log, hard state and snapshots (durable storage only).
+    data_dir: Path | None = None
+    storage: Literal["durable", "memory"] = "durable"
+    transport: Literal["zmq", "memory"] = "zmq"
+    tick_ms: int = 10
+    election_timeout_ms: int = 300
+    heartbeat_ms: int = 50
+    session_timeout_ms: int = 10_000
+    keep_alive_ms: int = 1_000
+    retry_interval_ms: int = 500
+    retry_age_ms: int = 1_000
+    #: Take a snapshot once the log since the last one holds this many bytes.
+    snapshot_threshold_bytes: int = 16 * 1024 * 1024
+    #: Entries kept in the log after a snapshot, for followers that are a little behind.
+    snapshot_trailing_entries: int = 1_000
+    max_frame_bytes: int = 4 * 1024 * 1024
+    max_payload_bytes: int = 1024 * 1024
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.member_id not in self.members:
+            raise ConfigError(f"member_id {self.member_id!r} is not among members")
+        if self.storage == "durable" and self.data_dir is None:
+            raise ConfigError("durable storage needs a data_dir")
+        if self.storage not in ("durable", "memory"):
+            raise ConfigError(f"storage must be 'durable' or 'memory', not {self.storage!r}")
+        if self.transport not in ("zmq", "memory"):
+            raise ConfigError(f"transport must be 'zmq' or 'memory', not {self.transport!r}")
+        for name in ("tick_ms", "election_timeout_ms", "heartbeat_ms", "session_timeout_ms"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive")
+        if self.heartbeat_ms >= self.election_timeout_ms:
+            raise ConfigError("heartbeat_ms must be shorter than election_timeout_ms")
+        if self.keep_alive_ms >= self.session_timeout_ms:
+            raise ConfigError("keep_alive_ms must be shorter than session_timeout_ms")
+
+    @property
+    def address(self) -> MemberAddress:
+        return self.members[self.member_id]
+
+    @property
+    def peers(self) -> dict[MemberId, MemberAddress]:
+        """The other members."""
+        return {m: a for m, a in self.members.items() if m != self.member_id}
+
+    def with_changes(self, **changes: Any) -> NodeConfig:
+        return replace(self, **changes)
+
+
+_SCALARS = {f.name for f in fields(NodeConfig)} - {"member_id", "members", "data_dir", "extra"}
+
+
+def load_config(path: str | Path) -> NodeConfig:
+    """Read a node's TOML file.
+
+    ```toml
+    member_id = "n1"
+    data_dir = "data/n1"          # relative to the file
+    election_timeout_ms = 300     # any NodeConfig field
+
+    [members.n1]
+    peer = "tcp://127.0.0.1:7001"
+    client = "tcp://127.0.0.1:8001"
+    ```
+    """
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    return config_from_dict(raw, base_dir=path.parent)
+
+
+def config_from_dict(raw: dict[str, Any], base_dir: Path = Path()) -> NodeConfig:
+    """Build a config from plain values (a parsed TOML table), checking every key."""
+    raw = dict(raw)
+    try:
+        member_id = MemberId(str(raw.pop("member_id")))
+        members_raw = raw.pop("members")
+    except KeyError as exc:
+        raise ConfigError(f"missing required key {exc}") from None
+    if not isinstance(members_raw, dict) or not members_raw:
+        raise ConfigError("members must be a table of member -> {peer, client}")
+    members = {}
+    for name, addr in members_raw.items():
+        if not isinstance(addr, dict) or set(addr) != {"peer", "client"}:
+            raise ConfigError(f"members.{name} needs exactly 'peer' and 'client'")
+        members[MemberId(str(name))] = MemberAddress(str(addr["peer"]), str(addr["client"]))
+    data_dir = raw.pop("data_dir", None)
+    extra = raw.pop("extra", {})
+    unknown = set(raw) - _SCALARS
+    if unknown:
+        raise ConfigError(f"unknown keys: {', '.join(sorted(unknown))}")
+    for key, value in raw.items():
+        expected = str if key in ("storage", "transport") else int
+        if type(value) is not expected:
+            raise ConfigError(f"{key} must be {expected.__name__}, got {value!r}")
+    try:
+        return NodeConfig(
+            member_id=member_id,
+            members=members,
+            data_dir=(base_dir / data_dir) if data_dir is not None else None,
+            extra=extra,
+            **raw,
+        )
+    except TypeError as exc:
+        raise ConfigError(str(exc)) from None
