@@ -88,8 +88,9 @@ class _Session:
         self.evict_heap: list[int] = []
         #: Last server request id assigned to this session; survives an empty list.
         self.last_server_id = 0
-        #: Pending server requests in id order: ``[id, payload, last_sent_at]``.
-        self.pending: deque[list[Any]] = deque()
+        #: Pending server requests in id order: ``[id, payload, last_sent_at]``. An empty
+        #: tuple until the first one (an empty deque costs ~600 bytes per session).
+        self.pending: deque[list[Any]] | tuple[()] = ()
 
     def to_native(self) -> list[Any]:
         return [
@@ -98,51 +99,56 @@ class _Session:
             [
                 [rid, r if type(r) is bytes else r.message]  # type: ignore[union-attr]
                 for rid, r in sorted(self.cache.items())
-            ],
+            ]
+            if self.cache
+            else [],
             self.last_server_id,
             [list(p) for p in self.pending],
         ]
 
     @classmethod
     def from_native(cls, raw: Any) -> _Session:
-        if not isinstance(raw, list) or len(raw) != 5:
+        if type(raw) is not list or len(raw) != 5:
             raise ProtocolError("session record: expected an array of 5")
         caps, lowest, cache, last_server_id, pending = raw
-        if not isinstance(caps, dict) or not all(
-            type(k) is str and type(v) is str for k, v in caps.items()
-        ):
+        if type(caps) is not dict:
             raise ProtocolError("session record: bad capabilities")
+        for k, v in caps.items():
+            if type(k) is not str or type(v) is not str:
+                raise ProtocolError("session record: bad capabilities")
         if type(lowest) is not int or type(last_server_id) is not int:
             raise ProtocolError("session record: bad ids")
+        if type(cache) is not list or type(pending) is not list:
+            raise ProtocolError("session record: bad cache or pending list")
         rec = cls(caps)
         rec.lowest = lowest
         rec.last_server_id = last_server_id
-        if not isinstance(cache, list) or not isinstance(pending, list):
-            raise ProtocolError("session record: bad cache or pending list")
+        responses = rec.cache
         for item in cache:
-            if not isinstance(item, list) or len(item) != 2 or type(item[0]) is not int:
+            if type(item) is not list or len(item) != 2 or type(item[0]) is not int:
                 raise ProtocolError("session record: bad cache entry")
-            rid, response = item
+            response = item[1]
             if type(response) is bytes:
-                rec.cache[rid] = response
+                responses[item[0]] = response
             elif type(response) is str:
-                rec.cache[rid] = ApplicationError(response)
+                responses[item[0]] = ApplicationError(response)
             else:
                 raise ProtocolError("session record: bad cached response")
-        rec.evict_heap = sorted(rec.cache)
-        previous = 0
-        for item in pending:
-            if (
-                not isinstance(item, list)
-                or len(item) != 3
-                or type(item[0]) is not int
-                or type(item[1]) is not bytes
-                or type(item[2]) is not int
-                or not previous < item[0] <= last_server_id
-            ):
-                raise ProtocolError("session record: bad pending server request")
-            previous = item[0]
-            rec.pending.append(item)
+        rec.evict_heap = sorted(responses)
+        if pending:
+            previous = 0
+            for item in pending:
+                if (
+                    type(item) is not list
+                    or len(item) != 3
+                    or type(item[0]) is not int
+                    or type(item[1]) is not bytes
+                    or type(item[2]) is not int
+                    or not previous < item[0] <= last_server_id
+                ):
+                    raise ProtocolError("session record: bad pending server request")
+                previous = item[0]
+            rec.pending = deque(pending)
         return rec
 
 
@@ -386,6 +392,7 @@ class SessionStateMachine:
         removed = 0
         if rec is not None and rec.pending:  # rule 6
             pending = rec.pending
+            assert type(pending) is deque
             upto = cmd.request_id
             remove = self._sent.remove
             while pending and pending[0][0] <= upto:
@@ -474,9 +481,12 @@ class SessionStateMachine:
                 continue
             rec.last_server_id += 1
             rid = rec.last_server_id
-            if not rec.pending:
+            pending = rec.pending
+            if not pending:
                 with_pending[target] = rec
-            rec.pending.append([rid, payload, now])
+                if type(pending) is tuple:
+                    pending = rec.pending = deque()
+            pending.append([rid, payload, now])  # type: ignore[union-attr]
             envelopes.append(ServerRequestEnvelope(SessionId(target), RequestId(rid), payload))
         outbox.clear()
         if envelopes:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import msgpack
+import pytest
 
-from examples.counter import CounterStateMachine, decrement, get, increment
+from examples.counter import CounterStateMachine, decrement, demo, get, increment
 from protocol.ids import RequestId, SessionId
 from protocol.session import (
     ApplicationError,
@@ -83,3 +84,8 @@ def test_bad_commands_and_queries_are_application_errors() -> None:
     c.create("a")
     assert isinstance(c.send("a", ["mul", 2]).response, ApplicationError)
     assert isinstance(c.sm.query(msgpack.packb(["nope"])), ApplicationError)
+
+
+def test_the_scripts_run_demo_checks_out(capsys: pytest.CaptureFixture[str]) -> None:
+    assert demo.main() == 0
+    assert "FAILED" not in capsys.readouterr().out
