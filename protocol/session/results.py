@@ -110,7 +110,10 @@ class SessionRejected:
 @message(tag=57)
 @dataclass(frozen=True, slots=True)
 class SessionRemoved:
-    """Result of ``SessionExpired``; ``existed`` is false for an unknown session."""
+    """Result of ``SessionExpired``; ``existed`` is false for an unknown session.
+
+    The session is removed even if ``on_session_expired`` raised (its state changes
+    and sends are then discarded, like any raising user method's)."""
 
     session_id: SessionId
     existed: bool

@@ -123,6 +123,7 @@ BAD_SNAPSHOTS = [
     msgpack.packb([1, 0, {1: 2}]),
     corrupt(("session/a",), [1, 2]),
     corrupt(("session/a", 0), {"k": 1}),
+    corrupt(("session/a", 0), ["k"]),
     corrupt(("session/a", 1), "1"),
     corrupt(("session/a", 2), {}),
     corrupt(("session/a", 2), [[1]]),
