@@ -11,7 +11,11 @@ LONG = os.environ.get("RAFT_ACTORS_LONG") == "1"
 
 settings.register_profile("default", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile(
-    "long", deadline=None, max_examples=1000, suppress_health_check=[HealthCheck.too_slow]
+    "long",
+    deadline=None,
+    max_examples=1000,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
 )
 settings.load_profile("long" if LONG else "default")
 
