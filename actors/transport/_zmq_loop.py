@@ -136,10 +136,11 @@ class ZmqLoop:
             was_running = self._state == "running"
             self._state = "stopped"
             self._running = False
-        if not was_running:
-            return
-        self._stopping = True
-        self._wake()
+        if was_running:
+            self._stopping = True
+            self._wake()
+        # Join even when already stopped: a handler may have called stop() on the I/O
+        # thread itself, which cannot join there; the next outside caller does.
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(STOP_TIMEOUT_S)

@@ -25,8 +25,9 @@ Threading contract: handlers are plain callables invoked on the transport's own 
 quickly and never block -- the actor shells pass something like ``actor_ref.tell``.
 An exception raised by a handler is logged and counted, and never stops the transport.
 ``send``, ``add_peer``, ``disconnect`` ... may be called from any thread; they never
-block on the network. A handler may call ``send`` (e.g. to answer) but must not call
-``stop`` and wait for it.
+block on the network. A handler may call ``send`` (e.g. to answer) and even ``stop``
+(which then returns at once; the thread ends when the handler returns, and a later
+``stop()`` from another thread joins it).
 
 Lifecycle: ``start()`` binds/creates everything (and raises :class:`TransportError` if
 it cannot); ``stop()`` closes every socket (linger 0, pending frames are discarded) and

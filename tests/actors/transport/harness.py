@@ -20,6 +20,7 @@ from actors.transport import (
     InMemoryClientTransport,
     InMemoryHub,
     InMemoryPeerTransport,
+    PeerFrameHandler,
     PeerTransport,
     Transport,
     ZmqClientConnection,
@@ -99,9 +100,10 @@ class Harness:
     def __init__(self) -> None:
         self.made: list[Transport] = []
 
-    def _keep(self, transport: Any) -> Any:
+    def _keep(self, transport: Any, start: bool = True) -> Any:
         self.made.append(transport)
-        transport.start()
+        if start:
+            transport.start()
         return transport
 
     def peer(
@@ -111,7 +113,20 @@ class Harness:
         max_frame_bytes: int | None = None,
         validator: FrameValidator | None = None,
         inbox: Inbox | None = None,
+        handler: PeerFrameHandler | None = None,
+        bind: str | None = None,
+        start: bool = True,
     ) -> tuple[PeerTransport, Inbox]:
+        """A peer transport (started unless ``start=False``) delivering to an inbox, or
+        to ``handler`` if given."""
+        inbox = inbox or Inbox()
+        kw = _limits(max_frame_bytes, validator)
+        made = self._make_peer(MemberId(member), handler or inbox.peer, bind, kw)
+        return self._keep(made, start), inbox
+
+    def _make_peer(
+        self, member: MemberId, handler: PeerFrameHandler, bind: str | None, kw: dict[str, Any]
+    ) -> PeerTransport:
         raise NotImplementedError
 
     def server(
@@ -150,17 +165,10 @@ def _limits(max_frame_bytes: int | None, validator: FrameValidator | None) -> di
 class ZmqHarness(Harness):
     kind = "zmq"
 
-    def peer(
-        self,
-        member: str,
-        *,
-        max_frame_bytes: int | None = None,
-        validator: FrameValidator | None = None,
-        inbox: Inbox | None = None,
-    ) -> tuple[PeerTransport, Inbox]:
-        inbox = inbox or Inbox()
-        kw = _limits(max_frame_bytes, validator)
-        return self._keep(ZmqPeerTransport(MemberId(member), inbox.peer, **kw)), inbox
+    def _make_peer(
+        self, member: MemberId, handler: PeerFrameHandler, bind: str | None, kw: dict[str, Any]
+    ) -> PeerTransport:
+        return ZmqPeerTransport(member, handler, bind=bind or "tcp://127.0.0.1:0", **kw)
 
     def server(
         self, *, max_frame_bytes: int | None = None, validator: FrameValidator | None = None
@@ -189,19 +197,10 @@ class InMemoryHarness(Harness):
         super().__init__()
         self.hub = InMemoryHub(seed=1)
 
-    def peer(
-        self,
-        member: str,
-        *,
-        max_frame_bytes: int | None = None,
-        validator: FrameValidator | None = None,
-        inbox: Inbox | None = None,
-    ) -> tuple[PeerTransport, Inbox]:
-        inbox = inbox or Inbox()
-        kw = _limits(max_frame_bytes, validator)
-        return self._keep(
-            InMemoryPeerTransport(self.hub, MemberId(member), inbox.peer, **kw)
-        ), inbox
+    def _make_peer(
+        self, member: MemberId, handler: PeerFrameHandler, bind: str | None, kw: dict[str, Any]
+    ) -> PeerTransport:
+        return InMemoryPeerTransport(self.hub, member, handler, bind=bind, **kw)
 
     def server(
         self, *, max_frame_bytes: int | None = None, validator: FrameValidator | None = None

@@ -23,7 +23,7 @@ from actors.transport import (
 )
 from protocol.ids import MemberId
 
-from .harness import Harness, Inbox, transport_threads, wait_until
+from .harness import PROBE, Harness, Inbox, transport_threads, wait_until
 
 
 def test_transports_implement_the_interfaces(harness: Harness) -> None:
@@ -320,22 +320,62 @@ def test_stop_is_clean_idempotent_and_final(harness: Harness) -> None:
 
 def test_stop_before_start_and_bind_conflicts(harness: Harness) -> None:
     a, _ = harness.peer("a")
-
-    def unstarted(bind: str | None) -> PeerTransport:
-        if harness.kind == "zmq":
-            from actors.transport import ZmqPeerTransport
-
-            return ZmqPeerTransport(MemberId("b"), Inbox().peer, bind=bind or "tcp://127.0.0.1:0")
-        from actors.transport import InMemoryPeerTransport
-
-        assert hasattr(harness, "hub")
-        return InMemoryPeerTransport(harness.hub, MemberId("b"), Inbox().peer, bind=bind)
-
-    clash = unstarted(a.address)
+    clash, _ = harness.peer("b", bind=a.address, start=False)
     with pytest.raises(TransportError):
         clash.start()
     clash.stop()  # harmless after a failed start
-    never = unstarted(None)
+    never, _ = harness.peer("never", start=False)
     never.stop()
     with pytest.raises(TransportError):
         never.start()
+
+
+def test_peers_added_before_start_are_used(harness: Harness) -> None:
+    b, inbox_b = harness.peer("b")
+    a, _ = harness.peer("a", start=False)
+    a.add_peer(MemberId("b"), b.address)
+    a.start()
+    harness.link(a, b, inbox_b)
+    a.send(MemberId("b"), b"configured early")
+    assert inbox_b.get() == (MemberId("a"), b"configured early")
+
+
+def test_a_restarted_peer_at_the_same_address_is_reached_again(harness: Harness) -> None:
+    a, _ = harness.peer("a")
+    b1, inbox_b1 = harness.peer("b")
+    harness.link(a, b1, inbox_b1)
+    b1.stop()
+    b2, inbox_b2 = harness.peer("b", bind=b1.address)
+    assert b2.address == b1.address
+    # No add_peer: the old link reconnects by itself.
+    probed = inbox_b2.probed
+    deadline_hits = 0
+    while not probed.is_set():
+        deadline_hits += 1
+        assert deadline_hits < 500, "link to the restarted peer did not come back"
+        a.send(MemberId("b"), PROBE)
+        probed.wait(0.02)
+    a.send(MemberId("b"), b"welcome back")
+    assert inbox_b2.get() == (MemberId("a"), b"welcome back")
+
+
+def test_a_handler_may_stop_its_own_transport(harness: Harness) -> None:
+    stopped = threading.Event()
+    holder: list[PeerTransport] = []
+
+    def stop_self(member: MemberId, frame: bytes) -> None:
+        if frame == b"stop":
+            holder[0].stop()
+            stopped.set()
+
+    a, _ = harness.peer("a")
+    b, _ = harness.peer("b", handler=stop_self)
+    holder.append(b)
+    a.add_peer(MemberId("b"), b.address)
+    deadline_hits = 0
+    while not stopped.is_set():
+        deadline_hits += 1
+        assert deadline_hits < 500, "stop frame never arrived"
+        a.send(MemberId("b"), b"stop")
+        stopped.wait(0.02)
+    assert not b.send(MemberId("a"), b"after stop")

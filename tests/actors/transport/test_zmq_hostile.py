@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 import socket
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -225,3 +226,28 @@ def test_a_shared_context_is_left_open(ctx: zmq.Context[Any]) -> None:
     a.start()
     a.stop()
     assert not ctx.closed
+
+
+def test_a_full_outbox_drops_instead_of_blocking(ctx: zmq.Context[Any]) -> None:
+    """While the I/O thread is stuck (here: in a misbehaving handler), sends beyond
+    ``queue_limit`` are refused at once and counted."""
+    release, entered = threading.Event(), threading.Event()
+
+    def stuck(member: MemberId, frame: bytes) -> None:
+        entered.set()
+        release.wait(WAIT_S)
+
+    b = ZmqPeerTransport(MemberId("b"), stuck, queue_limit=10)
+    b.start()
+    try:
+        push = raw(ctx, zmq.PUSH, b.address)
+        push.send_multipart([b"a", b"block"])
+        assert entered.wait(WAIT_S)
+        accepted = [b.send(MemberId("a"), b"x") for _ in range(25)]
+        assert accepted == [True] * 10 + [False] * 15
+        assert b.stats().dropped == 15
+        release.set()
+        push.close()
+    finally:
+        release.set()
+        b.stop()
