@@ -1,8 +1,8 @@
 """Transports: opaque byte frames between nodes and between clients and nodes.
 
 One interface (:mod:`.base`), two implementations: ZeroMQ for real links
-(:mod:`.zmq_transport`) and an in-process hub with fault injection for tests and
-single-process clusters (:mod:`.inmemory`).
+(:mod:`.zmq_transport`) and in-process transports (:mod:`.inmemory`) on a hub with fault
+injection (:mod:`.hub`) for tests and single-process clusters.
 """
 
 from .base import (
@@ -18,14 +18,8 @@ from .base import (
     TransportError,
     TransportStats,
 )
-from .inmemory import (
-    Faults,
-    HubStats,
-    InMemoryClientConnection,
-    InMemoryClientTransport,
-    InMemoryHub,
-    InMemoryPeerTransport,
-)
+from .hub import Faults, HubStats, InMemoryHub
+from .inmemory import InMemoryClientConnection, InMemoryClientTransport, InMemoryPeerTransport
 from .zmq_transport import ZmqClientConnection, ZmqClientTransport, ZmqPeerTransport
 
 __all__ = [

@@ -16,7 +16,6 @@ exception while handling one message or command is logged and counted, never fat
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import threading
 from collections import deque
@@ -24,14 +23,10 @@ from typing import Any
 
 import zmq
 
-from .base import Counters, FrameValidator, TransportError, TransportStats
+from ._common import LOG, THREAD_PREFIX, Counters, log_rate_limited
+from .base import FrameValidator, TransportError, TransportStats
 
-__all__ = ["THREAD_PREFIX", "ZmqLoop", "bindable", "log_rate_limited"]
-
-LOG = logging.getLogger("actors.transport")
-
-#: Every transport thread's name starts with this (tests look for leftovers by it).
-THREAD_PREFIX = "raft-transport"
+__all__ = ["LOG", "ZmqLoop", "bindable"]
 START_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 10.0
 BATCH = 256  # messages or commands handled per socket/outbox turn
@@ -50,13 +45,6 @@ def bindable(address: str) -> str:
     if address.startswith("tcp://") and address.endswith(":0"):
         return address[:-2] + ":*"
     return address
-
-
-def log_rate_limited(count: int, msg: str, *args: object) -> None:
-    """Warn on the 1st, 2nd, 4th, 8th ... occurrence, debug otherwise (hostile input
-    must not flood the log)."""
-    level = logging.WARNING if count & (count - 1) == 0 else logging.DEBUG
-    LOG.log(level, msg + " (%d so far)", *args, count)
 
 
 class ZmqLoop:

@@ -38,7 +38,6 @@ started again.
 from __future__ import annotations
 
 import dataclasses
-import threading
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
@@ -101,66 +100,6 @@ class TransportStats:
     """Received frames the validator rejected, dropped."""
     handler_errors: int = 0
     """Exceptions raised by the handler (logged and swallowed)."""
-
-
-class Counters:
-    """Thread-safe mutable counters behind :meth:`Transport.stats` (shared by implementations)."""
-
-    __slots__ = (
-        "_lock",
-        "bytes_in",
-        "bytes_out",
-        "decode_errors",
-        "dropped",
-        "frames_in",
-        "frames_out",
-        "handler_errors",
-        "malformed",
-        "oversized",
-    )
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.frames_in = 0
-        self.frames_out = 0
-        self.bytes_in = 0
-        self.bytes_out = 0
-        self.dropped = 0
-        self.oversized = 0
-        self.malformed = 0
-        self.decode_errors = 0
-        self.handler_errors = 0
-
-    def bump(self, name: str, n: int = 1) -> int:
-        """Add ``n`` to counter ``name`` and return its new value."""
-        with self._lock:
-            value: int = getattr(self, name) + n
-            setattr(self, name, value)
-            return value
-
-    def received(self, size: int) -> None:
-        with self._lock:
-            self.frames_in += 1
-            self.bytes_in += size
-
-    def sent(self, size: int) -> None:
-        with self._lock:
-            self.frames_out += 1
-            self.bytes_out += size
-
-    def snapshot(self) -> TransportStats:
-        with self._lock:
-            return TransportStats(
-                frames_in=self.frames_in,
-                frames_out=self.frames_out,
-                bytes_in=self.bytes_in,
-                bytes_out=self.bytes_out,
-                dropped=self.dropped,
-                oversized=self.oversized,
-                malformed=self.malformed,
-                decode_errors=self.decode_errors,
-                handler_errors=self.handler_errors,
-            )
 
 
 @runtime_checkable
