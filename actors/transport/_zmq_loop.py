@@ -232,8 +232,11 @@ class ZmqLoop:
                 self._poller_dirty = False
             ready = dict(poller.poll(0 if self._outbox else None))
             if self._wake_r in ready:
-                self._wake_pending = False
+                # Empty the pipe *before* clearing the flag: a byte written after the
+                # clear must stay in the pipe, or its writer's frames could sit in the
+                # outbox while this thread sleeps (every later caller sees the flag set).
                 self._drain_wake()
+                self._wake_pending = False
             for socket in receivers:
                 if socket in ready:
                     self._drain_socket(socket)

@@ -71,7 +71,7 @@ def stream(
     start = time.perf_counter()
     for i in range(frames):
         if i - meter.count >= window and not meter.wait_for(i - window + 256):
-            raise RuntimeError("receiver stalled")
+            raise RuntimeError(f"receiver stalled at {meter.count} of {i} sent frames")
         send(payload)
     if not meter.wait_for(frames, 60.0):
         raise RuntimeError(f"only {meter.count} of {frames} frames arrived")
@@ -126,7 +126,10 @@ def bench_peers(
             a.send(B, b"warm-up")
             pong.wait(0.05)
         mode["echo"] = False
-        rate = stream(lambda f: a.send(B, f), meter, args.frames, args.size, args.window)
+        try:
+            rate = stream(lambda f: a.send(B, f), meter, args.frames, args.size, args.window)
+        except RuntimeError as exc:
+            raise RuntimeError(f"{name}: {exc}; sender {a.stats()}, receiver {b.stats()}") from exc
         mode["echo"] = True
         samples = ping(lambda f: a.send(B, f), pong, args.pings, args.size)
         dropped = a.stats().dropped + b.stats().dropped

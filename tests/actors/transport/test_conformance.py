@@ -379,3 +379,34 @@ def test_a_handler_may_stop_its_own_transport(harness: Harness) -> None:
         a.send(MemberId("b"), b"stop")
         stopped.wait(0.02)
     assert not b.send(MemberId("a"), b"after stop")
+
+
+def test_a_flow_controlled_stream_never_stalls(harness: Harness) -> None:
+    """The sender keeps a bounded window in flight and waits for the receiver, over and
+    over: the pattern that exposed a lost wake-up of the ZeroMQ I/O thread (it once went
+    to sleep with frames still queued)."""
+    total, window = 30_000, 500
+    received = [0]
+    cond = threading.Condition()
+    probes = Inbox()
+
+    def count(member: MemberId, frame: bytes) -> None:
+        if frame == PROBE:
+            probes.probed.set()
+            return
+        with cond:
+            received[0] += 1
+            cond.notify_all()
+
+    a, _ = harness.peer("a")
+    b, _ = harness.peer("b", handler=count)
+    harness.link(a, b, probes)
+    for i in range(total):
+        floor = i - window
+        with cond:
+            assert cond.wait_for(lambda f=floor: received[0] >= f, 10), (
+                f"stalled: {received[0]} of {i} frames arrived; {a.stats()}"
+            )
+        a.send(MemberId("b"), b"x" * 100)
+    with cond:
+        assert cond.wait_for(lambda: received[0] == total, 10)
