@@ -1,0 +1,420 @@
+"""ZeroMQ implementations of :mod:`actors.transport.base` (see that module for the contract).
+
+Wire layout:
+
+* Peers: every node binds one PULL socket; for every peer it has one PUSH socket
+  connected to that peer's PULL address, with ``ZMQ_IMMEDIATE`` (no queueing for a peer
+  that is not connected) and a bounded high-water mark; sends are non-blocking and a
+  frame that would block is dropped and counted -- Raft retries. A message is two
+  parts: ``[sender member id (UTF-8, 1..255 bytes), frame]``.
+* Clients: the server binds a ROUTER (``ZMQ_ROUTER_MANDATORY``, so frames to gone
+  clients are counted, not silently lost); a client connection is a DEALER sending
+  single-part messages. The ROUTER sees ``[routing id, frame]``.
+
+Each transport has one I/O thread that owns all its sockets (:mod:`._zmq_loop`).
+Received frames over ``max_frame_bytes`` and messages of the wrong shape are dropped and
+counted; hostile bytes at a port (even non-ZMTP garbage, which libzmq rejects at the
+handshake) never stop the thread.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+from typing import Any
+
+import zmq
+
+from protocol.codec import DEFAULT_MAX_FRAME_BYTES
+from protocol.ids import MemberId
+
+from ._zmq_loop import DEFAULT_HWM, DEFAULT_QUEUE_LIMIT, LOG, Command, ZmqLoop, bindable
+from .base import (
+    ClientFrameHandler,
+    ConnectionFrameHandler,
+    FrameValidator,
+    PeerFrameHandler,
+    TransportError,
+)
+
+__all__ = [
+    "MAX_MEMBER_ID_BYTES",
+    "ZmqClientConnection",
+    "ZmqClientTransport",
+    "ZmqPeerTransport",
+]
+
+MAX_MEMBER_ID_BYTES = 255
+#: How many disconnected routing ids a ClientTransport remembers (oldest forgotten first).
+MAX_BANNED_ROUTING_IDS = 65_536
+
+_SEND, _ADD, _REMOVE, _DISCONNECT, _CONNECT, _CLOSE = range(6)
+
+
+def _member_bytes(member: MemberId) -> bytes:
+    raw = member.encode("utf-8")
+    if not 0 < len(raw) <= MAX_MEMBER_ID_BYTES:
+        raise ValueError(f"member id must be 1..{MAX_MEMBER_ID_BYTES} UTF-8 bytes: {member!r}")
+    return raw
+
+
+class ZmqPeerTransport(ZmqLoop):
+    """Node <-> node frames over PULL (in) and one PUSH per peer (out).
+
+    ``bind`` is where this node listens (``tcp://127.0.0.1:0`` picks a free port; read
+    :attr:`address` after :meth:`start`). ``on_frame(from_member, frame)`` runs on the
+    I/O thread. The claimed sender id is not authenticated (nor is anything else yet).
+    """
+
+    def __init__(
+        self,
+        member_id: MemberId,
+        on_frame: PeerFrameHandler,
+        *,
+        bind: str = "tcp://127.0.0.1:0",
+        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        hwm: int = DEFAULT_HWM,
+        queue_limit: int = DEFAULT_QUEUE_LIMIT,
+        validator: FrameValidator | None = None,
+        context: zmq.Context[Any] | None = None,
+    ) -> None:
+        super().__init__(
+            f"peer-{member_id}",
+            context=context,
+            max_frame_bytes=max_frame_bytes,
+            hwm=hwm,
+            queue_limit=queue_limit,
+            validator=validator,
+        )
+        self._member_id = member_id
+        self._member_raw = _member_bytes(member_id)
+        self._on_frame = on_frame
+        self._bind = bind
+        self._address = bind
+        self._peers_lock = threading.Lock()
+        self._peers: dict[MemberId, str] = {}
+        # I/O thread only:
+        self._pull: zmq.Socket[Any] | None = None
+        self._push: dict[MemberId, tuple[str, zmq.Socket[Any]]] = {}
+
+    @property
+    def member_id(self) -> MemberId:
+        return self._member_id
+
+    @property
+    def address(self) -> str:
+        return self._address
+
+    def add_peer(self, member: MemberId, address: str) -> None:
+        _member_bytes(member)
+        with self._peers_lock:
+            self._peers[member] = address
+        self._enqueue_control((_ADD, member, address))
+
+    def remove_peer(self, member: MemberId) -> None:
+        with self._peers_lock:
+            self._peers.pop(member, None)
+        self._enqueue_control((_REMOVE, member))
+
+    def peers(self) -> dict[MemberId, str]:
+        with self._peers_lock:
+            return dict(self._peers)
+
+    def send(self, to: MemberId, frame: bytes) -> bool:
+        return self._enqueue_frame((_SEND, to, frame), len(frame))
+
+    # -- I/O thread ------------------------------------------------------------------
+
+    def _open(self, context: zmq.Context[Any]) -> None:
+        pull = context.socket(zmq.PULL)
+        self._pull = pull
+        self._configure(pull, receives=True)
+        try:
+            pull.bind(bindable(self._bind))
+        except zmq.ZMQError as exc:
+            raise TransportError(f"cannot bind {self._bind}: {exc}") from exc
+        self._address = pull.getsockopt_string(zmq.LAST_ENDPOINT)
+
+    def _receivers(self) -> list[zmq.Socket[Any]]:
+        return [] if self._pull is None else [self._pull]
+
+    def _on_command(self, command: Command) -> None:
+        op = command[0]
+        if op == _SEND:
+            to: MemberId = command[1]
+            frame: bytes = command[2]
+            entry = self._push.get(to)
+            if entry is None:
+                self._counters.bump("dropped")
+                return
+            try:
+                entry[1].send_multipart((self._member_raw, frame), zmq.NOBLOCK)
+            except zmq.ZMQError:  # Again: not connected or high-water mark reached
+                self._counters.bump("dropped")
+                return
+            self._counters.sent(len(frame))
+        elif op == _ADD:
+            member, address = command[1], command[2]
+            old = self._push.get(member)
+            if old is not None and old[0] == address:
+                return
+            self._drop_peer(member)
+            assert self._ctx is not None
+            push = self._ctx.socket(zmq.PUSH)
+            self._configure(push, receives=False)
+            push.setsockopt(zmq.IMMEDIATE, 1)
+            try:
+                push.connect(address)
+            except zmq.ZMQError as exc:
+                push.close(0)
+                LOG.error(
+                    "%s: cannot connect to peer %s at %r: %s", self._name, member, address, exc
+                )
+                return
+            self._push[member] = (address, push)
+        elif op == _REMOVE:
+            self._drop_peer(command[1])
+
+    def _drop_peer(self, member: MemberId) -> None:
+        old = self._push.pop(member, None)
+        if old is not None:
+            old[1].close(0)
+
+    def _on_message(self, socket: zmq.Socket[Any], parts: list[bytes]) -> None:
+        if len(parts) != 2:
+            self._malformed(f"{len(parts)} parts, want 2")
+            return
+        sender_raw, frame = parts
+        if not 0 < len(sender_raw) <= MAX_MEMBER_ID_BYTES:
+            self._malformed(f"sender id of {len(sender_raw)} bytes")
+            return
+        try:
+            sender = MemberId(sender_raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            self._malformed("sender id is not UTF-8")
+            return
+        if not self._accept(frame):
+            return
+        self._counters.received(len(frame))
+        try:
+            self._on_frame(sender, frame)
+        except Exception:
+            self._handler_failed()
+
+    def _close(self) -> None:
+        for _, push in self._push.values():
+            push.close(0)
+        self._push.clear()
+        if self._pull is not None:
+            self._pull.close(0)
+
+
+class ZmqClientTransport(ZmqLoop):
+    """Server side of the client link: one ROUTER bound at ``bind``.
+
+    ``on_frame(routing_id, frame)`` runs on the I/O thread. Client frames must be
+    non-empty single-part messages; anything else is dropped as malformed.
+    """
+
+    def __init__(
+        self,
+        on_frame: ClientFrameHandler,
+        *,
+        bind: str = "tcp://127.0.0.1:0",
+        name: str = "clients",
+        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        hwm: int = DEFAULT_HWM,
+        queue_limit: int = DEFAULT_QUEUE_LIMIT,
+        validator: FrameValidator | None = None,
+        context: zmq.Context[Any] | None = None,
+    ) -> None:
+        super().__init__(
+            name,
+            context=context,
+            max_frame_bytes=max_frame_bytes,
+            hwm=hwm,
+            queue_limit=queue_limit,
+            validator=validator,
+        )
+        self._on_frame = on_frame
+        self._bind = bind
+        self._address = bind
+        # I/O thread only:
+        self._router: zmq.Socket[Any] | None = None
+        self._banned: collections.OrderedDict[bytes, None] = collections.OrderedDict()
+
+    @property
+    def address(self) -> str:
+        return self._address
+
+    def send(self, routing_id: bytes, frame: bytes) -> bool:
+        return self._enqueue_frame((_SEND, routing_id, frame), len(frame))
+
+    def disconnect(self, routing_id: bytes) -> None:
+        self._enqueue_control((_DISCONNECT, routing_id))
+
+    # -- I/O thread ------------------------------------------------------------------
+
+    def _open(self, context: zmq.Context[Any]) -> None:
+        router = context.socket(zmq.ROUTER)
+        self._router = router
+        self._configure(router, receives=True)
+        router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        try:
+            router.bind(bindable(self._bind))
+        except zmq.ZMQError as exc:
+            raise TransportError(f"cannot bind {self._bind}: {exc}") from exc
+        self._address = router.getsockopt_string(zmq.LAST_ENDPOINT)
+
+    def _receivers(self) -> list[zmq.Socket[Any]]:
+        return [] if self._router is None else [self._router]
+
+    def _on_command(self, command: Command) -> None:
+        op, routing_id = command[0], command[1]
+        if op == _SEND:
+            frame: bytes = command[2]
+            if routing_id in self._banned or self._router is None:
+                self._counters.bump("dropped")
+                return
+            try:
+                self._router.send_multipart((routing_id, frame), zmq.NOBLOCK)
+            except zmq.ZMQError:  # EHOSTUNREACH: unknown routing id; Again: HWM reached
+                self._counters.bump("dropped")
+                return
+            self._counters.sent(len(frame))
+        elif op == _DISCONNECT:
+            self._banned[routing_id] = None
+            self._banned.move_to_end(routing_id)
+            while len(self._banned) > MAX_BANNED_ROUTING_IDS:
+                self._banned.popitem(last=False)
+
+    def _on_message(self, socket: zmq.Socket[Any], parts: list[bytes]) -> None:
+        if len(parts) != 2 or not parts[1]:
+            self._malformed(f"{len(parts)} parts from a client, want routing id + 1 frame")
+            return
+        routing_id, frame = parts
+        if routing_id in self._banned:
+            self._counters.bump("dropped")
+            return
+        if not self._accept(frame):
+            return
+        self._counters.received(len(frame))
+        try:
+            self._on_frame(routing_id, frame)
+        except Exception:
+            self._handler_failed()
+
+    def _close(self) -> None:
+        if self._router is not None:
+            self._router.close(0)
+
+
+class ZmqClientConnection(ZmqLoop):
+    """Client side of the client link: a DEALER to one server address at a time.
+
+    Unlike peer links the DEALER queues (up to the high-water mark) while the TCP
+    connection is being set up, so a request sent right after :meth:`connect` is not
+    lost; ``on_frame(frame)`` runs on the I/O thread.
+    """
+
+    def __init__(
+        self,
+        on_frame: ConnectionFrameHandler,
+        *,
+        name: str = "client",
+        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        hwm: int = DEFAULT_HWM,
+        queue_limit: int = DEFAULT_QUEUE_LIMIT,
+        validator: FrameValidator | None = None,
+        context: zmq.Context[Any] | None = None,
+    ) -> None:
+        super().__init__(
+            name,
+            context=context,
+            max_frame_bytes=max_frame_bytes,
+            hwm=hwm,
+            queue_limit=queue_limit,
+            validator=validator,
+        )
+        self._on_frame = on_frame
+        self._target_lock = threading.Lock()
+        self._target: str | None = None
+        # I/O thread only:
+        self._dealer: zmq.Socket[Any] | None = None
+
+    @property
+    def address(self) -> str | None:
+        with self._target_lock:
+            return self._target
+
+    def connect(self, address: str) -> None:
+        with self._target_lock:
+            self._target = address
+        self._enqueue_control((_CONNECT, address))
+
+    def close(self) -> None:
+        with self._target_lock:
+            self._target = None
+        self._enqueue_control((_CLOSE,))
+
+    def send(self, frame: bytes) -> bool:
+        if self.address is None and len(frame) <= self._max_frame_bytes:
+            self._counters.bump("dropped")
+            return False
+        return self._enqueue_frame((_SEND, frame), len(frame))
+
+    # -- I/O thread ------------------------------------------------------------------
+
+    def _open(self, context: zmq.Context[Any]) -> None:
+        pass  # the DEALER is made by connect()
+
+    def _receivers(self) -> list[zmq.Socket[Any]]:
+        return [] if self._dealer is None else [self._dealer]
+
+    def _on_command(self, command: Command) -> None:
+        op = command[0]
+        if op == _SEND:
+            frame: bytes = command[1]
+            if self._dealer is None:
+                self._counters.bump("dropped")
+                return
+            try:
+                self._dealer.send(frame, zmq.NOBLOCK)
+            except zmq.ZMQError:
+                self._counters.bump("dropped")
+                return
+            self._counters.sent(len(frame))
+        elif op == _CONNECT:
+            self._close()
+            assert self._ctx is not None
+            dealer = self._ctx.socket(zmq.DEALER)
+            self._configure(dealer, receives=True)
+            try:
+                dealer.connect(command[1])
+            except zmq.ZMQError as exc:
+                dealer.close(0)
+                LOG.error("%s: cannot connect to %r: %s", self._name, command[1], exc)
+                return
+            self._dealer = dealer
+            self._poller_dirty = True
+        elif op == _CLOSE:
+            self._close()
+
+    def _on_message(self, socket: zmq.Socket[Any], parts: list[bytes]) -> None:
+        if len(parts) != 1:
+            self._malformed(f"{len(parts)} parts from the server, want 1")
+            return
+        frame = parts[0]
+        if not self._accept(frame):
+            return
+        self._counters.received(len(frame))
+        try:
+            self._on_frame(frame)
+        except Exception:
+            self._handler_failed()
+
+    def _close(self) -> None:
+        if self._dealer is not None:
+            self._dealer.close(0)
+            self._dealer = None
+            self._poller_dirty = True
