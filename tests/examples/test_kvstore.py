@@ -48,6 +48,7 @@ from examples.kvstore import (
     KvWatch,
     KvWatchResult,
     decode_event,
+    demo,
     parse_event,
     parse_request,
     same_value,
@@ -857,3 +858,9 @@ class KvModel(RuleBasedStateMachine):
 
 KvModel.TestCase.settings = settings(max_examples=60, stateful_step_count=40)
 TestKvModel = KvModel.TestCase
+
+
+def test_the_demo_checks_out(capsys: pytest.CaptureFixture[str]) -> None:
+    assert demo.main() == 0
+    out = capsys.readouterr().out
+    assert "FAILED" not in out and "all checks passed" in out
