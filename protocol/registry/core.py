@@ -27,12 +27,10 @@ Rules (DESIGN.md, "RegistryActor"):
 from __future__ import annotations
 
 import heapq
-from dataclasses import dataclass, field
 
 from protocol.actions import (
     ClientRequestAction,
     CreateSessionAction,
-    ExpireSessionAction,
     LeadershipChanged,
     NodeRole,
     QueryAction,
@@ -50,12 +48,8 @@ from protocol.actions import (
 )
 from protocol.codec import ProtocolError
 from protocol.ids import RequestId, SessionId
-from protocol.registry.types import (
-    RegistryConfig,
-    RegistryEffects,
-    RegistryStatus,
-    SessionIdSource,
-)
+from protocol.registry.table import ConnectionRecord, ConnectionTable, PendingCreation
+from protocol.registry.types import RegistryEffects
 from protocol.wire import (
     ClientMessage,
     ClientRequest,
@@ -89,92 +83,12 @@ __all__ = ["Registry"]
 _ID_ATTEMPTS = 8
 
 
-@dataclass(slots=True)
-class _Session:
-    session_id: SessionId
-    capabilities: dict[str, str]
-    deadline_ms: int
-    connection: bytes | None = None
-    expiring: bool = False
-    in_flight: set[RequestId] = field(default_factory=set)
-    acked: int = 0
-    held: dict[RequestId, bytes] = field(default_factory=dict)
+class Registry(ConnectionTable):
+    """The connection table of one node. Not thread-safe: one actor owns it.
 
-
-@dataclass(slots=True)
-class _Connection:
-    routing_id: bytes
-    session_id: SessionId | None = None
-    sessions_created: int = 0
-    creating: dict[bytes, SessionId] = field(default_factory=dict)  # nonce -> session
-    waiting: ContinueSession | None = None
-    queries: set[int] = field(default_factory=set)
-
-    def idle(self) -> bool:
-        return not (self.session_id or self.creating or self.waiting or self.queries)
-
-
-@dataclass(frozen=True, slots=True)
-class _Pending:
-    connection: bytes
-    nonce: bytes
-
-
-class Registry:
-    """The connection table of one node. Not thread-safe: one actor owns it."""
-
-    def __init__(self, config: RegistryConfig, new_session_id: SessionIdSource) -> None:
-        self._config = config
-        self._new_session_id = new_session_id
-        self._role = NodeRole.FOLLOWER
-        self._term = 0
-        self._hint: str | None = None
-        self._loaded = False
-        self._sessions: dict[SessionId, _Session] = {}
-        self._connections: dict[bytes, _Connection] = {}
-        self._pending: dict[SessionId, _Pending] = {}
-        self._waiting: dict[SessionId, set[bytes]] = {}
-        self._deadlines: list[tuple[int, SessionId]] = []  # one entry per live session
-        self._queries = 0
-        self._fx = RegistryEffects()
-
-    # ------------------------------------------------------------------ inspection
-
-    @property
-    def is_leader(self) -> bool:
-        return self._role is NodeRole.LEADER
-
-    def session_of(self, connection: bytes) -> SessionId | None:
-        """The session bound to ``connection``, if any."""
-        conn = self._connections.get(connection)
-        return None if conn is None else conn.session_id
-
-    def connection_of(self, session_id: SessionId) -> bytes | None:
-        """The connection ``session_id`` is bound to, if any."""
-        s = self._sessions.get(session_id)
-        return None if s is None else s.connection
-
-    def sessions(self) -> frozenset[SessionId]:
-        """Every session this registry tracks (live or being expired)."""
-        return frozenset(self._sessions)
-
-    def is_expiring(self, session_id: SessionId) -> bool:
-        s = self._sessions.get(session_id)
-        return s is not None and s.expiring
-
-    def status(self) -> RegistryStatus:
-        return RegistryStatus(
-            role=self._role,
-            term=self._term,
-            leader_hint=self._hint,
-            sessions_loaded=self._loaded,
-            sessions=len(self._sessions),
-            bound_sessions=sum(1 for s in self._sessions.values() if s.connection is not None),
-            expiring_sessions=sum(1 for s in self._sessions.values() if s.expiring),
-            pending_creations=len(self._pending),
-            connections=len(self._connections),
-            pending_queries=self._queries,
-        )
+    ``Registry(config, new_session_id)``: ``new_session_id()`` draws a fresh session id
+    (the shell passes random hex); every ``on_*`` method returns the effects to carry out.
+    """
 
     # ------------------------------------------------------------------ inputs
 
@@ -207,7 +121,7 @@ class Registry:
             return self._take()
         conn = self._connections.get(connection)
         if conn is None:
-            conn = self._connections[connection] = _Connection(connection)
+            conn = self._connections[connection] = ConnectionRecord(connection)
         if conn.session_id is not None:
             self._touch(self._sessions[conn.session_id], now_ms)
         match msg:
@@ -271,7 +185,7 @@ class Registry:
 
     # ------------------------------------------------------------------ client messages
 
-    def _create(self, conn: _Connection, msg: CreateSession) -> None:
+    def _create(self, conn: ConnectionRecord, msg: CreateSession) -> None:
         self._stop_waiting(conn)
         if msg.nonce in conn.creating:
             return  # a resend: the first attempt's answer is on its way
@@ -289,7 +203,7 @@ class Registry:
             return
         conn.sessions_created += 1
         conn.creating[msg.nonce] = sid
-        self._pending[sid] = _Pending(conn.routing_id, msg.nonce)
+        self._pending[sid] = PendingCreation(conn.routing_id, msg.nonce)
         self._fx.propose.append(CreateSessionAction(sid, dict(msg.capabilities)))
 
     def _draw_session_id(self) -> SessionId | None:
@@ -299,7 +213,7 @@ class Registry:
                 return sid
         return None
 
-    def _continue(self, conn: _Connection, msg: ContinueSession, now_ms: int) -> None:
+    def _continue(self, conn: ConnectionRecord, msg: ContinueSession, now_ms: int) -> None:
         self._stop_waiting(conn)
         s = self._sessions.get(msg.session_id)
         if s is None and self._loaded:
@@ -310,13 +224,13 @@ class Registry:
         else:
             self._bind(conn, s, SessionContinued(msg.nonce), now_ms)
 
-    def _keep_alive(self, conn: _Connection, msg: KeepAlive) -> None:
+    def _keep_alive(self, conn: ConnectionRecord, msg: KeepAlive) -> None:
         if conn.session_id == msg.session_id:
             self._send(conn.routing_id, KeepAliveResponse(msg.sent_at_ms))
         else:
             self._send(conn.routing_id, SessionClosed(CloseReason.NO_SESSION, None))
 
-    def _client_request(self, conn: _Connection, msg: ClientRequest) -> None:
+    def _client_request(self, conn: ConnectionRecord, msg: ClientRequest) -> None:
         rid = msg.request_id
         s = None if conn.session_id is None else self._sessions[conn.session_id]
         reason: ErrorReason | None = None
@@ -339,7 +253,7 @@ class Registry:
             ClientRequestAction(s.session_id, rid, msg.lowest_pending_request_id, msg.payload)
         )
 
-    def _query(self, conn: _Connection, msg: Query) -> None:
+    def _query(self, conn: ConnectionRecord, msg: Query) -> None:
         cid = msg.correlation_id
         reason: ErrorReason | None = None
         if len(msg.payload) > self._config.max_payload_bytes:
@@ -358,7 +272,7 @@ class Registry:
         self._queries += 1
         self._fx.propose.append(QueryAction(conn.routing_id, cid, msg.payload))
 
-    def _ack(self, conn: _Connection, msg: ServerRequestAck) -> None:
+    def _ack(self, conn: ConnectionRecord, msg: ServerRequestAck) -> None:
         if conn.session_id is None:
             self._send(conn.routing_id, SessionClosed(CloseReason.NO_SESSION, None))
             return
@@ -367,7 +281,7 @@ class Registry:
             s.acked = msg.request_id
             self._fx.propose.append(ServerRequestAckAction(s.session_id, msg.request_id))
 
-    def _close_session(self, conn: _Connection) -> None:
+    def _close_session(self, conn: ConnectionRecord) -> None:
         self._stop_waiting(conn)
         if conn.session_id is None:
             self._send(conn.routing_id, SessionClosed(CloseReason.NO_SESSION, None))
@@ -497,91 +411,3 @@ class Registry:
         self._deadlines.clear()
         self._queries = 0
         self._loaded = False
-
-    # ------------------------------------------------------------------ helpers
-
-    def _add_session(self, sid: SessionId, caps: dict[str, str], now_ms: int) -> _Session:
-        s = _Session(sid, dict(caps), now_ms + self._config.session_timeout_ms)
-        self._sessions[sid] = s
-        heapq.heappush(self._deadlines, (s.deadline_ms, sid))
-        return s
-
-    def _touch(self, s: _Session, now_ms: int) -> None:
-        s.deadline_ms = max(s.deadline_ms, now_ms + self._config.session_timeout_ms)
-
-    def _expire(self, s: _Session) -> None:
-        if not s.expiring:
-            s.expiring = True
-            self._fx.propose.append(ExpireSessionAction(s.session_id))
-
-    def _bind(self, conn: _Connection, s: _Session, reply: ServerMessage, now_ms: int) -> None:
-        """Bind ``s`` to ``conn`` (unbinding both sides' old partners), answer, flush held."""
-        if conn.session_id is not None and conn.session_id != s.session_id:
-            self._sessions[conn.session_id].connection = None
-        if s.connection is not None and s.connection != conn.routing_id:
-            other = self._connections[s.connection]
-            other.session_id = None
-            self._send(other.routing_id, SessionClosed(CloseReason.MOVED, None))
-            self._prune(other)
-        s.connection = conn.routing_id
-        conn.session_id = s.session_id
-        self._touch(s, now_ms)
-        self._send(conn.routing_id, reply)
-        for rid in sorted(s.held):
-            self._send(conn.routing_id, ServerRequest(rid, s.held[rid]))
-        s.held.clear()
-
-    def _resolve_waiting(self, sid: SessionId, now_ms: int) -> None:
-        """Answer the ContinueSessions that waited for ``sid``'s fate, if it is known."""
-        s = self._sessions.get(sid)
-        if s is not None and s.expiring:
-            return
-        for routing_id in sorted(self._waiting.pop(sid, ())):
-            conn = self._connections[routing_id]
-            msg = conn.waiting
-            assert msg is not None
-            conn.waiting = None
-            if s is None:
-                self._reject(routing_id, RejectReason.SESSION_EXPIRED, msg.nonce)
-            else:
-                self._bind(conn, s, SessionContinued(msg.nonce), now_ms)
-            self._prune(conn)
-
-    def _stop_waiting(self, conn: _Connection) -> None:
-        if conn.waiting is not None:
-            sid = conn.waiting.session_id
-            waiters = self._waiting[sid]
-            waiters.discard(conn.routing_id)
-            if not waiters:
-                del self._waiting[sid]
-            conn.waiting = None
-
-    def _drop_connection(self, connection: bytes) -> None:
-        conn = self._connections.get(connection)
-        if conn is None:
-            return
-        self._stop_waiting(conn)
-        if conn.session_id is not None:
-            self._sessions[conn.session_id].connection = None
-        self._queries -= len(conn.queries)
-        del self._connections[connection]
-
-    def _prune(self, conn: _Connection) -> None:
-        """Forget a connection that holds nothing (a hostile client gains no memory)."""
-        if conn.idle() and self._connections.get(conn.routing_id) is conn:
-            del self._connections[conn.routing_id]
-
-    def _reject(
-        self, connection: bytes, reason: RejectReason, nonce: bytes, detail: str = ""
-    ) -> None:
-        self._send(connection, SessionRejected(reason, self._hint_for(reason), nonce, detail))
-
-    def _hint_for(self, reason: ErrorReason | RejectReason) -> str | None:
-        return self._hint if reason.name == "NOT_LEADER" else None
-
-    def _send(self, connection: bytes, msg: ServerMessage) -> None:
-        self._fx.send.append((connection, msg))
-
-    def _take(self) -> RegistryEffects:
-        fx, self._fx = self._fx, RegistryEffects()
-        return fx
