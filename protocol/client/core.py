@@ -9,7 +9,8 @@ What the core guarantees:
 - Request ids strictly increase from 1; every ``ClientRequest`` carries the lowest id
   still pending; a request completes at most once (later duplicates are ignored).
 - After every (re)connect it creates or continues the session, then resends every
-  pending request with its original id, in id order, and every pending query.
+  pending request with its original id, in id order, and every pending query; on a
+  live connection, whatever waited longer than ``resend_interval_ms`` is resent too.
 - ``NotLeader`` (in any form) is never surfaced: the core reconnects to the hint, or to
   the next member round robin; after a whole round of failures it backs off.
 - Server requests are delivered in id order, each id once, whatever duplicates or
@@ -82,6 +83,7 @@ def _expired() -> ClientError:
 class _Pending:
     payload: bytes
     deadline_ms: int | None
+    sent_ms: int = 0
 
 
 class ClientSessionCore:
@@ -98,6 +100,7 @@ class ClientSessionCore:
         self._attempt_no = 0
         self._timer_ms = 0  # connect/handshake deadline, or end of backoff
         self._next_keep_alive_ms = 0
+        self._next_resend_ms = 0
         self._last_heard_ms = 0
         self._next_request = 1
         self._pending: dict[RequestId, _Pending] = {}  # ascending ids
@@ -166,7 +169,7 @@ class ClientSessionCore:
             if deadline_ms is not None:
                 self._add_deadline(deadline_ms, _REQUEST, rid)
             if self._phase is Phase.ACTIVE:
-                self._send_request(rid)
+                self._send_request(rid, now_ms)
         return rid, self._take()
 
     def query(
@@ -185,7 +188,7 @@ class ClientSessionCore:
             if deadline_ms is not None:
                 self._add_deadline(deadline_ms, _QUERY, cid)
             if self._phase is Phase.ACTIVE:
-                self._send(Query(cid, payload))
+                self._send_query(cid, now_ms)
         return cid, self._take()
 
     def close(self, now_ms: int) -> ClientEffects:
@@ -221,9 +224,17 @@ class ClientSessionCore:
         elif phase is Phase.ACTIVE:
             if now_ms - self._last_heard_ms >= self._config.server_timeout_ms:
                 self._reconnect(None, now_ms)
-            elif now_ms >= self._next_keep_alive_ms and self._session_id is not None:
+                return self._take()
+            if now_ms >= self._next_keep_alive_ms and self._session_id is not None:
                 self._send(KeepAlive(self._session_id, now_ms))
                 self._next_keep_alive_ms = now_ms + self._config.keep_alive_interval_ms
+            if now_ms >= self._next_resend_ms:
+                # a frame lost on a live connection: resend what has waited too long
+                # (the registry ignores requests still in flight; answered ones come
+                # back from the response cache)
+                resend_ms = self._config.resend_interval_ms
+                self._resend_all(now_ms, sent_before_ms=now_ms - resend_ms + 1)
+                self._next_resend_ms = now_ms + resend_ms
         return self._take()
 
     def on_message(self, msg: ServerMessage, now_ms: int) -> ClientEffects:
@@ -266,12 +277,10 @@ class ClientSessionCore:
         self._phase = Phase.ACTIVE
         self._attempts = 0
         self._next_keep_alive_ms = now_ms + self._config.keep_alive_interval_ms
+        self._next_resend_ms = now_ms + self._config.resend_interval_ms
         if self._delivered > 0:
             self._send_ack()  # the server may have missed the last one
-        for rid in self._pending:
-            self._send_request(rid)
-        for cid, q in self._queries.items():
-            self._send(Query(cid, q.payload))
+        self._resend_all(now_ms)
 
     def _handshake_rejected(self, msg: SessionRejected, now_ms: int) -> None:
         if self._phase is not Phase.HANDSHAKING or msg.nonce != self._nonce:
@@ -374,9 +383,26 @@ class ClientSessionCore:
             else:
                 self._complete_query(ident, None, error)
 
-    def _send_request(self, rid: RequestId) -> None:
+    def _send_request(self, rid: RequestId, now_ms: int) -> None:
         lowest = next(iter(self._pending))
-        self._send(ClientRequest(rid, lowest, self._pending[rid].payload))
+        pending = self._pending[rid]
+        pending.sent_ms = now_ms
+        self._send(ClientRequest(rid, lowest, pending.payload))
+
+    def _send_query(self, cid: int, now_ms: int) -> None:
+        query = self._queries[cid]
+        query.sent_ms = now_ms
+        self._send(Query(cid, query.payload))
+
+    def _resend_all(self, now_ms: int, sent_before_ms: int | None = None) -> None:
+        """Send every pending request, then every query, in id order (all of them, or
+        those last sent before ``sent_before_ms``)."""
+        for rid, p in self._pending.items():
+            if sent_before_ms is None or p.sent_ms < sent_before_ms:
+                self._send_request(rid, now_ms)
+        for cid, q in self._queries.items():
+            if sent_before_ms is None or q.sent_ms < sent_before_ms:
+                self._send_query(cid, now_ms)
 
     def _send_ack(self) -> None:
         self._acked = max(self._acked, self._delivered)

@@ -89,7 +89,12 @@ class Phase(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class ClientConfig:
-    """Where the cluster is and how patient the client is (all durations in ms)."""
+    """Where the cluster is and how patient the client is (all durations in ms).
+
+    Keep ``keep_alive_interval_ms`` and ``handshake_timeout_ms`` well below the
+    cluster's session timeout (10 s by default): a session must hear from its client
+    within that time, across lost frames and failovers, or it expires.
+    """
 
     #: Client addresses of the cluster's members (tried round robin).
     members: tuple[str, ...]
@@ -97,6 +102,9 @@ class ClientConfig:
     capabilities: dict[str, str] = field(default_factory=dict)
     #: A KeepAlive goes out this often while the session is active.
     keep_alive_interval_ms: int = 1_000
+    #: A request or query unanswered this long on a live connection is sent again
+    #: (with the same id: a frame may be lost without the connection breaking).
+    resend_interval_ms: int = 2_000
     #: Nothing heard from the server this long while active: try another member.
     server_timeout_ms: int = 5_000
     #: No answer to connect + handshake this long: try another member.

@@ -413,3 +413,15 @@ def test_config_is_validated() -> None:
     with pytest.raises(ValueError, match="keep_alive"):
         ClientConfig(MEMBERS, keep_alive_interval_ms=0)
     assert str(SessionRejectedError(RejectReason.INVALID, "")) == "session rejected: INVALID"
+
+
+def test_requests_unanswered_on_a_live_connection_are_resent_with_their_ids() -> None:
+    core = active(resend_interval_ms=100, keep_alive_interval_ms=10_000)
+    core.submit(b"a", 0)
+    core.query(b"q", 0)
+    core.submit(b"b", 60)
+    assert core.on_tick(99).send == []
+    assert core.on_tick(100).send == [ClientRequest(R(1), R(1), b"a"), Query(1, b"q")]
+    core.on_message(ClientResponse(R(1), b""), 150)
+    assert core.on_tick(199).send == []
+    assert core.on_tick(200).send == [ClientRequest(R(2), R(2), b"b"), Query(1, b"q")]
