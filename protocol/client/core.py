@@ -23,10 +23,10 @@ What the core guarantees:
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from protocol.client.inbox import DeadlineQueue, ServerRequestInbox
 from protocol.client.types import (
     ClientClosedError,
     ClientConfig,
@@ -106,10 +106,8 @@ class ClientSessionCore:
         self._pending: dict[RequestId, _Pending] = {}  # ascending ids
         self._next_query = 1
         self._queries: dict[int, _Pending] = {}
-        self._deadlines: list[tuple[int, int, int]] = []  # (deadline, kind, id)
-        self._delivered = 0
-        self._buffer: dict[int, bytes] = {}
-        self._acked = 0
+        self._deadlines = DeadlineQueue()
+        self._inbox = ServerRequestInbox(config.max_buffered_server_requests)
         self._failure: Callable[[], ClientError] | None = None
         self._fx = ClientEffects()
 
@@ -143,7 +141,7 @@ class ClientSessionCore:
     @property
     def delivered_server_request_id(self) -> int:
         """The highest server request id delivered (all lower ones were delivered too)."""
-        return self._delivered
+        return self._inbox.delivered
 
     # ------------------------------------------------------------------ user calls
 
@@ -278,8 +276,8 @@ class ClientSessionCore:
         self._attempts = 0
         self._next_keep_alive_ms = now_ms + self._config.keep_alive_interval_ms
         self._next_resend_ms = now_ms + self._config.resend_interval_ms
-        if self._delivered > 0:
-            self._send_ack()  # the server may have missed the last one
+        if self._inbox.delivered > 0:  # the server may have missed the last ack
+            self._send(ServerRequestAck(RequestId(self._inbox.delivered)))
         self._resend_all(now_ms)
 
     def _handshake_rejected(self, msg: SessionRejected, now_ms: int) -> None:
@@ -328,26 +326,10 @@ class ClientSessionCore:
             self._complete_query(msg.correlation_id, None, error)
 
     def _server_request(self, msg: ServerRequest) -> None:
-        rid = msg.request_id
-        if rid <= self._delivered:
-            self._send_ack()  # the server resent it: it has not seen our ack
-            return
-        if rid == self._delivered + 1:
-            self._delivered = rid
-            self._fx.deliver.append(msg)
-            while self._delivered + 1 in self._buffer:
-                self._delivered += 1
-                payload = self._buffer.pop(self._delivered)
-                self._fx.deliver.append(ServerRequest(RequestId(self._delivered), payload))
-            self._send_ack()
-            return
-        buffer = self._buffer
-        if rid not in buffer and len(buffer) >= self._config.max_buffered_server_requests:
-            highest = max(buffer)
-            if rid > highest:
-                return  # no room: the retry scheduler resends it later
-            del buffer[highest]  # keep the ids closest to delivery
-        buffer[rid] = msg.payload
+        deliver, ack = self._inbox.receive(msg)
+        self._fx.deliver.extend(deliver)
+        if ack is not None:
+            self._send(ServerRequestAck(ack))
 
     # ------------------------------------------------------------------ helpers
 
@@ -360,23 +342,14 @@ class ClientSessionCore:
             self._fx.queries_completed.append(QueryCompletion(cid, response, error))
 
     def _add_deadline(self, deadline_ms: int, kind: int, ident: int) -> None:
-        heap = self._deadlines
-        heapq.heappush(heap, (deadline_ms, kind, ident))
-        if len(heap) > 2 * (len(self._pending) + len(self._queries)) + 64:
-            # entries of completed requests linger until their deadline: compact
-            live = [
-                e
-                for e in heap
-                if (e[1] == _REQUEST and e[2] in self._pending)
-                or (e[1] == _QUERY and e[2] in self._queries)
-            ]
-            heapq.heapify(live)
-            self._deadlines = live
+        live = len(self._pending) + len(self._queries)
+        self._deadlines.add(deadline_ms, kind, ident, live, self._is_live)
+
+    def _is_live(self, kind: int, ident: int) -> bool:
+        return ident in (self._pending if kind == _REQUEST else self._queries)
 
     def _expire_deadlines(self, now_ms: int) -> None:
-        heap = self._deadlines
-        while heap and heap[0][0] <= now_ms:
-            _, kind, ident = heapq.heappop(heap)
+        for kind, ident in self._deadlines.due(now_ms):
             error = RequestTimeoutError("deadline passed")
             if kind == _REQUEST:
                 self._complete(RequestId(ident), None, error)
@@ -403,10 +376,6 @@ class ClientSessionCore:
         for cid, q in self._queries.items():
             if sent_before_ms is None or q.sent_ms < sent_before_ms:
                 self._send_query(cid, now_ms)
-
-    def _send_ack(self) -> None:
-        self._acked = max(self._acked, self._delivered)
-        self._send(ServerRequestAck(RequestId(self._acked)))
 
     def _handshake(self, now_ms: int) -> None:
         """Create or continue the session on the current connection."""
@@ -459,7 +428,7 @@ class ClientSessionCore:
         for cid in list(self._queries):
             self._complete_query(cid, None, error())
         self._deadlines.clear()
-        self._buffer.clear()
+        self._inbox.clear()
 
     def _terminal_error(self) -> ClientError:
         assert self._failure is not None
