@@ -23,6 +23,7 @@ What the core guarantees:
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -73,6 +74,8 @@ __all__ = ["ClientSessionCore"]
 _REQUEST, _QUERY = 0, 1
 _CONNECTED = (Phase.HANDSHAKING, Phase.ACTIVE)
 _TERMINAL = (Phase.FAILED, Phase.CLOSED)
+#: Errors for requests the server did not propose because it is busy: retried later.
+_TRANSIENT = (ErrorReason.OVERLOADED, ErrorReason.TOO_MANY_PENDING)
 
 
 def _expired() -> ClientError:
@@ -84,6 +87,8 @@ class _Pending:
     payload: bytes
     deadline_ms: int | None
     sent_ms: int = 0
+    #: Sent on the current session binding (so it counts against the window).
+    sent: bool = False
 
 
 class ClientSessionCore:
@@ -104,6 +109,8 @@ class ClientSessionCore:
         self._last_heard_ms = 0
         self._next_request = 1
         self._pending: dict[RequestId, _Pending] = {}  # ascending ids
+        self._unsent: deque[RequestId] = deque()  # pending, not sent on this binding
+        self._in_flight = 0  # pending and sent on this binding
         self._next_query = 1
         self._queries: dict[int, _Pending] = {}
         self._deadlines = DeadlineQueue()
@@ -166,8 +173,9 @@ class ClientSessionCore:
             self._pending[rid] = _Pending(payload, deadline_ms)
             if deadline_ms is not None:
                 self._add_deadline(deadline_ms, _REQUEST, rid)
+            self._unsent.append(rid)
             if self._phase is Phase.ACTIVE:
-                self._send_request(rid, now_ms)
+                self._fill_window(now_ms)
         return rid, self._take()
 
     def query(
@@ -231,8 +239,9 @@ class ClientSessionCore:
                 # (the registry ignores requests still in flight; answered ones come
                 # back from the response cache)
                 resend_ms = self._config.resend_interval_ms
-                self._resend_all(now_ms, sent_before_ms=now_ms - resend_ms + 1)
+                self._resend_stale(now_ms, sent_before_ms=now_ms - resend_ms + 1)
                 self._next_resend_ms = now_ms + resend_ms
+            self._fill_window(now_ms)  # timeouts may have freed room
         return self._take()
 
     def on_message(self, msg: ServerMessage, now_ms: int) -> ClientEffects:
@@ -261,6 +270,8 @@ class ClientSessionCore:
                 self._server_request(msg)
             case KeepAliveResponse():
                 pass
+        if self._phase is Phase.ACTIVE:
+            self._fill_window(now_ms)  # completions may have freed room
         return self._take()
 
     # ------------------------------------------------------------------ server messages
@@ -278,7 +289,7 @@ class ClientSessionCore:
         self._next_resend_ms = now_ms + self._config.resend_interval_ms
         if self._inbox.delivered > 0:  # the server may have missed the last ack
             self._send(ServerRequestAck(RequestId(self._inbox.delivered)))
-        self._resend_all(now_ms)
+        self._send_all(now_ms)
 
     def _handshake_rejected(self, msg: SessionRejected, now_ms: int) -> None:
         if self._phase is not Phase.HANDSHAKING or msg.nonce != self._nonce:
@@ -313,6 +324,8 @@ class ClientSessionCore:
             self._finish(Phase.FAILED, _expired)
         elif reason is ErrorReason.RESPONSE_EVICTED:
             self._complete(msg.request_id, None, ResponseEvictedError(msg.detail))
+        elif reason in _TRANSIENT:
+            pass  # not proposed: the periodic resend tries again (the deadline still holds)
         else:
             self._complete(msg.request_id, None, RequestFailedError(reason, msg.detail))
 
@@ -321,7 +334,7 @@ class ClientSessionCore:
             self._reconnect(msg.leader_hint, now_ms)
         elif msg.reason is ErrorReason.SESSION_EXPIRED:
             self._finish(Phase.FAILED, _expired)
-        else:
+        elif msg.reason not in _TRANSIENT:
             error = RequestFailedError(msg.reason, msg.detail)
             self._complete_query(msg.correlation_id, None, error)
 
@@ -334,8 +347,11 @@ class ClientSessionCore:
     # ------------------------------------------------------------------ helpers
 
     def _complete(self, rid: RequestId, response: bytes | None, error: ClientError | None) -> None:
-        if self._pending.pop(rid, None) is not None:
+        pending = self._pending.pop(rid, None)
+        if pending is not None:
             self._fx.completed.append(Completion(rid, response, error))
+            if pending.sent:
+                self._in_flight -= 1
 
     def _complete_query(self, cid: int, response: bytes | None, error: ClientError | None) -> None:
         if self._queries.pop(cid, None) is not None:
@@ -360,21 +376,43 @@ class ClientSessionCore:
         lowest = next(iter(self._pending))
         pending = self._pending[rid]
         pending.sent_ms = now_ms
+        if not pending.sent:
+            pending.sent = True
+            self._in_flight += 1
         self._send(ClientRequest(rid, lowest, pending.payload))
+
+    def _fill_window(self, now_ms: int) -> None:
+        """Send unsent requests, in id order, while fewer than the window are in flight."""
+        unsent = self._unsent
+        while unsent and self._in_flight < self._config.max_in_flight:
+            rid = unsent.popleft()
+            if rid in self._pending:  # (it may have timed out before it was sent)
+                self._send_request(rid, now_ms)
 
     def _send_query(self, cid: int, now_ms: int) -> None:
         query = self._queries[cid]
         query.sent_ms = now_ms
         self._send(Query(cid, query.payload))
 
-    def _resend_all(self, now_ms: int, sent_before_ms: int | None = None) -> None:
-        """Send every pending request, then every query, in id order (all of them, or
-        those last sent before ``sent_before_ms``)."""
+    def _send_all(self, now_ms: int) -> None:
+        """On a new session binding: send pending requests in id order (up to the
+        window; the rest follow as earlier ones complete), then every pending query."""
+        for p in self._pending.values():
+            p.sent = False
+        self._in_flight = 0
+        self._unsent = deque(self._pending)
+        self._fill_window(now_ms)
+        for cid in self._queries:
+            self._send_query(cid, now_ms)
+
+    def _resend_stale(self, now_ms: int, sent_before_ms: int) -> None:
+        """Resend, in id order, what was sent on this binding before ``sent_before_ms``
+        and is still unanswered."""
         for rid, p in self._pending.items():
-            if sent_before_ms is None or p.sent_ms < sent_before_ms:
+            if p.sent and p.sent_ms < sent_before_ms:
                 self._send_request(rid, now_ms)
         for cid, q in self._queries.items():
-            if sent_before_ms is None or q.sent_ms < sent_before_ms:
+            if q.sent_ms < sent_before_ms:
                 self._send_query(cid, now_ms)
 
     def _handshake(self, now_ms: int) -> None:
@@ -427,6 +465,7 @@ class ClientSessionCore:
             self._complete(rid, None, error())
         for cid in list(self._queries):
             self._complete_query(cid, None, error())
+        self._unsent.clear()
         self._deadlines.clear()
         self._inbox.clear()
 

@@ -111,6 +111,9 @@ class ClientConfig:
     handshake_timeout_ms: int = 2_000
     #: Wait this long after a full round of failed attempts (or an overloaded server).
     retry_backoff_ms: int = 100
+    #: Requests sent and unanswered at once; later ones wait for earlier ones to
+    #: complete (keep it at or below the cluster's pending-requests-per-session limit).
+    max_in_flight: int = 1000
     #: Larger payloads fail locally with ``RequestFailedError(TOO_LARGE)``.
     max_payload_bytes: int = 1 << 20
     #: Out-of-order server requests kept while waiting for a gap to fill.

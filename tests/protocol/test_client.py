@@ -372,6 +372,8 @@ def test_queries_are_sent_resent_and_completed_once() -> None:
     assert fx.queries_completed == [QueryCompletion(1, b"r", None)]
     assert core.on_message(QueryResponse(1, b"r"), 0).queries_completed == []
     fx = core.on_message(QueryError(2, ErrorReason.OVERLOADED, "busy", None), 0)
+    assert fx.queries_completed == []  # transient: resent later
+    fx = core.on_message(QueryError(2, ErrorReason.APPLICATION_ERROR, "boom", None), 0)
     assert isinstance(fx.queries_completed[0].error, RequestFailedError)
     assert core.pending_query_ids == ()
 
@@ -425,3 +427,44 @@ def test_requests_unanswered_on_a_live_connection_are_resent_with_their_ids() ->
     core.on_message(ClientResponse(R(1), b""), 150)
     assert core.on_tick(199).send == []
     assert core.on_tick(200).send == [ClientRequest(R(2), R(2), b"b"), Query(1, b"q")]
+
+
+def test_at_most_the_window_is_in_flight_and_the_rest_follows_in_order() -> None:
+    core = active(max_in_flight=2)
+    sends = [core.submit(p, 0)[1].send for p in (b"1", b"2", b"3", b"4")]
+    assert sends == [
+        [ClientRequest(R(1), R(1), b"1")],
+        [ClientRequest(R(2), R(1), b"2")],
+        [],
+        [],
+    ]
+    fx = core.on_message(ClientResponse(R(2), b""), 0)
+    assert fx.send == [ClientRequest(R(3), R(1), b"3")]
+    # after a reconnect the window restarts from the lowest pending id
+    core.on_message(NotLeader(None), 0)
+    assert handshake(core).send == [
+        ClientRequest(R(1), R(1), b"1"),
+        ClientRequest(R(3), R(1), b"3"),
+    ]
+    fx = core.on_message(ClientResponse(R(1), b""), 0)
+    assert fx.send == [ClientRequest(R(4), R(3), b"4")]
+
+
+def test_a_request_timing_out_before_it_was_sent_frees_no_window_slot() -> None:
+    core = active(max_in_flight=1)
+    core.submit(b"1", 0)
+    core.submit(b"2", 0, deadline_ms=10)
+    core.submit(b"3", 0)
+    fx = core.on_tick(10)
+    assert [c.request_id for c in fx.completed] == [2] and fx.send == []
+    fx = core.on_message(ClientResponse(R(1), b""), 11)
+    assert fx.send == [ClientRequest(R(3), R(3), b"3")]
+
+
+@pytest.mark.parametrize("reason", [ErrorReason.OVERLOADED, ErrorReason.TOO_MANY_PENDING])
+def test_busy_servers_make_requests_wait_not_fail(reason: ErrorReason) -> None:
+    core = active(resend_interval_ms=100, keep_alive_interval_ms=10_000)
+    core.submit(b"a", 0)
+    assert core.on_message(RequestError(R(1), reason, "", None), 1) == ClientEffects()
+    assert core.pending_request_ids == (1,)
+    assert core.on_tick(100).send == [ClientRequest(R(1), R(1), b"a")]

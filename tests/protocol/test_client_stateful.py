@@ -47,6 +47,7 @@ from protocol.wire import (
 MEMBERS = ("tcp://a", "tcp://b", "tcp://c")
 SID = SessionId("s")
 TERMINAL = (Phase.FAILED, Phase.CLOSED)
+WINDOW = 2
 
 
 class ClientMachine(RuleBasedStateMachine):
@@ -59,6 +60,7 @@ class ClientMachine(RuleBasedStateMachine):
             handshake_timeout_ms=300,
             retry_backoff_ms=50,
             max_buffered_server_requests=3,
+            max_in_flight=WINDOW,
         )
         self.core = ClientSessionCore(config)
         self.now = 0
@@ -67,6 +69,7 @@ class ClientMachine(RuleBasedStateMachine):
         self.deadlines: dict[int, int] = {}
         self.completed: set[int] = set()
         self.sent: set[int] = set()
+        self.sent_on_binding: set[int] = set()
         self.handshake: CreateSession | ContinueSession | None = None
         self.server_assigned = 0
         self.delivered: list[int] = []
@@ -104,12 +107,14 @@ class ClientMachine(RuleBasedStateMachine):
                 assert self.pending.get(rid) == msg.payload
                 assert msg.lowest_pending_request_id == min(self.pending)
                 self.sent.add(rid)
+                self.sent_on_binding.add(rid)
             elif isinstance(msg, ServerRequestAck):
                 assert msg.request_id >= self.last_ack, "ack went back"
                 assert msg.request_id == len(self.delivered), "ack is not cumulative"
                 self.last_ack = msg.request_id
             elif isinstance(msg, CreateSession | ContinueSession):
                 self.handshake = msg
+                self.sent_on_binding.clear()
         if self.core.phase in TERMINAL:
             assert not self.pending
             assert self.queries_done == set(self.queries_made)
@@ -170,7 +175,7 @@ class ClientMachine(RuleBasedStateMachine):
             answer = SessionContinued(hs.nonce)
         fx = self.receive(answer)
         resent = [m.request_id for m in fx.send if isinstance(m, ClientRequest)]
-        assert resent == sorted(self.pending), "pending requests not all resent in order"
+        assert resent == sorted(self.pending)[:WINDOW], "pending not resent in order"
         assert self.core.phase is Phase.ACTIVE
 
     @rule()
@@ -241,8 +246,13 @@ class ClientMachine(RuleBasedStateMachine):
             return
         rid = data.draw(st.sampled_from(sorted(self.sent)))
         fx = self.receive(RequestError(RequestId(rid), reason, "", None))
-        if reason in (ErrorReason.NOT_LEADER, ErrorReason.NO_SESSION):
-            assert not fx.completed
+        if reason in (
+            ErrorReason.NOT_LEADER,
+            ErrorReason.NO_SESSION,
+            ErrorReason.OVERLOADED,
+            ErrorReason.TOO_MANY_PENDING,
+        ):
+            assert not fx.completed  # retried, never the user's problem
 
     @rule(ahead=st.integers(0, 2), data=st.data())
     def server_request(self, ahead: int, data: st.DataObject) -> None:
@@ -266,6 +276,15 @@ class ClientMachine(RuleBasedStateMachine):
         assert self.core.pending_request_ids == tuple(sorted(self.pending))
         expected = min(self.pending) if self.pending else None
         assert self.core.lowest_pending_request_id == expected
+
+    @invariant()
+    def the_window_is_respected_and_used(self) -> None:
+        in_flight = self.sent_on_binding & set(self.pending)
+        assert len(in_flight) <= WINDOW
+        if self.core.phase is Phase.ACTIVE and len(in_flight) < WINDOW:
+            assert in_flight == set(self.pending), "room in the window, yet a request waits"
+        if in_flight:  # the window holds the lowest ids
+            assert max(in_flight) < min(set(self.pending) - in_flight, default=10**9)
 
     @invariant()
     def delivery_is_a_prefix(self) -> None:
