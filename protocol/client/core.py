@@ -33,8 +33,8 @@ from protocol.client.types import (
     ClientConfig,
     ClientEffects,
     ClientError,
+    ClientPhase,
     Completion,
-    Phase,
     QueryCompletion,
     RequestFailedError,
     RequestTimeoutError,
@@ -72,8 +72,8 @@ from protocol.wire import (
 __all__ = ["ClientSessionCore"]
 
 _REQUEST, _QUERY = 0, 1
-_CONNECTED = (Phase.HANDSHAKING, Phase.ACTIVE)
-_TERMINAL = (Phase.FAILED, Phase.CLOSED)
+_CONNECTED = (ClientPhase.HANDSHAKING, ClientPhase.ACTIVE)
+_TERMINAL = (ClientPhase.FAILED, ClientPhase.CLOSED)
 #: Errors for requests the server did not propose because it is busy: retried later.
 _TRANSIENT = (ErrorReason.OVERLOADED, ErrorReason.TOO_MANY_PENDING)
 
@@ -96,7 +96,7 @@ class ClientSessionCore:
 
     def __init__(self, config: ClientConfig) -> None:
         self._config = config
-        self._phase = Phase.IDLE
+        self._phase = ClientPhase.IDLE
         self._session_id: SessionId | None = None
         self._member = 0
         self._address = config.members[0]
@@ -121,7 +121,7 @@ class ClientSessionCore:
     # ------------------------------------------------------------------ inspection
 
     @property
-    def phase(self) -> Phase:
+    def phase(self) -> ClientPhase:
         return self._phase
 
     @property
@@ -154,7 +154,7 @@ class ClientSessionCore:
 
     def start(self, now_ms: int) -> ClientEffects:
         """Connect to the first member."""
-        if self._phase is Phase.IDLE:
+        if self._phase is ClientPhase.IDLE:
             self._connect(self._address, now_ms)
         return self._take()
 
@@ -174,7 +174,7 @@ class ClientSessionCore:
             if deadline_ms is not None:
                 self._add_deadline(deadline_ms, _REQUEST, rid)
             self._unsent.append(rid)
-            if self._phase is Phase.ACTIVE:
+            if self._phase is ClientPhase.ACTIVE:
                 self._fill_window(now_ms)
         return rid, self._take()
 
@@ -193,7 +193,7 @@ class ClientSessionCore:
             self._queries[cid] = _Pending(payload, deadline_ms)
             if deadline_ms is not None:
                 self._add_deadline(deadline_ms, _QUERY, cid)
-            if self._phase is Phase.ACTIVE:
+            if self._phase is ClientPhase.ACTIVE:
                 self._send_query(cid, now_ms)
         return cid, self._take()
 
@@ -202,20 +202,20 @@ class ClientSessionCore:
         if self._phase not in _TERMINAL:
             if self._phase in _CONNECTED and self._session_id is not None:
                 self._send(CloseSession())
-            self._finish(Phase.CLOSED, lambda: ClientClosedError("client closed"))
+            self._finish(ClientPhase.CLOSED, lambda: ClientClosedError("client closed"))
         return self._take()
 
     # ------------------------------------------------------------------ shell events
 
     def on_connected(self, now_ms: int) -> ClientEffects:
         """The connection asked for by the last ``connect`` effect is open."""
-        if self._phase is Phase.CONNECTING:
+        if self._phase is ClientPhase.CONNECTING:
             self._handshake(now_ms)
         return self._take()
 
     def on_disconnected(self, now_ms: int) -> ClientEffects:
         """The connection failed or was closed by the server: try the next member."""
-        if self._phase in (Phase.CONNECTING, *_CONNECTED):
+        if self._phase in (ClientPhase.CONNECTING, *_CONNECTED):
             self._reconnect(None, now_ms)
         return self._take()
 
@@ -223,11 +223,13 @@ class ClientSessionCore:
         """Time passed: deadlines, keep-alives, handshake and server timeouts, backoff."""
         self._expire_deadlines(now_ms)
         phase = self._phase
-        if phase is Phase.BACKOFF and now_ms >= self._timer_ms:
+        if phase is ClientPhase.BACKOFF and now_ms >= self._timer_ms:
             self._connect(self._address, now_ms)
-        elif phase in (Phase.CONNECTING, Phase.HANDSHAKING) and now_ms >= self._timer_ms:
+        elif (
+            phase in (ClientPhase.CONNECTING, ClientPhase.HANDSHAKING) and now_ms >= self._timer_ms
+        ):
             self._reconnect(None, now_ms)
-        elif phase is Phase.ACTIVE:
+        elif phase is ClientPhase.ACTIVE:
             if now_ms - self._last_heard_ms >= self._config.server_timeout_ms:
                 self._reconnect(None, now_ms)
                 return self._take()
@@ -270,20 +272,20 @@ class ClientSessionCore:
                 self._server_request(msg)
             case KeepAliveResponse():
                 pass
-        if self._phase is Phase.ACTIVE:
+        if self._phase is ClientPhase.ACTIVE:
             self._fill_window(now_ms)  # completions may have freed room
         return self._take()
 
     # ------------------------------------------------------------------ server messages
 
     def _handshake_done(self, msg: SessionCreated | SessionContinued, now_ms: int) -> None:
-        if self._phase is not Phase.HANDSHAKING or msg.nonce != self._nonce:
+        if self._phase is not ClientPhase.HANDSHAKING or msg.nonce != self._nonce:
             return  # an answer to an attempt given up on
         if isinstance(msg, SessionCreated):
             if self._session_id is not None:
                 return  # we asked to continue; a stale creation answer is not ours
             self._session_id = msg.session_id
-        self._phase = Phase.ACTIVE
+        self._phase = ClientPhase.ACTIVE
         self._attempts = 0
         self._next_keep_alive_ms = now_ms + self._config.keep_alive_interval_ms
         self._next_resend_ms = now_ms + self._config.resend_interval_ms
@@ -292,22 +294,22 @@ class ClientSessionCore:
         self._send_all(now_ms)
 
     def _handshake_rejected(self, msg: SessionRejected, now_ms: int) -> None:
-        if self._phase is not Phase.HANDSHAKING or msg.nonce != self._nonce:
+        if self._phase is not ClientPhase.HANDSHAKING or msg.nonce != self._nonce:
             return
         if msg.reason is RejectReason.NOT_LEADER:
             self._reconnect(msg.leader_hint, now_ms)
         elif msg.reason in (RejectReason.OVERLOADED, RejectReason.TOO_MANY_SESSIONS):
             self._backoff(now_ms)  # a fresh connection to the same member, a bit later
         elif msg.reason is RejectReason.SESSION_EXPIRED:
-            self._finish(Phase.FAILED, _expired)
+            self._finish(ClientPhase.FAILED, _expired)
         else:
             reason, detail = msg.reason, msg.detail
-            self._finish(Phase.FAILED, lambda: SessionRejectedError(reason, detail))
+            self._finish(ClientPhase.FAILED, lambda: SessionRejectedError(reason, detail))
 
     def _session_closed(self, msg: SessionClosed, now_ms: int) -> None:
         reason = msg.reason
         if reason is CloseReason.SESSION_EXPIRED:
-            self._finish(Phase.FAILED, _expired)
+            self._finish(ClientPhase.FAILED, _expired)
         elif reason in (CloseReason.NO_SESSION, CloseReason.MOVED):
             self._handshake(now_ms)  # take the session (back) on this connection
         elif reason is not CloseReason.CLIENT_REQUESTED:
@@ -318,10 +320,10 @@ class ClientSessionCore:
         if reason is ErrorReason.NOT_LEADER:
             self._reconnect(msg.leader_hint, now_ms)
         elif reason is ErrorReason.NO_SESSION:
-            if self._phase is Phase.ACTIVE:
+            if self._phase is ClientPhase.ACTIVE:
                 self._handshake(now_ms)  # continue the session; pending ones are resent
         elif reason is ErrorReason.SESSION_EXPIRED:
-            self._finish(Phase.FAILED, _expired)
+            self._finish(ClientPhase.FAILED, _expired)
         elif reason is ErrorReason.RESPONSE_EVICTED:
             self._complete(msg.request_id, None, ResponseEvictedError(msg.detail))
         elif reason in _TRANSIENT:
@@ -333,7 +335,7 @@ class ClientSessionCore:
         if msg.reason is ErrorReason.NOT_LEADER:
             self._reconnect(msg.leader_hint, now_ms)
         elif msg.reason is ErrorReason.SESSION_EXPIRED:
-            self._finish(Phase.FAILED, _expired)
+            self._finish(ClientPhase.FAILED, _expired)
         elif msg.reason not in _TRANSIENT:
             error = RequestFailedError(msg.reason, msg.detail)
             self._complete_query(msg.correlation_id, None, error)
@@ -419,7 +421,7 @@ class ClientSessionCore:
         """Create or continue the session on the current connection."""
         self._attempt_no += 1
         self._nonce = self._attempt_no.to_bytes(8, "big")
-        self._phase = Phase.HANDSHAKING
+        self._phase = ClientPhase.HANDSHAKING
         self._timer_ms = now_ms + self._config.handshake_timeout_ms
         if self._session_id is None:
             self._send(CreateSession(dict(self._config.capabilities), self._nonce))
@@ -445,19 +447,19 @@ class ClientSessionCore:
 
     def _backoff(self, now_ms: int) -> None:
         self._attempts = 0
-        self._phase = Phase.BACKOFF
+        self._phase = ClientPhase.BACKOFF
         self._timer_ms = now_ms + self._config.retry_backoff_ms
         self._fx.send.clear()
 
     def _connect(self, address: str, now_ms: int) -> None:
-        self._phase = Phase.CONNECTING
+        self._phase = ClientPhase.CONNECTING
         self._address = address
         self._timer_ms = now_ms + self._config.handshake_timeout_ms
         self._last_heard_ms = now_ms
         self._fx.send.clear()  # whatever was queued was for the connection being dropped
         self._fx.connect = address
 
-    def _finish(self, phase: Phase, error: Callable[[], ClientError]) -> None:
+    def _finish(self, phase: ClientPhase, error: Callable[[], ClientError]) -> None:
         """Enter a terminal phase: fail everything pending (and later) with ``error()``."""
         self._phase = phase
         self._failure = error

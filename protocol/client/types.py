@@ -13,8 +13,8 @@ __all__ = [
     "ClientConfig",
     "ClientEffects",
     "ClientError",
+    "ClientPhase",
     "Completion",
-    "Phase",
     "QueryCompletion",
     "RequestFailedError",
     "RequestTimeoutError",
@@ -68,7 +68,7 @@ class ClientClosedError(ClientError):
     """The client was closed before the request completed."""
 
 
-class Phase(enum.Enum):
+class ClientPhase(enum.Enum):
     """Where the client is in its connection life cycle."""
 
     #: Not started.

@@ -8,9 +8,9 @@ from protocol.client import (
     ClientClosedError,
     ClientConfig,
     ClientEffects,
+    ClientPhase,
     ClientSessionCore,
     Completion,
-    Phase,
     QueryCompletion,
     RequestFailedError,
     RequestTimeoutError,
@@ -66,13 +66,13 @@ def active(**overrides: int) -> ClientSessionCore:
     core = make(**overrides)
     assert core.start(0).connect == MEMBERS[0]
     handshake(core)
-    assert core.phase is Phase.ACTIVE and core.session_id == SID
+    assert core.phase is ClientPhase.ACTIVE and core.session_id == SID
     return core
 
 
 def test_start_connects_and_creates_a_session_with_the_capabilities() -> None:
     core = make()
-    assert core.phase is Phase.IDLE
+    assert core.phase is ClientPhase.IDLE
     assert core.start(0) == ClientEffects(connect=MEMBERS[0])
     assert core.start(0) == ClientEffects()  # once only
     (msg,) = core.on_connected(0).send
@@ -137,7 +137,7 @@ def test_after_a_whole_round_of_failures_the_client_backs_off() -> None:
         connects.append(core.on_disconnected(0).connect)
     assert None not in connects
     fx = core.on_disconnected(0)
-    assert fx.connect is None and core.phase is Phase.BACKOFF
+    assert fx.connect is None and core.phase is ClientPhase.BACKOFF
     assert core.on_tick(99).connect is None
     assert core.on_tick(100).connect == core.address
 
@@ -154,7 +154,7 @@ def test_answers_to_abandoned_handshakes_are_ignored() -> None:
     assert core.on_message(SessionRejected(RejectReason.NOT_LEADER, "x", first.nonce, ""), 0) == (
         ClientEffects()
     )
-    assert core.phase is Phase.HANDSHAKING
+    assert core.phase is ClientPhase.HANDSHAKING
     core.on_message(SessionCreated(SID, second.nonce), 0)
     assert core.session_id == SID
 
@@ -165,7 +165,7 @@ def test_a_creation_answer_to_a_continue_is_not_ours() -> None:
     (msg,) = core.on_connected(0).send
     assert isinstance(msg, ContinueSession)
     core.on_message(SessionCreated(SessionId("other"), msg.nonce), 0)
-    assert core.session_id == SID and core.phase is Phase.HANDSHAKING
+    assert core.session_id == SID and core.phase is ClientPhase.HANDSHAKING
 
 
 def test_session_expired_on_continue_fails_everything_and_is_terminal() -> None:
@@ -178,7 +178,7 @@ def test_session_expired_on_continue_fails_everything_and_is_terminal() -> None:
     fx = core.on_message(SessionRejected(RejectReason.SESSION_EXPIRED, None, msg.nonce, ""), 0)
     assert [type(c.error) for c in fx.completed] == [SessionExpiredError]
     assert [type(c.error) for c in fx.queries_completed] == [SessionExpiredError]
-    assert core.phase is Phase.FAILED
+    assert core.phase is ClientPhase.FAILED
     rid, fx = core.submit(b"b", 0)
     assert rid == 2 and isinstance(fx.completed[0].error, SessionExpiredError)
     cid, fx = core.query(b"q", 0)
@@ -213,7 +213,7 @@ def test_overloaded_rejection_backs_off_then_retries_the_same_member(
     (msg,) = core.on_connected(0).send
     assert isinstance(msg, CreateSession)
     assert core.on_message(SessionRejected(reason, None, msg.nonce, ""), 10) == ClientEffects()
-    assert core.phase is Phase.BACKOFF
+    assert core.phase is ClientPhase.BACKOFF
     assert core.on_tick(60).connect == MEMBERS[0]
 
 
@@ -383,7 +383,7 @@ def test_query_error_session_expired_is_terminal() -> None:
     core.query(b"q", 0)
     fx = core.on_message(QueryError(1, ErrorReason.SESSION_EXPIRED, "", None), 0)
     assert isinstance(fx.queries_completed[0].error, SessionExpiredError)
-    assert core.phase is Phase.FAILED
+    assert core.phase is ClientPhase.FAILED
 
 
 def test_oversized_payloads_fail_locally() -> None:
@@ -403,7 +403,7 @@ def test_close_tells_the_server_and_fails_whatever_is_pending() -> None:
     fx = core.close(0)
     assert fx.send == [CloseSession()]
     assert isinstance(fx.completed[0].error, ClientClosedError)
-    assert core.phase is Phase.CLOSED
+    assert core.phase is ClientPhase.CLOSED
     assert isinstance(core.submit(b"b", 0)[1].completed[0].error, ClientClosedError)
     idle = make()
     assert idle.close(0) == ClientEffects()  # nothing to tell anyone

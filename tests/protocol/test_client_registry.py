@@ -32,7 +32,7 @@ from protocol.actions import (
     SessionRemoved,
     SessionsSnapshot,
 )
-from protocol.client import ClientConfig, ClientEffects, ClientSessionCore, Phase
+from protocol.client import ClientConfig, ClientEffects, ClientPhase, ClientSessionCore
 from protocol.ids import MemberId, RequestId, SessionId
 from protocol.registry import Registry, RegistryEffects
 from protocol.wire import ClientMessage, ErrorReason, ServerMessage
@@ -247,7 +247,7 @@ def test_every_command_applies_exactly_once_through_losses_and_failovers(
     for _ in range(20):
         cluster.advance(150)
 
-    assert cluster.client.phase is Phase.ACTIVE
+    assert cluster.client.phase is ClientPhase.ACTIVE
     assert not cluster.errors, cluster.errors
     assert sorted(cluster.results) == submitted  # every request completed, once
     sid = cluster.client.session_id
@@ -279,7 +279,7 @@ def test_an_idle_client_keeps_its_session_and_a_silent_one_loses_it() -> None:
     cluster.loss = 0.0
     for _ in range(20):
         cluster.advance(100)
-    assert cluster.client.phase is Phase.FAILED
+    assert cluster.client.phase is ClientPhase.FAILED
     rid, fx = cluster.client.submit(b"inc", cluster.now)
     cluster.on_client(fx)
     assert type(cluster.errors[rid]).__name__ == "SessionExpiredError"

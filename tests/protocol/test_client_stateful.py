@@ -18,8 +18,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from protocol.client import (
     ClientConfig,
     ClientEffects,
+    ClientPhase,
     ClientSessionCore,
-    Phase,
     RequestTimeoutError,
 )
 from protocol.ids import RequestId, SessionId
@@ -46,7 +46,7 @@ from protocol.wire import (
 
 MEMBERS = ("tcp://a", "tcp://b", "tcp://c")
 SID = SessionId("s")
-TERMINAL = (Phase.FAILED, Phase.CLOSED)
+TERMINAL = (ClientPhase.FAILED, ClientPhase.CLOSED)
 WINDOW = 2
 
 
@@ -165,7 +165,7 @@ class ClientMachine(RuleBasedStateMachine):
     @rule()
     def accept_handshake(self) -> None:
         hs = self.handshake
-        if self.core.phase is not Phase.HANDSHAKING or hs is None:
+        if self.core.phase is not ClientPhase.HANDSHAKING or hs is None:
             return
         answer: ServerMessage
         if isinstance(hs, CreateSession):
@@ -176,12 +176,12 @@ class ClientMachine(RuleBasedStateMachine):
         fx = self.receive(answer)
         resent = [m.request_id for m in fx.send if isinstance(m, ClientRequest)]
         assert resent == sorted(self.pending)[:WINDOW], "pending not resent in order"
-        assert self.core.phase is Phase.ACTIVE
+        assert self.core.phase is ClientPhase.ACTIVE
 
     @rule()
     def settle(self) -> None:
         """Connect and complete the handshake in one go (so the session is often active)."""
-        if self.core.phase is Phase.BACKOFF:
+        if self.core.phase is ClientPhase.BACKOFF:
             self.tick(50)
         self.connected()
         self.accept_handshake()
@@ -237,7 +237,7 @@ class ClientMachine(RuleBasedStateMachine):
         was_pending = rid in self.pending
         fx = self.receive(ClientResponse(RequestId(rid), b"r%d" % rid))
         completed = [c.request_id for c in fx.completed]
-        if self.core.phase in (Phase.HANDSHAKING, Phase.ACTIVE):
+        if self.core.phase in (ClientPhase.HANDSHAKING, ClientPhase.ACTIVE):
             assert completed == ([rid] if was_pending else [])
 
     @rule(data=st.data(), reason=st.sampled_from(list(ErrorReason)))
@@ -257,7 +257,7 @@ class ClientMachine(RuleBasedStateMachine):
     @rule(ahead=st.integers(0, 2), data=st.data())
     def server_request(self, ahead: int, data: st.DataObject) -> None:
         """The server sends a new request, skips ahead, or resends an old one."""
-        if self.core.phase is not Phase.ACTIVE:
+        if self.core.phase is not ClientPhase.ACTIVE:
             return
         top = self.server_assigned + ahead
         rid = data.draw(st.integers(1, top)) if top else 0
@@ -281,7 +281,7 @@ class ClientMachine(RuleBasedStateMachine):
     def the_window_is_respected_and_used(self) -> None:
         in_flight = self.sent_on_binding & set(self.pending)
         assert len(in_flight) <= WINDOW
-        if self.core.phase is Phase.ACTIVE and len(in_flight) < WINDOW:
+        if self.core.phase is ClientPhase.ACTIVE and len(in_flight) < WINDOW:
             assert in_flight == set(self.pending), "room in the window, yet a request waits"
         if in_flight:  # the window holds the lowest ids
             assert max(in_flight) < min(set(self.pending) - in_flight, default=10**9)

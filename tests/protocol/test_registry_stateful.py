@@ -39,6 +39,7 @@ from protocol.actions import (
     SessionRemoved,
     SessionsSnapshot,
 )
+from protocol.codec import decode, encode
 from protocol.ids import MemberId, RequestId, SessionId
 from protocol.registry import RegistryEffects
 from protocol.wire import (
@@ -113,6 +114,8 @@ class RegistryMachine(RuleBasedStateMachine):
                 self.acked[action.session_id] = action.request_id
             elif isinstance(action, QueryAction):
                 self.queries[action.connection].add(action.correlation_id)
+        for item in [*fx.propose, *(msg for _, msg in fx.send)]:
+            assert decode(encode(item)) == item  # everything the registry emits is wire-ready
         for conn, msg in fx.send:
             if isinstance(msg, SessionCreated | SessionRejected):
                 self.nonces[conn].discard(msg.nonce)
