@@ -1,0 +1,33 @@
+"""The client library's pure core (hosted by ``actors.client.RaftClient``)."""
+
+from protocol.client.core import ClientSessionCore
+from protocol.client.types import (
+    ClientClosedError,
+    ClientConfig,
+    ClientEffects,
+    ClientError,
+    ClientPhase,
+    Completion,
+    QueryCompletion,
+    RequestFailedError,
+    RequestTimeoutError,
+    ResponseEvictedError,
+    SessionExpiredError,
+    SessionRejectedError,
+)
+
+__all__ = [
+    "ClientClosedError",
+    "ClientConfig",
+    "ClientEffects",
+    "ClientError",
+    "ClientPhase",
+    "ClientSessionCore",
+    "Completion",
+    "QueryCompletion",
+    "RequestFailedError",
+    "RequestTimeoutError",
+    "ResponseEvictedError",
+    "SessionExpiredError",
+    "SessionRejectedError",
+]

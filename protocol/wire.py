@@ -1,0 +1,369 @@
+"""The client-server protocol: the messages a client and a node's registry exchange.
+
+Every message is a codec-registered frozen dataclass (tags 200-299), so a frame is the
+versioned msgpack array of :mod:`protocol.codec` and decoding untrusted bytes gives a
+well-typed message or :class:`~protocol.codec.ProtocolError`, nothing else.
+
+A connection carries at most one session at a time: the session is bound to the
+connection by ``CreateSession``/``ContinueSession``, so the messages that act within a
+session (``ClientRequest``, ``ServerRequestAck``, ...) need not name it. Leader hints
+are the leader's *client* address (what a client connects to), or ``None`` when the
+node does not know a leader.
+
+Client -> server: :class:`CreateSession`, :class:`ContinueSession`, :class:`KeepAlive`,
+:class:`ClientRequest`, :class:`Query`, :class:`ServerRequestAck`, :class:`CloseSession`.
+
+Server -> client: :class:`SessionCreated`, :class:`SessionContinued`,
+:class:`SessionRejected`, :class:`SessionClosed`, :class:`KeepAliveResponse`,
+:class:`ClientResponse`, :class:`QueryResponse`, :class:`QueryError`,
+:class:`RequestError`, :class:`ServerRequest`, :class:`NotLeader`.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+from protocol.codec import DEFAULT_MAX_FRAME_BYTES, decode, message
+from protocol.ids import RequestId, SessionId
+
+__all__ = [
+    "CLIENT_MESSAGE_TYPES",
+    "SERVER_MESSAGE_TYPES",
+    "ClientMessage",
+    "ClientRequest",
+    "ClientResponse",
+    "CloseReason",
+    "CloseSession",
+    "ContinueSession",
+    "CreateSession",
+    "ErrorReason",
+    "KeepAlive",
+    "KeepAliveResponse",
+    "NotLeader",
+    "Query",
+    "QueryError",
+    "QueryResponse",
+    "RejectReason",
+    "RequestError",
+    "ServerMessage",
+    "ServerRequest",
+    "ServerRequestAck",
+    "SessionClosed",
+    "SessionContinued",
+    "SessionCreated",
+    "SessionRejected",
+    "decode_client_message",
+    "decode_server_message",
+]
+
+
+class RejectReason(enum.IntEnum):
+    """Why a ``CreateSession`` or ``ContinueSession`` was refused."""
+
+    #: The node lost leadership before the session could be created; see the hint.
+    NOT_LEADER = 1
+    #: ``ContinueSession`` of a session that expired or never existed. Terminal.
+    SESSION_EXPIRED = 2
+    #: The user state machine's ``on_session_created`` refused the session. Terminal.
+    REJECTED_BY_APPLICATION = 3
+    #: This connection created too many sessions (a limit against hostile clients).
+    TOO_MANY_SESSIONS = 4
+    #: The node holds as many sessions as it is configured for; try again later.
+    OVERLOADED = 5
+    #: The request was malformed (e.g. oversized capabilities).
+    INVALID = 6
+
+
+class CloseReason(enum.IntEnum):
+    """Why the server ended a connection's session binding."""
+
+    #: The client sent ``CloseSession``.
+    CLIENT_REQUESTED = 1
+    #: The node stepped down; reconnect to the hint and continue the session.
+    NOT_LEADER = 2
+    #: The session expired (committed through Raft). Terminal.
+    SESSION_EXPIRED = 3
+    #: The session was continued on another connection.
+    MOVED = 4
+    #: A session message arrived on a connection that has no session bound: continue it.
+    NO_SESSION = 5
+    #: The client sent a frame that is not a valid message; the connection is dropped.
+    PROTOCOL_ERROR = 6
+    #: The node is shutting down.
+    SHUTDOWN = 7
+
+
+class ErrorReason(enum.IntEnum):
+    """Why a ``ClientRequest`` or ``Query`` failed."""
+
+    #: The request's session does not exist (expired). Terminal for the session.
+    SESSION_EXPIRED = 1
+    #: The response was dropped from the cache (the request id is below the session's
+    #: lowest pending id): the outcome is unknowable in this session.
+    RESPONSE_EVICTED = 2
+    #: The node is not (or no longer) the leader; retry at the hint. Never reaches users.
+    NOT_LEADER = 3
+    #: The user state machine failed on this command (the failure is cached like a
+    #: response, so a retry gets the same error).
+    APPLICATION_ERROR = 4
+    #: The payload exceeds the node's size limit. Not proposed.
+    TOO_LARGE = 5
+    #: The node is overloaded. Not proposed.
+    OVERLOADED = 6
+    #: The session has too many requests in flight. Not proposed.
+    TOO_MANY_PENDING = 7
+    #: The connection has no session bound: continue the session, then resend.
+    NO_SESSION = 8
+    #: The request is malformed (e.g. lowest pending id above the request id). Not proposed.
+    INVALID = 9
+
+
+# ---------------------------------------------------------------- client -> server
+
+
+@message(tag=200)
+@dataclass(frozen=True, slots=True)
+class CreateSession:
+    """Open a new session on this connection.
+
+    ``nonce`` identifies the attempt: a resend with the same nonce on the same
+    connection does not create a second session, and the answer echoes it so the
+    client can ignore answers to attempts it has given up on.
+    """
+
+    capabilities: dict[str, str]
+    nonce: bytes
+
+
+@message(tag=201)
+@dataclass(frozen=True, slots=True)
+class ContinueSession:
+    """Bind an existing session to this connection (after a reconnect or failover)."""
+
+    session_id: SessionId
+    nonce: bytes
+
+
+@message(tag=202)
+@dataclass(frozen=True, slots=True)
+class KeepAlive:
+    """Keep the session alive while the client has nothing else to send.
+
+    ``session_id`` lets the server notice a connection that lost its binding (it answers
+    ``SessionClosed(NO_SESSION)``); ``sent_at_ms`` is the client's clock, echoed in the
+    response so the client can measure round trips (the server never interprets it).
+    """
+
+    session_id: SessionId
+    sent_at_ms: int
+
+
+@message(tag=203)
+@dataclass(frozen=True, slots=True)
+class ClientRequest:
+    """A command, numbered from 1 within the session, with the session's lowest pending id.
+
+    ``lowest_pending_request_id`` lets the server drop cached responses below it.
+    """
+
+    request_id: RequestId
+    lowest_pending_request_id: RequestId
+    payload: bytes
+
+
+@message(tag=204)
+@dataclass(frozen=True, slots=True)
+class Query:
+    """A linearizable read, not logged; the answer echoes ``correlation_id``."""
+
+    correlation_id: int
+    payload: bytes
+
+
+@message(tag=205)
+@dataclass(frozen=True, slots=True)
+class ServerRequestAck:
+    """Cumulative acknowledgement: every server request with id <= ``request_id`` is done."""
+
+    request_id: RequestId
+
+
+@message(tag=206)
+@dataclass(frozen=True, slots=True)
+class CloseSession:
+    """End the session for good (the server expires it through Raft)."""
+
+
+# ---------------------------------------------------------------- server -> client
+
+
+@message(tag=230)
+@dataclass(frozen=True, slots=True)
+class SessionCreated:
+    session_id: SessionId
+    nonce: bytes
+
+
+@message(tag=231)
+@dataclass(frozen=True, slots=True)
+class SessionContinued:
+    nonce: bytes
+
+
+@message(tag=232)
+@dataclass(frozen=True, slots=True)
+class SessionRejected:
+    """A refused ``CreateSession``/``ContinueSession``.
+
+    Beyond reason and hint it carries the attempt's ``nonce`` (so a late rejection of an
+    abandoned attempt is recognisable) and a human-readable ``detail`` (e.g. the
+    application's reason for refusing a session).
+    """
+
+    reason: RejectReason
+    leader_hint: str | None
+    nonce: bytes
+    detail: str
+
+
+@message(tag=233)
+@dataclass(frozen=True, slots=True)
+class SessionClosed:
+    """The server unbound the connection's session (see :class:`CloseReason`)."""
+
+    reason: CloseReason
+    leader_hint: str | None
+
+
+@message(tag=234)
+@dataclass(frozen=True, slots=True)
+class KeepAliveResponse:
+    """Answer to :class:`KeepAlive`, echoing its ``sent_at_ms``."""
+
+    sent_at_ms: int
+
+
+@message(tag=235)
+@dataclass(frozen=True, slots=True)
+class ClientResponse:
+    request_id: RequestId
+    payload: bytes
+
+
+@message(tag=236)
+@dataclass(frozen=True, slots=True)
+class QueryResponse:
+    correlation_id: int
+    payload: bytes
+
+
+@message(tag=237)
+@dataclass(frozen=True, slots=True)
+class RequestError:
+    """A ``ClientRequest`` failed; ``leader_hint`` is set for ``NOT_LEADER``."""
+
+    request_id: RequestId
+    reason: ErrorReason
+    detail: str
+    leader_hint: str | None
+
+
+@message(tag=238)
+@dataclass(frozen=True, slots=True)
+class ServerRequest:
+    """A server-initiated request, numbered per session from 1; the client acks it."""
+
+    request_id: RequestId
+    payload: bytes
+
+
+@message(tag=239)
+@dataclass(frozen=True, slots=True)
+class NotLeader:
+    """The one answer a non-leader gives to any client message.
+
+    Not in DESIGN.md's list: a follower's registry keeps no sessions, so instead of a
+    per-message variant (reject, close, request error) it answers every message with
+    this and the client reconnects to ``leader_hint`` (or the next member when ``None``).
+    """
+
+    leader_hint: str | None
+
+
+@message(tag=240)
+@dataclass(frozen=True, slots=True)
+class QueryError:
+    """A ``Query`` failed (not in DESIGN.md's list, which has no way to fail a query).
+
+    Same reasons as :class:`RequestError`: ``NOT_LEADER`` (retry elsewhere),
+    ``TOO_LARGE``, ``OVERLOADED``, ``APPLICATION_ERROR``...
+    """
+
+    correlation_id: int
+    reason: ErrorReason
+    detail: str
+    leader_hint: str | None
+
+
+ClientMessage = (
+    CreateSession
+    | ContinueSession
+    | KeepAlive
+    | ClientRequest
+    | Query
+    | ServerRequestAck
+    | CloseSession
+)
+ServerMessage = (
+    SessionCreated
+    | SessionContinued
+    | SessionRejected
+    | SessionClosed
+    | KeepAliveResponse
+    | ClientResponse
+    | QueryResponse
+    | QueryError
+    | RequestError
+    | ServerRequest
+    | NotLeader
+)
+CLIENT_MESSAGE_TYPES: tuple[type[Any], ...] = (
+    CreateSession,
+    ContinueSession,
+    KeepAlive,
+    ClientRequest,
+    Query,
+    ServerRequestAck,
+    CloseSession,
+)
+SERVER_MESSAGE_TYPES: tuple[type[Any], ...] = (
+    SessionCreated,
+    SessionContinued,
+    SessionRejected,
+    SessionClosed,
+    KeepAliveResponse,
+    ClientResponse,
+    QueryResponse,
+    QueryError,
+    RequestError,
+    ServerRequest,
+    NotLeader,
+)
+
+
+def decode_client_message(
+    data: bytes, *, max_bytes: int = DEFAULT_MAX_FRAME_BYTES
+) -> ClientMessage:
+    """Decode a frame a client sent; anything else (or any garbage) is a ProtocolError."""
+    msg: ClientMessage = decode(data, CLIENT_MESSAGE_TYPES, max_bytes=max_bytes)
+    return msg
+
+
+def decode_server_message(
+    data: bytes, *, max_bytes: int = DEFAULT_MAX_FRAME_BYTES
+) -> ServerMessage:
+    """Decode a frame a server sent; anything else (or any garbage) is a ProtocolError."""
+    msg: ServerMessage = decode(data, SERVER_MESSAGE_TYPES, max_bytes=max_bytes)
+    return msg

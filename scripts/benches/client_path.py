@@ -1,0 +1,75 @@
+"""CPU cost of one command's trip through the pure client-side cores and the codec.
+
+client.submit -> encode ClientRequest -> registry.on_frame (decode) -> proposal ->
+registry.on_server_action(SendResponse) -> encode ClientResponse -> decode -> client
+completion. No sockets, no Raft: this is the protocol's own share of the per-command
+budget (the cluster goal is 15,000 commands/s on 2 cores).
+
+    scripts/bench client-path [--commands N] [--payload BYTES] [--window W]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import time
+
+from protocol.actions import (
+    ClientRequestAction,
+    LeadershipChanged,
+    NodeRole,
+    SendResponse,
+    SessionCreationConfirmed,
+    SessionsSnapshot,
+)
+from protocol.client import ClientConfig, ClientSessionCore
+from protocol.codec import encode
+from protocol.ids import MemberId, SessionId
+from protocol.registry import Registry, RegistryConfig
+from protocol.wire import CreateSession, decode_server_message
+
+
+def run(commands: int, payload: bytes, window: int) -> float:
+    ids = itertools.count(1)
+    reg = Registry(RegistryConfig(), lambda: SessionId(f"{next(ids):032x}"))
+    reg.on_server_action(LeadershipChanged(NodeRole.LEADER, MemberId("n1"), "tcp://n1", 1), 0)
+    reg.on_server_action(SessionsSnapshot(1, {}), 0)
+    client = ClientSessionCore(ClientConfig(("tcp://n1",)))
+    conn = b"conn"
+    client.start(0)
+    (hello,) = client.on_connected(0).send
+    assert isinstance(hello, CreateSession)
+    (create,) = reg.on_frame(conn, encode(hello), 0).propose
+    for _, msg in reg.on_server_action(SessionCreationConfirmed(create.session_id, {}), 0).send:
+        client.on_message(decode_server_message(encode(msg)), 0)
+
+    def trip(frames: list[bytes]) -> int:
+        done = 0
+        for frame in frames:
+            for action in reg.on_frame(conn, frame, 0).propose:
+                assert isinstance(action, ClientRequestAction)
+                answer = SendResponse(action.session_id, action.request_id, b"ok")
+                for _, msg in reg.on_server_action(answer, 0).send:
+                    fx = client.on_message(decode_server_message(encode(msg)), 0)
+                    done += len(fx.completed)
+        return done
+
+    start = time.perf_counter()
+    completed = 0
+    while completed < commands:
+        frames = [encode(m) for _ in range(window) for m in client.submit(payload, 0)[1].send]
+        completed += trip(frames)
+    return time.perf_counter() - start
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="scripts/bench client-path")
+    parser.add_argument("--commands", type=int, default=100_000)
+    parser.add_argument("--payload", type=int, default=100)
+    args = parser.parse_args(argv)
+    print(f"{'window':>6} {'commands/s':>12} {'us/command':>11}")
+    for window in (1, 8, 64):
+        elapsed = run(args.commands, b"x" * args.payload, window)
+        rate = args.commands / elapsed
+        print(f"{window:>6} {rate:>12,.0f} {1e6 / rate:>11.1f}")
+    return 0

@@ -1,0 +1,177 @@
+"""The client-server protocol: pinned bytes, round trips, and only ProtocolError on garbage."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import protocol
+from protocol import wire
+from protocol.codec import WIRE_VERSION, ProtocolError, encode, registered_messages
+from protocol.ids import RequestId, SessionId
+from protocol.wire import (
+    CLIENT_MESSAGE_TYPES,
+    SERVER_MESSAGE_TYPES,
+    ClientRequest,
+    ClientResponse,
+    CloseReason,
+    CloseSession,
+    ContinueSession,
+    CreateSession,
+    ErrorReason,
+    KeepAlive,
+    KeepAliveResponse,
+    NotLeader,
+    Query,
+    QueryError,
+    QueryResponse,
+    RejectReason,
+    RequestError,
+    ServerRequest,
+    ServerRequestAck,
+    SessionClosed,
+    SessionContinued,
+    SessionCreated,
+    SessionRejected,
+    decode_client_message,
+    decode_server_message,
+)
+from tests.protocol.message_strategies import any_of
+
+S = SessionId("5e55")
+HINT = "tcp://h:1"
+
+GOLDEN: list[tuple[Any, str]] = [
+    (CreateSession({"v": "1"}, b"\x01"), "9401ccc881a176a131c40101"),
+    (ContinueSession(S, b"\x02"), "9401ccc9a435653535c40102"),
+    (KeepAlive(S, 1000), "9401cccaa435653535cd03e8"),
+    (ClientRequest(RequestId(3), RequestId(2), b"cmd"), "9501cccb0302c403636d64"),
+    (Query(7, b"q"), "9401cccc07c40171"),
+    (ServerRequestAck(RequestId(4)), "9301cccd04"),
+    (CloseSession(), "9201ccce"),
+    (SessionCreated(S, b"\x01"), "9401cce6a435653535c40101"),
+    (SessionContinued(b"\x02"), "9301cce7c40102"),
+    (
+        SessionRejected(RejectReason.NOT_LEADER, HINT, b"\x03", ""),
+        "9601cce801a97463703a2f2f683a31c40103a0",
+    ),
+    (SessionClosed(CloseReason.SESSION_EXPIRED, None), "9401cce903c0"),
+    (KeepAliveResponse(1000), "9301cceacd03e8"),
+    (ClientResponse(RequestId(3), b"ok"), "9401cceb03c4026f6b"),
+    (QueryResponse(7, b"r"), "9401ccec07c40172"),
+    (
+        RequestError(RequestId(3), ErrorReason.RESPONSE_EVICTED, "gone", None),
+        "9601cced0302a4676f6e65c0",
+    ),
+    (ServerRequest(RequestId(1), b"sr"), "9401ccee01c4027372"),
+    (NotLeader(HINT), "9301ccefa97463703a2f2f683a31"),
+    (QueryError(7, ErrorReason.NOT_LEADER, "", HINT), "9601ccf00703a0a97463703a2f2f683a31"),
+]
+
+
+def test_golden_bytes_cover_every_wire_message() -> None:
+    assert {type(m) for m, _ in GOLDEN} == set(CLIENT_MESSAGE_TYPES) | set(SERVER_MESSAGE_TYPES)
+
+
+@pytest.mark.parametrize(("msg", "hexed"), GOLDEN, ids=lambda v: type(v).__name__)
+def test_golden_bytes_pin_the_format(msg: Any, hexed: str) -> None:
+    assert encode(msg).hex() == hexed
+    decoder = decode_client_message if type(msg) in CLIENT_MESSAGE_TYPES else decode_server_message
+    assert decoder(bytes.fromhex(hexed)) == msg
+
+
+def test_tags_are_in_the_wire_range_and_version_leads_every_frame() -> None:
+    for cls in CLIENT_MESSAGE_TYPES + SERVER_MESSAGE_TYPES:
+        assert 200 <= cls.TAG <= 299
+        assert registered_messages()[cls.TAG] is cls
+    assert all(bytes.fromhex(h)[1] == WIRE_VERSION for _, h in GOLDEN)
+
+
+def test_every_message_class_is_exported() -> None:
+    for cls in CLIENT_MESSAGE_TYPES + SERVER_MESSAGE_TYPES:
+        assert cls.__name__ in wire.__all__
+        assert getattr(protocol, cls.__name__) is cls
+
+
+@given(any_of(CLIENT_MESSAGE_TYPES))
+def test_client_messages_round_trip(msg: Any) -> None:
+    assert decode_client_message(encode(msg)) == msg
+
+
+@given(any_of(SERVER_MESSAGE_TYPES))
+def test_server_messages_round_trip(msg: Any) -> None:
+    assert decode_server_message(encode(msg)) == msg
+
+
+def test_directions_do_not_mix() -> None:
+    with pytest.raises(ProtocolError):
+        decode_client_message(encode(NotLeader(None)))
+    with pytest.raises(ProtocolError):
+        decode_server_message(encode(CloseSession()))
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        [WIRE_VERSION + 1, 206],  # a future version
+        [WIRE_VERSION, 203, 1, 1],  # missing payload
+        [WIRE_VERSION, 203, 1, 1, "text"],  # str where bytes are due
+        [WIRE_VERSION, 200, {"k": 1}, b""],  # non-str capability value
+        [WIRE_VERSION, 200, {1: "v"}, b""],  # non-str capability key
+        [WIRE_VERSION, 206, None],  # extra field
+        [WIRE_VERSION, 300, "s", {}],  # a RaftAction is not a client message
+    ],
+)
+def test_malformed_client_frames_are_protocol_errors(raw: object) -> None:
+    with pytest.raises(ProtocolError):
+        decode_client_message(msgpack.packb(raw))
+
+
+def test_enum_values_outside_the_enum_are_protocol_errors() -> None:
+    with pytest.raises(ProtocolError):
+        decode_server_message(msgpack.packb([WIRE_VERSION, 233, 99, None]))
+
+
+def test_size_limit_applies_before_parsing() -> None:
+    frame = encode(ClientRequest(RequestId(1), RequestId(1), b"x" * 100))
+    with pytest.raises(ProtocolError, match="exceeds"):
+        decode_client_message(frame, max_bytes=50)
+    assert decode_client_message(frame, max_bytes=len(frame)).payload == b"x" * 100
+
+
+def only_protocol_errors(data: bytes) -> None:
+    for decoder in (decode_client_message, decode_server_message):
+        try:
+            msg = decoder(data)
+        except ProtocolError:
+            continue
+        assert type(msg) in CLIENT_MESSAGE_TYPES + SERVER_MESSAGE_TYPES
+
+
+@given(st.binary(max_size=256))
+def test_fuzz_random_bytes(data: bytes) -> None:
+    only_protocol_errors(data)
+
+
+@given(
+    any_of(CLIENT_MESSAGE_TYPES + SERVER_MESSAGE_TYPES),
+    st.binary(min_size=1, max_size=16),
+    st.integers(min_value=0, max_value=10_000),
+)
+def test_fuzz_corrupted_and_truncated_valid_frames(msg: Any, noise: bytes, at: int) -> None:
+    frame = bytearray(encode(msg))
+    at %= len(frame)
+    frame[at : at + len(noise)] = noise
+    only_protocol_errors(bytes(frame))
+    for cut in range(len(frame)):
+        only_protocol_errors(bytes(frame[:cut]))
+
+
+@given(st.lists(st.integers(0, 300), min_size=1, max_size=8))
+def test_fuzz_well_formed_msgpack_with_wire_tags(values: list[int]) -> None:
+    """Valid msgpack arrays with a wire tag but arbitrary fields: still only ProtocolError."""
+    only_protocol_errors(msgpack.packb([WIRE_VERSION, 200 + values[0] % 41, *values[1:]]))
