@@ -45,13 +45,13 @@ __all__ = ["Database", "SqliteLogStore", "SqliteStableStore"]
 log = logging.getLogger(__name__)
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS log (
+CREATE TABLE log (
     idx  INTEGER PRIMARY KEY,
     term INTEGER NOT NULL,
     kind INTEGER NOT NULL,
     data BLOB NOT NULL
 );
-CREATE TABLE IF NOT EXISTS state (
+CREATE TABLE state (
     id            INTEGER PRIMARY KEY CHECK (id = 1),
     point_index   INTEGER NOT NULL,
     point_term    INTEGER NOT NULL,
@@ -110,13 +110,13 @@ class Database:
                 f"{format_version}"
             )
         conn.execute("BEGIN IMMEDIATE")
-        for statement in _SCHEMA.split(";"):
-            if statement.strip():
-                conn.execute(statement)
-        conn.execute(
-            "INSERT OR IGNORE INTO state VALUES (1, 0, 0, ?, NULL)", (encode(HardState()),)
-        )
-        conn.execute(f"PRAGMA user_version={int(format_version)}")
+        exists = conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'state'")
+        if exists.fetchone()[0] == 0:  # a new database (never "repair" a missing row)
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute("INSERT INTO state VALUES (1, 0, 0, ?, NULL)", (encode(HardState()),))
+            conn.execute(f"PRAGMA user_version={int(format_version)}")
         conn.execute("COMMIT")
 
     # ------------------------------------------------------------------ guarded access
