@@ -313,3 +313,28 @@ def test_log_and_hard_state_commit_together(tmp_path: Path) -> None:
     with DurableStorage.open(tmp_path) as storage:
         assert storage.stable.hard_state() == HardState(2, None, 1)
         assert storage.log.last_index() == 2
+
+
+def test_read_only_database_poisons_the_store(tmp_path: Path) -> None:
+    """What root cannot get from chmod: SQLite refusing writes (SQLITE_READONLY)."""
+    with DurableStorage.open(tmp_path) as storage:
+        storage.log.append(entries(1, 3, 1))
+        storage.sync()
+        storage._db._conn.execute("PRAGMA query_only=1")
+        with pytest.raises(StorageIOError, match="permission denied"):
+            storage.log.append(entries(3, 4, 1))
+        with pytest.raises(StorageFailedError, match="permission denied"):
+            storage.stable.save(HardState(2), None)
+    with DurableStorage.open(tmp_path) as storage:
+        assert storage.log.last_index() == 2
+
+
+def test_permission_error_while_opening_is_a_storage_io_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def denied(*args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "mkdir", denied)
+    with pytest.raises(StorageIOError, match="permission denied"):
+        DurableStorage.open(tmp_path / "n")
