@@ -1,0 +1,70 @@
+"""Storage for a Raft node: log, hard state and snapshots that survive ``kill -9``.
+
+* Contracts: :class:`LogStore`, :class:`StableStore`, :class:`SnapshotStore` (see
+  :mod:`.interfaces` for when writes become durable).
+* In memory, with a crash model: :class:`MemoryStorage` (and its three stores).
+* Durable: :class:`DurableStorage` (one data directory: SQLite log and stable state,
+  snapshot files, a lock, a format version).
+* Off the hot thread: :class:`StorageWriter` (group commit, ``Persisted`` reports).
+* Errors: :class:`StorageError` and its subclasses.
+
+Restart: ``storage = DurableStorage.open(dir)``; ``state = storage.load()`` gives the hard
+state, configuration, latest snapshot info (data via ``storage.snapshots.open_latest()``)
+and the log entries after the snapshot.
+"""
+
+from .datadir import FORMAT_VERSION, DurableStorage
+from .errors import (
+    CorruptStorageError,
+    DirectoryLockedError,
+    IncompatibleFormatError,
+    InvalidOperationError,
+    StorageClosedError,
+    StorageError,
+    StorageFailedError,
+    StorageIOError,
+)
+from .interfaces import (
+    LogStore,
+    PersistedState,
+    SnapshotInfo,
+    SnapshotReader,
+    SnapshotStore,
+    SnapshotWriter,
+    StableStore,
+    load_state,
+)
+from .memory import MemoryLogStore, MemorySnapshotStore, MemoryStableStore, MemoryStorage
+from .snapshots import FileSnapshotStore
+from .sqlite import SqliteLogStore, SqliteStableStore
+from .writer import Persisted, StorageWriter
+
+__all__ = [
+    "FORMAT_VERSION",
+    "CorruptStorageError",
+    "DirectoryLockedError",
+    "DurableStorage",
+    "FileSnapshotStore",
+    "IncompatibleFormatError",
+    "InvalidOperationError",
+    "LogStore",
+    "MemoryLogStore",
+    "MemorySnapshotStore",
+    "MemoryStableStore",
+    "MemoryStorage",
+    "Persisted",
+    "PersistedState",
+    "SnapshotInfo",
+    "SnapshotReader",
+    "SnapshotStore",
+    "SnapshotWriter",
+    "SqliteLogStore",
+    "SqliteStableStore",
+    "StableStore",
+    "StorageClosedError",
+    "StorageError",
+    "StorageFailedError",
+    "StorageIOError",
+    "StorageWriter",
+    "load_state",
+]

@@ -1,0 +1,227 @@
+"""The storage writer: ordering, group commit, truncation, failure latching, shutdown."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from actors.storage import (
+    InvalidOperationError,
+    MemoryStorage,
+    Persisted,
+    StorageClosedError,
+    StorageError,
+    StorageFailedError,
+    StorageIOError,
+    StorageWriter,
+)
+from actors.storage.memory import MemoryLogStore
+from protocol.ids import MemberId
+from protocol.raft.log import Configuration, HardState
+
+from .conftest import Backend
+from .test_contract import CONF, entries, log_view
+
+WAIT = 10.0
+
+
+class Recorder:
+    """Collects the writer's callbacks (from the writer thread)."""
+
+    def __init__(self) -> None:
+        self.reports: list[Persisted] = []
+        self.failures: list[StorageError] = []
+        self.failed = threading.Event()
+
+    def persisted(self, report: Persisted) -> None:
+        self.reports.append(report)
+
+    def failure(self, error: StorageError) -> None:
+        self.failures.append(error)
+        self.failed.set()
+
+
+@pytest.fixture
+def writers() -> Iterator[list[StorageWriter]]:
+    made: list[StorageWriter] = []
+    yield made
+    for writer in made:
+        assert writer.stop(WAIT)
+
+
+def test_batches_are_persisted_in_order_and_reported(
+    backend: Backend, writers: list[StorageWriter]
+) -> None:
+    storage = backend.open()
+    rec = Recorder()
+    writer = StorageWriter(storage.log, storage.stable, rec.persisted, rec.failure).start()
+    writers.append(writer)
+    seqs = [writer.submit(entries(i, i + 2, 1)) for i in range(1, 40, 2)]
+    last = writer.submit(hard_state=HardState(1, MemberId("a"), 39), configuration=CONF)
+    assert seqs == list(range(1, 21)) and last == 21
+    assert writer.wait(last, WAIT)
+    assert writer.stop(WAIT)
+    assert rec.reports[-1] == Persisted(21, 40, 1, HardState(1, MemberId("a"), 39))
+    assert writer.persisted == rec.reports[-1]
+    assert [r.seq for r in rec.reports] == sorted({r.seq for r in rec.reports})
+    storage = backend.restart(storage)
+    assert log_view(storage) == (1, 40, 1, entries(1, 41, 1))
+    assert storage.stable.configuration() == CONF
+
+
+def test_an_overlapping_batch_replaces_the_suffix(
+    backend: Backend, writers: list[StorageWriter]
+) -> None:
+    storage = backend.open()
+    rec = Recorder()
+    writer = StorageWriter(storage.log, storage.stable, rec.persisted).start()
+    writers.append(writer)
+    writer.submit(entries(1, 6, 1))
+    seq = writer.submit(entries(3, 5, 2), HardState(2))
+    assert writer.wait(seq, WAIT)
+    assert rec.reports[-1].index == 4 and rec.reports[-1].term == 2
+    assert writer.stop(WAIT)
+    assert log_view(storage)[3] == entries(1, 3, 1) + entries(3, 5, 2)
+
+
+def test_compaction_through_the_writer(backend: Backend, writers: list[StorageWriter]) -> None:
+    storage = backend.open()
+    writer = StorageWriter(storage.log, storage.stable, lambda _: None).start()
+    writers.append(writer)
+    writer.submit(entries(1, 11, 1))
+    assert writer.wait(writer.compact(6, 1), WAIT)
+    assert writer.stop(WAIT)
+    assert log_view(storage) == (7, 10, 1, entries(7, 11, 1))
+
+
+class GatedLog(MemoryLogStore):
+    """A log whose first sync blocks until released, and which counts syncs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.syncs = 0
+        self.in_sync = threading.Event()
+        self.release = threading.Event()
+
+    def sync(self) -> None:
+        self.syncs += 1
+        if self.syncs == 1:
+            self.in_sync.set()
+            assert self.release.wait(WAIT)
+        super().sync()
+
+
+def test_batches_queued_during_an_fsync_share_the_next_one(writers: list[StorageWriter]) -> None:
+    log = GatedLog()
+    rec = Recorder()
+    writer = StorageWriter(log, MemoryStorage().stable, rec.persisted).start()
+    writers.append(writer)
+    writer.submit(entries(1, 2, 1))
+    assert log.in_sync.wait(WAIT)  # the first "fsync" is in flight
+    for i in range(2, 102):
+        last = writer.submit(entries(i, i + 1, 1))
+    log.release.set()
+    assert writer.wait(last, WAIT)
+    assert log.syncs == 2  # 101 batches, two fsyncs
+    assert [(r.seq, r.index) for r in rec.reports] == [(1, 1), (101, 101)]
+
+
+def test_submit_validates_the_batch_itself() -> None:
+    storage = MemoryStorage()
+    writer = StorageWriter(storage.log, storage.stable, lambda _: None)
+    with pytest.raises(InvalidOperationError):
+        writer.submit(entries(1, 2, 1) + entries(3, 4, 1))
+
+
+class FailingLog(MemoryLogStore):
+    def __init__(self, fail_at: int) -> None:
+        super().__init__()
+        self.fail_at = fail_at
+        self.syncs = 0
+
+    def sync(self) -> None:
+        self.syncs += 1
+        if self.syncs == self.fail_at:
+            raise StorageIOError("disk full while committing (fsync)")
+        super().sync()
+
+
+def test_a_failed_write_stops_the_writer_loudly(
+    writers: list[StorageWriter], caplog: pytest.LogCaptureFixture
+) -> None:
+    log = FailingLog(fail_at=2)
+    rec = Recorder()
+    writer = StorageWriter(log, MemoryStorage().stable, rec.persisted, rec.failure).start()
+    writers.append(writer)
+    assert writer.wait(writer.submit(entries(1, 3, 1)), WAIT)
+    seq = writer.submit(entries(3, 5, 1))
+    assert rec.failed.wait(WAIT)
+    with pytest.raises(StorageFailedError, match="disk full"):
+        writer.wait(seq, WAIT)
+    with pytest.raises(StorageFailedError, match="disk full"):
+        writer.submit(entries(5, 6, 1))
+    with pytest.raises(StorageFailedError):
+        writer.compact(1, 1)
+    assert isinstance(writer.failure, StorageIOError)
+    assert [r.index for r in rec.reports] == [2]  # never reports past the failure
+    assert "STORAGE WRITER STOPPED" in caplog.text
+
+
+def test_a_gap_between_batches_is_a_failure_not_a_silent_hole(
+    writers: list[StorageWriter],
+) -> None:
+    storage = MemoryStorage()
+    rec = Recorder()
+    writer = StorageWriter(storage.log, storage.stable, rec.persisted, rec.failure).start()
+    writers.append(writer)
+    writer.submit(entries(1, 3, 1))
+    writer.submit(entries(5, 6, 1))
+    assert rec.failed.wait(WAIT)
+    assert isinstance(rec.failures[0], InvalidOperationError)
+    assert all(r.index <= 2 for r in rec.reports)
+
+
+def test_unexpected_exceptions_and_callback_errors(writers: list[StorageWriter]) -> None:
+    storage = MemoryStorage()
+    rec = Recorder()
+
+    def bad_callback(report: Persisted) -> None:
+        raise RuntimeError("callback bug")
+
+    def bad_failure_callback(error: StorageError) -> None:
+        rec.failure(error)
+        raise RuntimeError("failure callback bug")
+
+    writer = StorageWriter(storage.log, storage.stable, bad_callback, bad_failure_callback)
+    writers.append(writer.start())
+    assert writer.wait(writer.submit(entries(1, 2, 1)), WAIT)  # callback error ignored
+    writer.submit(hard_state="not a hard state")  # type: ignore[arg-type]
+    assert rec.failed.wait(WAIT)
+
+
+def test_stop_persists_what_is_queued_and_then_refuses(tmp_path: Path) -> None:
+    storage = MemoryStorage()
+    rec = Recorder()
+    writer = StorageWriter(storage.log, storage.stable, rec.persisted).start()
+    for i in range(1, 50):
+        writer.submit(entries(i, i + 1, 1))
+    assert writer.stop(WAIT)
+    assert writer.stop(WAIT)
+    assert storage.log.last_index() == 49 and storage.log.unsynced_writes() == 0
+    with pytest.raises(StorageClosedError):
+        writer.submit(entries(50, 51, 1))
+    assert not writer.wait(10**6, 0.01)
+
+
+def test_configuration_alone_keeps_the_hard_state(writers: list[StorageWriter]) -> None:
+    storage = MemoryStorage()
+    writer = StorageWriter(storage.log, storage.stable, lambda _: None).start()
+    writers.append(writer)
+    writer.submit(hard_state=HardState(3, MemberId("b"), 0))
+    conf = Configuration((MemberId("a"),))
+    assert writer.wait(writer.submit(configuration=conf), WAIT)
+    assert storage.stable.hard_state() == HardState(3, MemberId("b"), 0)
+    assert storage.stable.configuration() == conf
