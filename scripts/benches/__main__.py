@@ -26,6 +26,7 @@ def main(argv: list[str]) -> int:
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     sys.path.insert(0, str(HERE.parent.parent))
+    sys.modules[spec.name] = module  # dataclasses look their module up while decorating
     spec.loader.exec_module(module)
     return int(module.main(argv[1:]) or 0)
 
