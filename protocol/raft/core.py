@@ -604,8 +604,12 @@ class RaftCore:
     # ================================================================ replication
 
     def _broadcast_append(self) -> None:
+        """Send every follower what it lacks (as far as its window allows), or at
+        least the commit index."""
         for m in self.progress:
-            self._send_append(m)
+            if self._send_append(m):
+                while self._send_append_entries_only(m):
+                    pass
 
     def _broadcast_heartbeat(self) -> None:
         commit = self.log.commit
