@@ -94,12 +94,17 @@ def _apply(c: Cluster, tick: int, kind: str, a: int, b: int) -> None:
         if c.nodes[ma].core is not None:
             c.read(ma, f"read{tick}-{a}".encode())
     elif leader is not None:
+        # pick among the members the change makes sense for (when there are any)
+        config = c.core(leader).config
         if kind == "add":
-            c.change(leader, ChangeKind.ADD_LEARNER, ma)
+            outside = [m for m in members if m not in config.members] or members
+            c.change(leader, ChangeKind.ADD_LEARNER, outside[a % len(outside)])
         elif kind == "promote":
-            c.change(leader, ChangeKind.PROMOTE, ma)
+            learners = list(config.learners) or members
+            c.change(leader, ChangeKind.PROMOTE, learners[a % len(learners)])
         elif kind == "remove":
-            c.change(leader, ChangeKind.REMOVE, ma)
+            inside = list(config.members) or members
+            c.change(leader, ChangeKind.REMOVE, inside[a % len(inside)])
         elif kind == "transfer":
             c.transfer(leader, ma)
 
@@ -124,6 +129,8 @@ def run_scenario(s: Scenario) -> Cluster:
         leader = c.leader()
         if leader is not None and rng.random() < s.propose_rate:
             c.propose(leader, [f"bg{t}-{k}".encode() for k in range(rng.randrange(1, 4))])
+        if leader is not None and c.core(leader).config.learners and rng.random() < 0.1:
+            _apply(c, t, "promote", rng.randrange(8), 0)  # learners get promoted, eventually
         c.tick()
     check_liveness(c)
     return c
