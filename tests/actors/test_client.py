@@ -453,6 +453,8 @@ def test_misuse_is_refused(cluster: FakeCluster, make_client: MakeClient) -> Non
         RaftClient("inmem://a")
     with pytest.raises(ValueError):
         RaftClient(["inmem://a"], tick_ms=0)
+    with pytest.raises(ValueError):
+        RaftClient([])
     assert client.config.members == tuple(cluster.addresses)
 
 
