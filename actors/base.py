@@ -6,11 +6,17 @@ from __future__ import annotations
 import logging
 from collections.abc import MutableMapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import pykka
 
-__all__ = ["MemberLogger", "NodeActor", "Wiring"]
+__all__ = ["Mailbox", "MemberLogger", "NodeActor", "Wiring"]
+
+
+class Mailbox(Protocol):
+    """Anything a message can be told to: a pykka ``ActorRef`` or a link's ``RemoteRef``."""
+
+    def tell(self, message: Any) -> None: ...
 
 
 class MemberLogger(logging.LoggerAdapter[logging.Logger]):
@@ -29,10 +35,10 @@ class Wiring:
     """The actor refs of one node, filled in by :class:`~actors.node.Node` before any
     traffic starts (so no actor needs a lock to read them)."""
 
-    consensus: pykka.ActorRef[Any] | None = None
-    session: pykka.ActorRef[Any] | None = None
-    registry: pykka.ActorRef[Any] | None = None
-    retry: pykka.ActorRef[Any] | None = None
+    consensus: Mailbox | None = None
+    session: Mailbox | None = None
+    registry: Mailbox | None = None
+    retry: Mailbox | None = None
 
 
 class NodeActor(pykka.ThreadingActor):

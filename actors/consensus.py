@@ -25,6 +25,7 @@ from actors.messages import (
     InstallSnapshot,
     PeerFrame,
     ProposeRetry,
+    Reannounce,
     RunQueries,
     SnapshotTaken,
     Tick,
@@ -111,6 +112,7 @@ class ConsensusActor(NodeActor):
         self._reads: dict[bytes, QueryAction] = {}
         self._read_ids = itertools.count(1)
         self._role = NodeRole.FOLLOWER
+        self._last_change: LeadershipChanged | None = None
         self._previous_snapshot: SnapshotMeta | None = None
         self._failed: StorageError | None = None
         self._stored_vote = (core.term, core.voted_for)
@@ -146,6 +148,12 @@ class ConsensusActor(NodeActor):
             self._on_snapshot_taken(message)
         elif isinstance(message, QueryAction):
             self._read(message)
+        elif isinstance(message, Reannounce):
+            if self._last_change is not None:
+                self._to_registry(self._last_change)
+                if self._last_change.role == NodeRole.LEADER:
+                    assert self.wiring.session is not None
+                    self.wiring.session.tell(message)
         elif isinstance(message, ProposeRetry):
             retry = GetRequestsForRetry(message.before_ms, wall_ms())
             self._proposals.append((None, encode(retry)))
@@ -313,7 +321,7 @@ class ConsensusActor(NodeActor):
             self.log.info("now %s in term %d (leader %s)", role.name.lower(), term, leader)
         self._role = node_role
         hint = self.client_addresses.get(leader) if leader is not None else None
-        change = LeadershipChanged(node_role, leader, hint, term)
+        change = self._last_change = LeadershipChanged(node_role, leader, hint, term)
         wiring = self.wiring
         for ref in (wiring.session, wiring.registry, wiring.retry):
             if ref is not None:

@@ -19,6 +19,7 @@ __all__ = [
     "InstallSnapshot",
     "PeerFrame",
     "ProposeRetry",
+    "Reannounce",
     "RetryCheck",
     "RetryHint",
     "RunQueries",
@@ -97,3 +98,9 @@ class ProposeRetry:
     """Propose ``GetRequestsForRetry(before_ms)`` (retry -> consensus)."""
 
     before_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Reannounce:
+    """Repeat the leadership notice (and, on a leader, the sessions) to a registry in
+    another process, which may have missed them while its link was down."""

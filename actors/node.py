@@ -17,19 +17,19 @@ import contextlib
 import logging
 import os
 import random
-import secrets
-import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import pykka
 
 from actors.base import Wiring, member_logger
-from actors.clock import wall_ms
+from actors.clock import Ticker
 from actors.config import NodeConfig
 from actors.consensus import ConsensusActor
-from actors.messages import PeerFrame, Tick
-from actors.registry import ClientFrame, RegistryActor
+from actors.link import RemoteRef, core_endpoint, registry_endpoint
+from actors.messages import PeerFrame, Reannounce, Tick
+from actors.registry import ClientFrame, start_registry_actor
 from actors.retry import RetrySchedulerActor
 from actors.session import SessionActor
 from actors.status import StatusBoard
@@ -45,16 +45,37 @@ from actors.transport import (
     ZmqClientTransport,
     ZmqPeerTransport,
 )
+from protocol.actions import decode_raft_action
 from protocol.admin import NodeStatus
-from protocol.ids import MemberId, SessionId
+from protocol.codec import ProtocolError
+from protocol.ids import MemberId
 from protocol.raft import Configuration, RaftCore, RaftOptions, RestoredState, SnapshotMeta
-from protocol.registry import Registry, RegistryConfig
 from protocol.session import SessionStateMachine, UserCodec, UserStateMachine
 
-__all__ = ["Node", "NodeError"]
+__all__ = ["Node", "NodeError", "RegistryLink"]
 
 #: How often the registry and the retry scheduler get a tick (ms).
-_REGISTRY_TICK_MS = 50
+_SLOW_TICK_MS = 50
+#: How often a node repeats its leadership notice to a registry in another process.
+_REANNOUNCE_MS = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryLink:
+    """Where a node whose registry runs in another process binds its end of the link
+    (``bind``) and where the registry process's end is (``registry_address``)."""
+
+    bind: str
+    registry_address: str
+
+
+def _from_registry(consensus: pykka.ActorRef[Any], frame: bytes, max_bytes: int) -> None:
+    try:
+        action = decode_raft_action(frame, max_bytes=max_bytes)
+    except ProtocolError:
+        logging.getLogger(__name__).warning("dropped a bad frame on the registry link")
+        return
+    consensus.tell(action)
 
 
 class NodeError(RuntimeError):
@@ -71,6 +92,7 @@ class Node:
         *,
         codec: UserCodec | None = None,
         hub: InMemoryHub | None = None,
+        registry_link: RegistryLink | None = None,
     ) -> None:
         if config.transport == "memory" and hub is None:
             raise NodeError("the in-memory transport needs an InMemoryHub (hub=...)")
@@ -78,6 +100,7 @@ class Node:
         self.state_machine = state_machine
         self.codec = codec
         self.hub = hub
+        self.registry_link = registry_link
         self.log = member_logger(__name__, config.member_id)
         self.board = StatusBoard()
         self.wiring = Wiring()
@@ -87,8 +110,9 @@ class Node:
         self._writer: StorageWriter | None = None
         self._peers: PeerTransport | None = None
         self._clients: ClientTransport | None = None
-        self._ticker: threading.Thread | None = None
-        self._stopping = threading.Event()
+        self._link: PeerTransport | None = None
+        self._tickers: list[Ticker] = []
+        self._next_reannounce = 0
         self._state = "new"
 
     # ------------------------------------------------------------------ lifecycle
@@ -132,9 +156,6 @@ class Node:
         self._peers = self._peer_transport(
             lambda sender, frame: to_consensus.tell(PeerFrame(sender, frame))
         )
-        self._clients = self._client_transport(
-            lambda connection, data: to_registry.tell(ClientFrame(connection, data))
-        )
         self._writer = StorageWriter(
             storage.log,
             storage.stable,
@@ -151,20 +172,6 @@ class Node:
             self.board,
             snapshot_threshold_bytes=cfg.snapshot_threshold_bytes,
         )
-        registry = RegistryActor.start(
-            cfg.member_id,
-            Registry(
-                RegistryConfig(
-                    session_timeout_ms=cfg.session_timeout_ms,
-                    max_payload_bytes=cfg.max_payload_bytes,
-                ),
-                lambda: SessionId(secrets.token_hex(16)),
-            ),
-            self._clients,
-            wiring,
-            self.status,
-            max_frame_bytes=cfg.max_frame_bytes,
-        )
         retry = RetrySchedulerActor.start(
             cfg.member_id, wiring, interval_ms=cfg.retry_interval_ms, age_ms=cfg.retry_age_ms
         )
@@ -178,20 +185,52 @@ class Node:
             self.board,
             max_frame_bytes=cfg.max_frame_bytes,
         )
-        self._refs.extend([session, registry, retry, consensus])
-        wiring.session, wiring.registry, wiring.retry = session, registry, retry
+        self._refs.extend([session, retry, consensus])
+        wiring.session, wiring.retry = session, retry
         wiring.consensus = to_consensus.ref = consensus
-        to_registry.ref = registry
+        if self.registry_link is None:
+            self._clients = self._client_transport(
+                lambda connection, data: to_registry.tell(ClientFrame(connection, data))
+            )
+            registry = start_registry_actor(cfg, self._clients, wiring, self.status)
+            self._refs.append(registry)
+            wiring.registry = to_registry.ref = registry
+        else:
+            # The registry runs in another process (actors.registry_node): RaftActions
+            # arrive over the link, ServerActions leave through it.
+            link = self.registry_link
+            self._link = ZmqPeerTransport(
+                core_endpoint(cfg.member_id),
+                lambda sender, frame: _from_registry(consensus, frame, cfg.max_frame_bytes),
+                bind=link.bind,
+                max_frame_bytes=cfg.max_frame_bytes,
+            )
+            far = registry_endpoint(cfg.member_id)
+            self._link.add_peer(far, link.registry_address)
+            wiring.registry = RemoteRef(self._link, far)
 
         self._writer.start()
         for member, address in cfg.peers.items():
             self._peers.add_peer(member, address.peer)
-        self._peers.start()
-        self._clients.start()
-        self._ticker = threading.Thread(
-            target=self._tick, name=f"ticker-{cfg.member_id}", daemon=True
-        )
-        self._ticker.start()
+        for transport in (self._peers, self._clients, self._link):
+            if transport is not None:
+                transport.start()
+        self._tickers = [
+            Ticker(f"tick-{cfg.member_id}", cfg.tick_ms, lambda now: consensus.tell(Tick(now))),
+            Ticker(f"tick-slow-{cfg.member_id}", _SLOW_TICK_MS, self._slow_tick),
+        ]
+        for ticker in self._tickers:
+            ticker.start()
+
+    def _slow_tick(self, now: int) -> None:
+        wiring = self.wiring
+        for ref in (wiring.registry, wiring.retry):
+            if ref is not None and not isinstance(ref, RemoteRef):
+                ref.tell(Tick(now))
+        if isinstance(wiring.registry, RemoteRef) and now >= self._next_reannounce:
+            self._next_reannounce = now + _REANNOUNCE_MS
+            assert wiring.consensus is not None
+            wiring.consensus.tell(Reannounce())
 
     def _restore(
         self, storage: DurableStorage | MemoryStorage
@@ -266,42 +305,15 @@ class Node:
             on_frame, bind=cfg.address.client, max_frame_bytes=cfg.max_frame_bytes
         )
 
-    def _tick(self) -> None:
-        """Drive every actor's timers from one thread (ticks are plain messages)."""
-        cfg = self.config
-        wiring = self.wiring
-        consensus, registry, retry = wiring.consensus, wiring.registry, wiring.retry
-        assert consensus is not None and registry is not None and retry is not None
-        period = cfg.tick_ms / 1000
-        next_at = time.monotonic()
-        next_slow = 0
-        try:
-            while not self._stopping.is_set():
-                now = wall_ms()
-                consensus.tell(Tick(now))
-                if now >= next_slow:
-                    next_slow = now + _REGISTRY_TICK_MS
-                    registry.tell(Tick(now))
-                    retry.tell(Tick(now))
-                next_at += period
-                delay = next_at - time.monotonic()
-                if delay < -period * 10:  # fell far behind (paused): do not burst
-                    next_at = time.monotonic()
-                    delay = 0
-                self._stopping.wait(max(0.0, delay))
-        except pykka.ActorDeadError:
-            pass  # stopping
-
     def stop(self, timeout: float = 10.0) -> None:
         """Stop everything this node started; idempotent."""
         if self._state in ("stopped", "new"):
             self._state = "stopped"
             return
         self._state = "stopped"
-        self._stopping.set()
-        if self._ticker is not None:
-            self._ticker.join(timeout)
-        for transport in (self._clients, self._peers):
+        for ticker in self._tickers:
+            ticker.stop(timeout)
+        for transport in (self._clients, self._link, self._peers):
             if transport is not None:
                 transport.stop()
         for ref in reversed(self._refs):

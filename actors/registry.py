@@ -8,22 +8,26 @@ for consensus and connections to close come out. It also answers operators'
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import pykka
+
 from actors.base import NodeActor, Wiring, member_logger
 from actors.clock import wall_ms
+from actors.config import NodeConfig
 from actors.messages import Tick
 from actors.transport import ClientTransport
 from protocol.actions import SERVER_ACTION_TYPES
 from protocol.admin import NodeStatus, StatusRequest, StatusResponse
 from protocol.codec import ProtocolError, decode, encode
-from protocol.ids import MemberId
-from protocol.registry import Registry, RegistryEffects
+from protocol.ids import MemberId, SessionId
+from protocol.registry import Registry, RegistryConfig, RegistryEffects
 from protocol.wire import CLIENT_MESSAGE_TYPES
 
-__all__ = ["ClientFrame", "RegistryActor"]
+__all__ = ["ClientFrame", "RegistryActor", "start_registry_actor"]
 
 _ACCEPTED = (*CLIENT_MESSAGE_TYPES, StatusRequest)
 
@@ -32,6 +36,30 @@ _ACCEPTED = (*CLIENT_MESSAGE_TYPES, StatusRequest)
 class ClientFrame:
     connection: bytes
     data: bytes
+
+
+def start_registry_actor(
+    config: NodeConfig,
+    transport: ClientTransport,
+    wiring: Wiring,
+    status: Callable[[], NodeStatus],
+) -> pykka.ActorRef[Any]:
+    """A registry actor for ``config``'s member, serving clients on ``transport``."""
+    registry = Registry(
+        RegistryConfig(
+            session_timeout_ms=config.session_timeout_ms,
+            max_payload_bytes=config.max_payload_bytes,
+        ),
+        lambda: SessionId(secrets.token_hex(16)),
+    )
+    return RegistryActor.start(
+        config.member_id,
+        registry,
+        transport,
+        wiring,
+        status,
+        max_frame_bytes=config.max_frame_bytes,
+    )
 
 
 class RegistryActor(NodeActor):

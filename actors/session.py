@@ -18,6 +18,7 @@ from actors.messages import (
     Applied,
     ApplyEntries,
     InstallSnapshot,
+    Reannounce,
     RetryCheck,
     RetryHint,
     RunQueries,
@@ -87,6 +88,7 @@ class SessionActor(NodeActor):
         self.configuration = start.configuration
         self.bytes_since_snapshot = 0
         self.is_leader = False
+        self._term = 0
         #: Send the registry the sessions once the entries of this term start applying.
         self._sessions_due: int | None = None
         self._queries: list[tuple[int, int, QueryAction]] = []
@@ -105,7 +107,12 @@ class SessionActor(NodeActor):
             self.wiring.retry.tell(RetryHint(message.before_ms, pending))
         elif isinstance(message, LeadershipChanged):
             self.is_leader = message.role == NodeRole.LEADER
+            self._term = message.term
             self._sessions_due = message.term if self.is_leader else None
+        elif isinstance(message, Reannounce):
+            # The registry may have missed the sessions; it ignores a repeat.
+            if self.is_leader and self._sessions_due is None and self.wiring.registry:
+                self.wiring.registry.tell([SessionsSnapshot(self._term, self.machine.sessions())])
         elif isinstance(message, InstallSnapshot):
             self._install(message.meta, message.data)
 

@@ -1,0 +1,146 @@
+"""``RegistryNode``: a member's client registry in a process of its own.
+
+The member's consensus and session actors run in a :class:`~actors.node.Node` started
+with ``registry_link=RegistryLink(bind, registry_address)``; this process serves the
+member's clients on its configured client address and talks to that node over the link
+(:mod:`actors.link`). Clients see no difference.
+
+    python -m actors.registry_node --config n1.toml --link-bind tcp://127.0.0.1:9101 \\
+        --core tcp://127.0.0.1:9001
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import threading
+import time
+from typing import Any
+
+import pykka
+
+from actors.base import Wiring, member_logger
+from actors.clock import Ticker
+from actors.config import NodeConfig, load_config
+from actors.link import RemoteRef, core_endpoint, registry_endpoint
+from actors.messages import Tick
+from actors.registry import ClientFrame, start_registry_actor
+from actors.transport import ZmqClientTransport, ZmqPeerTransport
+from protocol.actions import LeadershipChanged, decode_server_action
+from protocol.admin import NodeStatus
+from protocol.codec import ProtocolError
+
+__all__ = ["RegistryNode"]
+
+_TICK_MS = 50
+
+
+class RegistryNode:
+    """A registry process for one member; ``start()``/``stop()`` like a Node."""
+
+    def __init__(self, config: NodeConfig, *, link_bind: str, core_address: str) -> None:
+        self.config = config
+        self.link_bind = link_bind
+        self.core_address = core_address
+        self.log = member_logger(__name__, config.member_id)
+        self._leadership: LeadershipChanged | None = None
+        self._started_at = time.monotonic()
+        self._registry: pykka.ActorRef[Any] | None = None
+        self._clients: ZmqClientTransport | None = None
+        self._link: ZmqPeerTransport | None = None
+        self._ticker: Ticker | None = None
+
+    def start(self) -> RegistryNode:
+        cfg = self.config
+        wiring = Wiring()
+        self._link = ZmqPeerTransport(
+            registry_endpoint(cfg.member_id),
+            self._from_core,
+            bind=self.link_bind,
+            max_frame_bytes=cfg.max_frame_bytes,
+        )
+        self._link.add_peer(core_endpoint(cfg.member_id), self.core_address)
+        wiring.consensus = RemoteRef(self._link, core_endpoint(cfg.member_id))
+        registry_ref: list[pykka.ActorRef[Any]] = []
+        self._clients = ZmqClientTransport(
+            lambda connection, data: registry_ref[0].tell(ClientFrame(connection, data)),
+            bind=cfg.address.client,
+            max_frame_bytes=cfg.max_frame_bytes,
+        )
+        self._registry = start_registry_actor(cfg, self._clients, wiring, self.status)
+        registry_ref.append(self._registry)
+        wiring.registry = self._registry
+        self._link.start()
+        self._clients.start()
+        registry = self._registry
+        self._ticker = Ticker(
+            f"tick-registry-{cfg.member_id}", _TICK_MS, lambda now: registry.tell(Tick(now))
+        ).start()
+        self.log.info("registry serving clients on %s", self._clients.address)
+        return self
+
+    def _from_core(self, sender: Any, frame: bytes) -> None:
+        try:
+            action = decode_server_action(frame, max_bytes=self.config.max_frame_bytes)
+        except ProtocolError:
+            self.log.warning("dropped a bad frame on the link from the core")
+            return
+        if isinstance(action, LeadershipChanged):
+            self._leadership = action
+        assert self._registry is not None
+        self._registry.tell(action)
+
+    def status(self) -> NodeStatus:
+        """What the registry knows: role, term and leader, from the core's notices."""
+        lead = self._leadership
+        return NodeStatus(
+            member_id=self.config.member_id,
+            role=lead.role.name.lower() if lead else "follower",
+            term=lead.term if lead else 0,
+            leader=lead.leader_id if lead else None,
+            commit_index=0,
+            applied_index=0,
+            last_log_index=0,
+            snapshot_index=0,
+            voters=tuple(self.config.members),
+            learners=(),
+            sessions=0,
+            pending_server_requests=0,
+            client_address=self._clients.address if self._clients else "",
+            peer_address=self.link_bind,
+            pid=os.getpid(),
+            uptime_ms=int((time.monotonic() - self._started_at) * 1000),
+        )
+
+    def stop(self) -> None:
+        if self._ticker is not None:
+            self._ticker.stop()
+        for transport in (self._clients, self._link):
+            if transport is not None:
+                transport.stop()
+        if self._registry is not None:
+            self._registry.stop(block=True, timeout=5)
+            self._registry = None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m actors.registry_node", description=__doc__)
+    parser.add_argument("--config", required=True, help="the member's node TOML file")
+    parser.add_argument("--link-bind", required=True, help="this process's link address")
+    parser.add_argument("--core", required=True, help="the node's link address")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    node = RegistryNode(load_config(args.config), link_bind=args.link_bind, core_address=args.core)
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    node.start()
+    done.wait()
+    node.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
