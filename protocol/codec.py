@@ -202,16 +202,31 @@ def _decoder_for(cls: type[Any]) -> _Decoder:
     if dec is None:
         hints = typing.get_type_hints(cls)
         fields = dataclasses.fields(cls)
-        checks = [
-            (f.name, _value_decoder(hints[f.name], f"{cls.__name__}.{f.name}")) for f in fields
-        ]
+        # Fields of an exact primitive type are checked inline (the hot path of every
+        # frame); the others go through their compiled decoders.
+        simple: list[tuple[int, type[Any]]] = []
+        complex_: list[tuple[int, _Decoder]] = []
+        for i, f in enumerate(fields):
+            tp = _primitive(hints[f.name])
+            if tp is not None:
+                simple.append((i, tp))
+            else:
+                complex_.append((i, _value_decoder(hints[f.name], f"{cls.__name__}.{f.name}")))
         n = len(fields) + 1
         name = cls.__name__
 
         def dec(raw: list[Any]) -> Any:
             if len(raw) != n:
                 raise ProtocolError(f"{name}: expected {n - 1} fields, got {len(raw) - 1}")
-            values = [check(x) for (_, check), x in zip(checks, raw[1:], strict=True)]
+            values = raw[1:]
+            for i, tp in simple:
+                if type(values[i]) is not tp:
+                    raise ProtocolError(
+                        f"{name}.{fields[i].name}: expected {tp.__name__}, "
+                        f"got {type(values[i]).__name__}"
+                    )
+            for i, check in complex_:
+                values[i] = check(values[i])
             try:
                 return cls(*values)
             except (TypeError, ValueError) as exc:  # __post_init__ validation
@@ -219,6 +234,13 @@ def _decoder_for(cls: type[Any]) -> _Decoder:
 
         _DECODERS[cls] = dec
     return dec
+
+
+def _primitive(tp: Any) -> type[Any] | None:
+    """The exact type a field must have on the wire, if it is a plain primitive."""
+    while getattr(tp, "__supertype__", None) is not None:  # NewType
+        tp = tp.__supertype__
+    return tp if tp in (int, str, bytes, bool) else None
 
 
 def _value_decoder(tp: Any, where: str) -> _Decoder:
