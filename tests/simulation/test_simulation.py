@@ -57,6 +57,7 @@ def test_random_schedules_are_safe_and_live(scenario: Scenario) -> None:
 
 
 @pytest.mark.long
+@pytest.mark.timeout(3 * 3600)
 @settings(
     max_examples=20_000,
     suppress_health_check=[HealthCheck.too_slow],

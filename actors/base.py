@@ -1,0 +1,55 @@
+"""What every actor of a node shares: a member-tagged logger, crash-proof handlers and the
+wiring that lets the actors of one node find each other."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+import pykka
+
+__all__ = ["MemberLogger", "NodeActor", "Wiring"]
+
+
+class MemberLogger(logging.LoggerAdapter[logging.Logger]):
+    """Prefixes every line with the member id: ``[n1] elected leader in term 3``."""
+
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, Any]:
+        return f"[{self.extra['member'] if self.extra else '?'}] {msg}", kwargs
+
+
+def member_logger(name: str, member: str) -> MemberLogger:
+    return MemberLogger(logging.getLogger(name), {"member": member})
+
+
+@dataclass
+class Wiring:
+    """The actor refs of one node, filled in by :class:`~actors.node.Node` before any
+    traffic starts (so no actor needs a lock to read them)."""
+
+    consensus: pykka.ActorRef[Any] | None = None
+    session: pykka.ActorRef[Any] | None = None
+    registry: pykka.ActorRef[Any] | None = None
+    retry: pykka.ActorRef[Any] | None = None
+
+
+class NodeActor(pykka.ThreadingActor):
+    """A pykka actor whose handler errors are logged, never fatal.
+
+    Subclasses implement :meth:`handle`; a bug in one message's handling must not take
+    the node down (the message is logged and dropped, the actor keeps serving).
+    """
+
+    log: MemberLogger
+
+    def on_receive(self, message: Any) -> Any:
+        try:
+            return self.handle(message)
+        except Exception:
+            self.log.exception("error handling %s", type(message).__name__)
+            return None
+
+    def handle(self, message: Any) -> Any:
+        raise NotImplementedError

@@ -1,0 +1,358 @@
+"""``ConsensusActor``: hosts :class:`~protocol.raft.RaftCore`, its storage and peer links.
+
+It feeds the core ticks, peer messages and proposals, and carries out each ``Ready`` in
+the order the core documents: store a received snapshot, send what may go at once,
+hand entries and hard state to the storage writer (which fsyncs off this thread), send
+what had to wait for the disk when the writer says it is durable, pass committed entries
+to the session actor, confirmed reads to the session actor, role changes to everyone.
+
+Proposals arriving while a batch is being handled are collected and proposed together
+(one ``_Flush`` message per burst), so a busy leader appends many commands per entry
+batch and per fsync.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from typing import Any
+
+from actors.base import NodeActor, Wiring, member_logger
+from actors.clock import wall_ms
+from actors.messages import (
+    Applied,
+    ApplyEntries,
+    InstallSnapshot,
+    PeerFrame,
+    ProposeRetry,
+    RunQueries,
+    SnapshotTaken,
+    Tick,
+)
+from actors.status import StatusBoard
+from actors.storage import Persisted, SnapshotStore, StorageError, StorageWriter
+from actors.transport import PeerTransport
+from protocol.actions import (
+    ClientRequestAction,
+    CreateSessionAction,
+    ExpireSessionAction,
+    LeadershipChanged,
+    NodeRole,
+    QueryAction,
+    RaftAction,
+    RejectSession,
+    SendQueryError,
+    SendRequestError,
+    ServerAction,
+    ServerRequestAckAction,
+)
+from protocol.codec import ProtocolError, decode, encode
+from protocol.ids import MemberId
+from protocol.raft import RaftCore, SnapshotMeta
+from protocol.raft.messages import RAFT_MESSAGE_TYPES, RaftMessage
+from protocol.raft.types import Refusal, Refused, Role
+from protocol.session import (
+    ClientRequest,
+    CreateSession,
+    GetRequestsForRetry,
+    ServerRequestAck,
+    SessionExpired,
+)
+from protocol.wire import ErrorReason, RejectReason
+
+__all__ = ["ConsensusActor"]
+
+_ROLES = {
+    Role.FOLLOWER: NodeRole.FOLLOWER,
+    Role.PRE_CANDIDATE: NodeRole.CANDIDATE,
+    Role.CANDIDATE: NodeRole.CANDIDATE,
+    Role.LEADER: NodeRole.LEADER,
+}
+
+
+class _Flush:
+    """Self-message: propose what was collected and handle the core's ``Ready``."""
+
+
+_FLUSH = _Flush()
+
+
+class ConsensusActor(NodeActor):
+    """One node's Raft member. See the module docstring."""
+
+    def __init__(
+        self,
+        core: RaftCore,
+        writer: StorageWriter,
+        snapshots: SnapshotStore,
+        peers: PeerTransport,
+        client_addresses: dict[MemberId, str],
+        wiring: Wiring,
+        board: StatusBoard,
+        *,
+        max_frame_bytes: int,
+    ) -> None:
+        super().__init__()
+        self.core = core
+        self.writer = writer
+        self.snapshots = snapshots
+        self.peers = peers
+        self.client_addresses = client_addresses
+        self.wiring = wiring
+        self.board = board
+        self.max_frame_bytes = max_frame_bytes
+        self.log = member_logger(__name__, core.id)
+        self._flush_scheduled = False
+        self._proposals: list[tuple[RaftAction | None, bytes]] = []
+        # Messages that may leave only once writer submission ``seq`` is durable.
+        self._after_sync: deque[tuple[int, list[RaftMessage]]] = deque()
+        self._submitted = 0
+        self._durable = 0
+        self._reads: dict[bytes, QueryAction] = {}
+        self._read_ids = itertools.count(1)
+        self._role = NodeRole.FOLLOWER
+        self._previous_snapshot: SnapshotMeta | None = None
+        self._failed: StorageError | None = None
+
+    # ------------------------------------------------------------------ inputs
+
+    def handle(self, message: Any) -> None:
+        core = self.core
+        if isinstance(message, PeerFrame):
+            try:
+                msg: RaftMessage = decode(
+                    message.frame, RAFT_MESSAGE_TYPES, max_bytes=self.max_frame_bytes
+                )
+            except ProtocolError as exc:
+                self.log.warning("dropped a bad frame from %s: %s", message.sender, exc)
+                return
+            if msg.sender != message.sender or msg.receiver != core.id:
+                self.log.warning("dropped a misaddressed %s", type(msg).__name__)
+                return
+            core.step(msg)
+        elif isinstance(message, _Flush):
+            self._flush_scheduled = False
+            self._flush()
+            return
+        elif isinstance(message, Tick):
+            core.tick()
+        elif isinstance(message, Persisted):
+            self._on_persisted(message)
+        elif isinstance(message, Applied):
+            core.on_applied(message.index)
+        elif isinstance(message, SnapshotTaken):
+            self._on_snapshot_taken(message)
+        elif isinstance(message, QueryAction):
+            self._read(message)
+        elif isinstance(message, ProposeRetry):
+            retry = GetRequestsForRetry(message.before_ms, wall_ms())
+            self._proposals.append((None, encode(retry)))
+        elif isinstance(message, StorageError):  # from the writer's thread
+            self._on_storage_failed(message)
+            return
+        else:
+            self._collect(message)
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled and (self._proposals or self.core.has_ready()):
+            self._flush_scheduled = True
+            self.actor_ref.tell(_FLUSH)
+
+    def _collect(self, action: RaftAction) -> None:
+        now = wall_ms()
+        match action:
+            case ClientRequestAction():
+                cmd: Any = ClientRequest(
+                    action.session_id,
+                    action.request_id,
+                    action.lowest_pending_request_id,
+                    action.payload,
+                    now,
+                )
+            case CreateSessionAction():
+                cmd = CreateSession(action.session_id, action.capabilities, now)
+            case ServerRequestAckAction():
+                cmd = ServerRequestAck(action.session_id, action.request_id, now)
+            case ExpireSessionAction():
+                cmd = SessionExpired(action.session_id, now)
+            case _:
+                self.log.warning("ignored unknown message %r", type(action).__name__)
+                return
+        self._proposals.append((action, encode(cmd)))
+
+    # ------------------------------------------------------------------ proposals, reads
+
+    def _flush(self) -> None:
+        if self._proposals:
+            batch, self._proposals = self._proposals, []
+            if self._failed is not None:
+                result: Any = Refused(Refusal.TOO_BUSY, None, "storage failed")
+            else:
+                result = self.core.propose([payload for _, payload in batch])
+            if isinstance(result, Refused):
+                for action, _ in batch:
+                    self._refuse(action, result)
+        while self.core.has_ready():
+            self._handle_ready()
+
+    def _refuse(self, action: RaftAction | None, refused: Refused) -> None:
+        reason = ErrorReason.NOT_LEADER
+        if refused.reason in (Refusal.TOO_BUSY, Refusal.TRANSFERRING):
+            reason = ErrorReason.OVERLOADED
+        reply: ServerAction
+        match action:
+            case ClientRequestAction():
+                reply = SendRequestError(action.session_id, action.request_id, reason, "")
+            case CreateSessionAction():
+                why = RejectReason.NOT_LEADER
+                if reason == ErrorReason.OVERLOADED:
+                    why = RejectReason.OVERLOADED
+                reply = RejectSession(action.session_id, why, refused.detail)
+            case _:
+                return  # acks, expiries, retries: the next attempt repeats them
+        self._to_registry(reply)
+
+    def _read(self, action: QueryAction) -> None:
+        context = next(self._read_ids).to_bytes(8, "big")
+        refused = self.core.read_index(context)
+        if refused is not None:
+            reason = ErrorReason.NOT_LEADER
+            if refused.retryable:
+                reason = ErrorReason.OVERLOADED
+            self._to_registry(
+                SendQueryError(action.connection, action.correlation_id, reason, refused.detail)
+            )
+            return
+        self._reads[context] = action
+
+    # ------------------------------------------------------------------ Ready
+
+    def _handle_ready(self) -> None:
+        rd = self.core.ready()
+        wiring = self.wiring
+        if rd.snapshot is not None:
+            self._install(rd.snapshot.meta, rd.snapshot.data)
+        for msg in rd.messages:
+            self._send(msg)
+        if (rd.entries or rd.hard_state is not None) and self._failed is None:
+            try:
+                self._submitted = self.writer.submit(rd.entries, rd.hard_state)
+            except StorageError as exc:
+                self._on_storage_failed(exc)
+        if rd.persisted_messages:
+            if self._durable >= self._submitted:
+                for msg in rd.persisted_messages:
+                    self._send(msg)
+            else:
+                self._after_sync.append((self._submitted, rd.persisted_messages))
+        if rd.committed_entries:
+            assert wiring.session is not None
+            wiring.session.tell(ApplyEntries(rd.committed_entries))
+        if rd.read_states:
+            reads = []
+            for state in rd.read_states:
+                action = self._reads.pop(state.context, None)
+                if action is not None:
+                    reads.append((state, action))
+            if reads:
+                assert wiring.session is not None
+                wiring.session.tell(RunQueries(reads))
+        for context in rd.failed_reads:
+            action = self._reads.pop(context, None)
+            if action is not None:
+                self._to_registry(
+                    SendQueryError(
+                        action.connection, action.correlation_id, ErrorReason.NOT_LEADER, ""
+                    )
+                )
+        if rd.soft_state is not None:
+            self._leadership(rd.soft_state.role, rd.soft_state.leader, rd.soft_state.term)
+        self._post_status()
+
+    def _send(self, msg: RaftMessage) -> None:
+        self.peers.send(msg.receiver, encode(msg))
+
+    def _install(self, meta: SnapshotMeta, data: bytes) -> None:
+        """Store a snapshot from the leader before anything that depends on it."""
+        try:
+            writer = self.snapshots.begin(meta)
+            writer.write(data)
+            writer.finish()
+            self.writer.compact(meta.index, meta.term)
+        except StorageError as exc:
+            self._on_storage_failed(exc)
+            return
+        self.log.info("installed a snapshot at index %d from the leader", meta.index)
+        assert self.wiring.session is not None
+        self.wiring.session.tell(InstallSnapshot(meta, data))
+
+    def _leadership(self, role: Role, leader: MemberId | None, term: int) -> None:
+        node_role = _ROLES[role]
+        if node_role != self._role or role == Role.LEADER:
+            self.log.info("now %s in term %d (leader %s)", role.name.lower(), term, leader)
+        self._role = node_role
+        hint = self.client_addresses.get(leader) if leader is not None else None
+        change = LeadershipChanged(node_role, leader, hint, term)
+        wiring = self.wiring
+        for ref in (wiring.session, wiring.registry, wiring.retry):
+            if ref is not None:
+                ref.tell(change)
+        if node_role != NodeRole.LEADER:
+            for action in self._reads.values():
+                self._to_registry(
+                    SendQueryError(
+                        action.connection, action.correlation_id, ErrorReason.NOT_LEADER, ""
+                    )
+                )
+            self._reads.clear()
+
+    def _to_registry(self, action: ServerAction) -> None:
+        assert self.wiring.registry is not None
+        self.wiring.registry.tell(action)
+
+    # ------------------------------------------------------------------ storage
+
+    def _on_persisted(self, p: Persisted) -> None:
+        self._durable = max(self._durable, p.seq)
+        waiting = self._after_sync
+        while waiting and waiting[0][0] <= self._durable:
+            for msg in waiting.popleft()[1]:
+                self._send(msg)
+        self.core.on_persisted(p.index, p.term)
+
+    def _on_snapshot_taken(self, taken: SnapshotTaken) -> None:
+        try:
+            self.core.on_snapshot_taken(taken.meta, taken.data)
+        except ValueError as exc:  # overtaken by a snapshot from the leader
+            self.log.info("snapshot at %d not used: %s", taken.meta.index, exc)
+            return
+        # Keep the log back to the previous snapshot, so a corrupt newest snapshot file
+        # can still be recovered from the one before it.
+        previous, self._previous_snapshot = self._previous_snapshot, taken.meta
+        if previous is not None and self._failed is None:
+            try:
+                self.writer.compact(previous.index, previous.term)
+            except StorageError as exc:
+                self._on_storage_failed(exc)
+
+    def _on_storage_failed(self, error: StorageError) -> None:
+        if self._failed is None:
+            self.log.critical("storage failed, refusing writes from now on: %s", error)
+            self._failed = error
+            self.board.update(storage_failure=str(error))
+
+    # ------------------------------------------------------------------ status
+
+    def _post_status(self) -> None:
+        core = self.core
+        self.board.update(
+            role=core.role.name.lower().replace("_", "-"),
+            term=core.term,
+            leader=core.leader,
+            commit_index=core.commit_index,
+            last_log_index=core.last_index,
+            snapshot_index=core.snapshot.index,
+            voters=core.config.voters,
+            learners=core.config.learners,
+        )

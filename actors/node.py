@@ -1,0 +1,374 @@
+"""``Node``: one cluster member, assembled from its actors, storage and transports.
+
+```python
+node = Node(config, CounterStateMachine()).start()
+...
+node.stop()
+```
+
+No globals and no fixed ports: everything comes from the :class:`NodeConfig` (and, for
+single-process clusters over the in-memory transport, the :class:`InMemoryHub` passed
+in). ``stop()`` closes sockets, flushes storage and joins every thread it started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import secrets
+import threading
+import time
+from typing import Any
+
+import pykka
+
+from actors.base import Wiring, member_logger
+from actors.clock import wall_ms
+from actors.config import NodeConfig
+from actors.consensus import ConsensusActor
+from actors.messages import PeerFrame, Tick
+from actors.registry import ClientFrame, RegistryActor
+from actors.retry import RetrySchedulerActor
+from actors.session import SessionActor
+from actors.status import StatusBoard
+from actors.storage import DurableStorage, MemoryStorage, StorageWriter
+from actors.transport import (
+    ClientFrameHandler,
+    ClientTransport,
+    InMemoryClientTransport,
+    InMemoryHub,
+    InMemoryPeerTransport,
+    PeerFrameHandler,
+    PeerTransport,
+    ZmqClientTransport,
+    ZmqPeerTransport,
+)
+from protocol.admin import NodeStatus
+from protocol.ids import MemberId, SessionId
+from protocol.raft import Configuration, RaftCore, RaftOptions, RestoredState, SnapshotMeta
+from protocol.registry import Registry, RegistryConfig
+from protocol.session import SessionStateMachine, UserCodec, UserStateMachine
+
+__all__ = ["Node", "NodeError"]
+
+#: How often the registry and the retry scheduler get a tick (ms).
+_REGISTRY_TICK_MS = 50
+
+
+class NodeError(RuntimeError):
+    """The node could not start (bad storage, a port in use, ...)."""
+
+
+class Node:
+    """One member of a raft-actors cluster; see the module docstring."""
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        state_machine: UserStateMachine,
+        *,
+        codec: UserCodec | None = None,
+        hub: InMemoryHub | None = None,
+    ) -> None:
+        if config.transport == "memory" and hub is None:
+            raise NodeError("the in-memory transport needs an InMemoryHub (hub=...)")
+        self.config = config
+        self.state_machine = state_machine
+        self.codec = codec
+        self.hub = hub
+        self.log = member_logger(__name__, config.member_id)
+        self.board = StatusBoard()
+        self.wiring = Wiring()
+        self._started_at = 0.0
+        self._refs: list[pykka.ActorRef[Any]] = []
+        self._storage: DurableStorage | MemoryStorage | None = None
+        self._writer: StorageWriter | None = None
+        self._peers: PeerTransport | None = None
+        self._clients: ClientTransport | None = None
+        self._ticker: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._state = "new"
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> Node:
+        """Open storage, start the actors and transports; return once serving."""
+        if self._state != "new":
+            raise NodeError(f"node {self.config.member_id} was already started")
+        self._state = "starting"
+        try:
+            self._start()
+        except Exception as exc:
+            self.log.error("failed to start: %s", exc)
+            self.stop()
+            if isinstance(exc, NodeError):
+                raise
+            raise NodeError(f"node {self.config.member_id} failed to start: {exc}") from exc
+        self._state = "running"
+        self.log.info("serving clients on %s, peers on %s", self.client_address, self.peer_address)
+        return self
+
+    def _start(self) -> None:
+        cfg = self.config
+        self._started_at = time.monotonic()
+        if cfg.storage == "durable":
+            assert cfg.data_dir is not None
+            self._storage = DurableStorage.open(cfg.data_dir)
+        else:
+            self._storage = MemoryStorage()
+        storage = self._storage
+        restored, snapshot_meta = self._restore(storage)
+        machine = SessionStateMachine(self.state_machine, self.codec)
+        if restored.snapshot is not None and restored.snapshot.index > 0:
+            machine.restore(restored.snapshot_data)
+        core = RaftCore(cfg.member_id, self._raft_options(), random.Random(), restored)
+
+        wiring = self.wiring
+        # Transports and the writer call into actors that do not exist yet: they get
+        # late-bound forwarders, pointed at the actors before anything is started.
+        to_consensus, to_registry = _Late(), _Late()
+        self._peers = self._peer_transport(
+            lambda sender, frame: to_consensus.tell(PeerFrame(sender, frame))
+        )
+        self._clients = self._client_transport(
+            lambda connection, data: to_registry.tell(ClientFrame(connection, data))
+        )
+        self._writer = StorageWriter(
+            storage.log,
+            storage.stable,
+            to_consensus.tell,
+            to_consensus.tell,
+            name=f"storage-writer-{cfg.member_id}",
+        )
+        session = SessionActor.start(
+            cfg.member_id,
+            machine,
+            storage.snapshots,
+            snapshot_meta,
+            wiring,
+            self.board,
+            snapshot_threshold_bytes=cfg.snapshot_threshold_bytes,
+        )
+        registry = RegistryActor.start(
+            cfg.member_id,
+            Registry(
+                RegistryConfig(
+                    session_timeout_ms=cfg.session_timeout_ms,
+                    max_payload_bytes=cfg.max_payload_bytes,
+                ),
+                lambda: SessionId(secrets.token_hex(16)),
+            ),
+            self._clients,
+            wiring,
+            self.status,
+            max_frame_bytes=cfg.max_frame_bytes,
+        )
+        retry = RetrySchedulerActor.start(
+            cfg.member_id, wiring, interval_ms=cfg.retry_interval_ms, age_ms=cfg.retry_age_ms
+        )
+        consensus = ConsensusActor.start(
+            core,
+            self._writer,
+            storage.snapshots,
+            self._peers,
+            {m: a.client for m, a in cfg.members.items()},
+            wiring,
+            self.board,
+            max_frame_bytes=cfg.max_frame_bytes,
+        )
+        self._refs.extend([session, registry, retry, consensus])
+        wiring.session, wiring.registry, wiring.retry = session, registry, retry
+        wiring.consensus = to_consensus.ref = consensus
+        to_registry.ref = registry
+
+        self._writer.start()
+        for member, address in cfg.peers.items():
+            self._peers.add_peer(member, address.peer)
+        self._peers.start()
+        self._clients.start()
+        self._ticker = threading.Thread(
+            target=self._tick, name=f"ticker-{cfg.member_id}", daemon=True
+        )
+        self._ticker.start()
+
+    def _restore(
+        self, storage: DurableStorage | MemoryStorage
+    ) -> tuple[RestoredState, SnapshotMeta]:
+        """What the core and the session actor start from."""
+        persisted = storage.load()
+        cfg = self.config
+        if persisted.snapshot is None and not persisted.entries and persisted.hard_state.term == 0:
+            # A founding member's first start: the configured members are the voters.
+            boot = Configuration(tuple(sorted(cfg.members)))
+            return RestoredState.bootstrap(boot), SnapshotMeta(0, 0, boot)
+        data = b""
+        meta = SnapshotMeta(0, 0, Configuration(tuple(sorted(cfg.members))))
+        if persisted.snapshot is not None:
+            meta = persisted.snapshot.meta
+            reader = storage.snapshots.open_latest()
+            assert reader is not None
+            try:
+                chunks = []
+                while chunk := reader.read(1 << 20):
+                    chunks.append(chunk)
+                data = b"".join(chunks)
+            finally:
+                reader.close()
+        restored = RestoredState(persisted.hard_state, meta, data, persisted.entries)
+        self.log.info(
+            "restored term %d, snapshot at %d, %d log entries",
+            persisted.hard_state.term,
+            meta.index,
+            len(persisted.entries),
+        )
+        return restored, meta
+
+    def _raft_options(self) -> RaftOptions:
+        cfg = self.config
+        election = max(2, cfg.election_timeout_ms // cfg.tick_ms)
+        heartbeat = max(1, min(election - 1, cfg.heartbeat_ms // cfg.tick_ms))
+        return RaftOptions(
+            election_ticks=election,
+            heartbeat_ticks=heartbeat,
+            compaction_tail=cfg.snapshot_trailing_entries,
+            max_append_bytes=max(1, cfg.max_frame_bytes // 2),
+        )
+
+    def _peer_transport(self, on_frame: PeerFrameHandler) -> PeerTransport:
+        cfg = self.config
+        if cfg.transport == "memory":
+            assert self.hub is not None
+            return InMemoryPeerTransport(
+                self.hub,
+                cfg.member_id,
+                on_frame,
+                bind=cfg.address.peer,
+                max_frame_bytes=cfg.max_frame_bytes,
+            )
+        return ZmqPeerTransport(
+            cfg.member_id, on_frame, bind=cfg.address.peer, max_frame_bytes=cfg.max_frame_bytes
+        )
+
+    def _client_transport(self, on_frame: ClientFrameHandler) -> ClientTransport:
+        cfg = self.config
+        if cfg.transport == "memory":
+            assert self.hub is not None
+            return InMemoryClientTransport(
+                self.hub,
+                on_frame,
+                bind=cfg.address.client,
+                node=cfg.member_id,
+                max_frame_bytes=cfg.max_frame_bytes,
+            )
+        return ZmqClientTransport(
+            on_frame, bind=cfg.address.client, max_frame_bytes=cfg.max_frame_bytes
+        )
+
+    def _tick(self) -> None:
+        """Drive every actor's timers from one thread (ticks are plain messages)."""
+        cfg = self.config
+        wiring = self.wiring
+        consensus, registry, retry = wiring.consensus, wiring.registry, wiring.retry
+        assert consensus is not None and registry is not None and retry is not None
+        period = cfg.tick_ms / 1000
+        next_at = time.monotonic()
+        next_slow = 0
+        try:
+            while not self._stopping.is_set():
+                now = wall_ms()
+                consensus.tell(Tick(now))
+                if now >= next_slow:
+                    next_slow = now + _REGISTRY_TICK_MS
+                    registry.tell(Tick(now))
+                    retry.tell(Tick(now))
+                next_at += period
+                delay = next_at - time.monotonic()
+                if delay < -period * 10:  # fell far behind (paused): do not burst
+                    next_at = time.monotonic()
+                    delay = 0
+                self._stopping.wait(max(0.0, delay))
+        except pykka.ActorDeadError:
+            pass  # stopping
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop everything this node started; idempotent."""
+        if self._state in ("stopped", "new"):
+            self._state = "stopped"
+            return
+        self._state = "stopped"
+        self._stopping.set()
+        if self._ticker is not None:
+            self._ticker.join(timeout)
+        for transport in (self._clients, self._peers):
+            if transport is not None:
+                transport.stop()
+        for ref in reversed(self._refs):
+            with contextlib.suppress(pykka.ActorDeadError, pykka.Timeout):
+                ref.stop(block=True, timeout=timeout)
+        if self._writer is not None:
+            with contextlib.suppress(RuntimeError):
+                self._writer.stop(timeout)
+        if self._storage is not None:
+            self._storage.close()
+        self.log.info("stopped")
+
+    # ------------------------------------------------------------------ observing
+
+    @property
+    def member_id(self) -> MemberId:
+        return self.config.member_id
+
+    @property
+    def client_address(self) -> str:
+        if self._clients is not None and self._clients.address:
+            return self._clients.address
+        return self.config.address.client
+
+    @property
+    def peer_address(self) -> str:
+        if self._peers is not None and self._peers.address:
+            return self._peers.address
+        return self.config.address.peer
+
+    def status(self) -> NodeStatus:
+        """This node's view of itself, without waiting on any actor."""
+        f = self.board.read()
+        return NodeStatus(
+            member_id=self.config.member_id,
+            role=f.role,
+            term=f.term,
+            leader=f.leader,
+            commit_index=f.commit_index,
+            applied_index=f.applied_index,
+            last_log_index=f.last_log_index,
+            snapshot_index=f.snapshot_index,
+            voters=f.voters,
+            learners=f.learners,
+            sessions=f.sessions,
+            pending_server_requests=f.pending_server_requests,
+            client_address=self.client_address,
+            peer_address=self.peer_address,
+            pid=os.getpid(),
+            uptime_ms=int((time.monotonic() - self._started_at) * 1000) if self._started_at else 0,
+        )
+
+    def __enter__(self) -> Node:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class _Late:
+    """An actor ref to be filled in once the actor exists (set before any traffic)."""
+
+    ref: pykka.ActorRef[Any] | None = None
+
+    def tell(self, message: Any) -> None:
+        if self.ref is not None:
+            self.ref.tell(message)
+
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())

@@ -1,0 +1,92 @@
+"""``RegistryActor``: the client connection registry of one node.
+
+It owns the client-facing transport and hosts :class:`~protocol.registry.Registry`:
+client frames, ticks and ``ServerAction``\\ s go in; frames to clients, ``RaftAction``\\ s
+for consensus and connections to close come out. It also answers operators'
+``StatusRequest``\\ s from the node's status board, whatever the node's role.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from actors.base import NodeActor, Wiring, member_logger
+from actors.clock import wall_ms
+from actors.messages import Tick
+from actors.transport import ClientTransport
+from protocol.actions import SERVER_ACTION_TYPES
+from protocol.admin import NodeStatus, StatusRequest, StatusResponse
+from protocol.codec import ProtocolError, decode, encode
+from protocol.ids import MemberId
+from protocol.registry import Registry, RegistryEffects
+from protocol.wire import CLIENT_MESSAGE_TYPES
+
+__all__ = ["ClientFrame", "RegistryActor"]
+
+_ACCEPTED = (*CLIENT_MESSAGE_TYPES, StatusRequest)
+
+
+@dataclass(frozen=True, slots=True)
+class ClientFrame:
+    connection: bytes
+    data: bytes
+
+
+class RegistryActor(NodeActor):
+    """Hosts one :class:`Registry`; see the module docstring."""
+
+    def __init__(
+        self,
+        member_id: MemberId,
+        registry: Registry,
+        transport: ClientTransport,
+        wiring: Wiring,
+        status: Callable[[], NodeStatus],
+        *,
+        max_frame_bytes: int,
+    ) -> None:
+        super().__init__()
+        self.registry = registry
+        self.wiring = wiring
+        self.status = status
+        self.max_frame_bytes = max_frame_bytes
+        self.transport = transport
+        self.log = member_logger(__name__, member_id)
+        self.bad_frames = 0
+
+    def handle(self, message: Any) -> None:
+        if isinstance(message, ClientFrame):
+            self._frame(message.connection, message.data, wall_ms())
+        elif isinstance(message, Tick):
+            self._carry_out(self.registry.on_tick(message.now_ms))
+        elif isinstance(message, SERVER_ACTION_TYPES):
+            self._carry_out(self.registry.on_server_action(message, wall_ms()))
+
+    def _frame(self, connection: bytes, data: bytes, now_ms: int) -> None:
+        try:
+            msg: Any = decode(data, _ACCEPTED, max_bytes=self.max_frame_bytes)
+        except ProtocolError as exc:
+            self.bad_frames += 1
+            self.log.debug("bad client frame: %s", exc)
+            self._carry_out(self.registry.on_bad_frame(connection))
+            return
+        if isinstance(msg, StatusRequest):
+            self._send(connection, encode(StatusResponse(msg.correlation_id, self.status())))
+            return
+        self._carry_out(self.registry.on_client_message(connection, msg, now_ms))
+
+    def _carry_out(self, fx: RegistryEffects) -> None:
+        for connection, msg in fx.send:
+            self._send(connection, encode(msg))
+        if fx.propose:
+            consensus = self.wiring.consensus
+            assert consensus is not None
+            for action in fx.propose:
+                consensus.tell(action)
+        for connection in fx.close:
+            self.transport.disconnect(connection)
+
+    def _send(self, connection: bytes, frame: bytes) -> None:
+        self.transport.send(connection, frame)

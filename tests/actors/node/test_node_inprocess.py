@@ -1,0 +1,123 @@
+"""Whole nodes in one process: election, exactly-once commands, failover, restarts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgpack
+import pytest
+
+from examples.counter import CounterStateMachine
+from protocol.ids import RequestId
+from protocol.wire import (
+    ClientRequest,
+    ClientResponse,
+    ContinueSession,
+    CreateSession,
+    NotLeader,
+    SessionContinued,
+    SessionCreated,
+)
+from tests.actors.node.cluster import RawClient, local_cluster, wait_for
+
+
+def inc(n: int) -> bytes:
+    return msgpack.packb(["inc", n])
+
+
+@pytest.mark.parametrize("transport", ["memory", "zmq"])
+def test_three_nodes_elect_a_leader_and_apply_commands_once_everywhere(transport: str) -> None:
+    with local_cluster(CounterStateMachine, transport=transport) as cluster:
+        leader = cluster.leader()
+        client = RawClient(cluster)
+        try:
+            client.connect(leader.client_address)
+            client.send(CreateSession({}, b"a"))
+            client.expect(SessionCreated)
+            for rid in range(1, 11):
+                client.send(ClientRequest(RequestId(rid), RequestId(rid), inc(2)))
+                response = client.expect(ClientResponse)
+                assert response.request_id == rid
+                assert msgpack.unpackb(response.payload) == 2 * rid
+            # A duplicate of request 10 returns the cached response without running again.
+            client.send(ClientRequest(RequestId(10), RequestId(10), inc(2)))
+            assert msgpack.unpackb(client.expect(ClientResponse).payload) == 20
+            client.send(ClientRequest(RequestId(11), RequestId(11), inc(0)))
+            assert msgpack.unpackb(client.expect(ClientResponse).payload) == 20
+        finally:
+            client.close()
+        applied = leader.status().applied_index
+        wait_for(
+            lambda: all(n.status().applied_index >= applied for n in cluster.nodes.values()),
+            what="every replica applied the leader's log",
+        )
+        assert {n.status().sessions for n in cluster.nodes.values()} == {1}
+
+
+def test_a_follower_answers_with_the_leaders_client_address() -> None:
+    with local_cluster(CounterStateMachine) as cluster:
+        leader = cluster.leader()
+        follower = next(n for n in cluster.nodes.values() if n is not leader)
+        client = RawClient(cluster)
+        try:
+            client.connect(follower.client_address)
+            client.send(CreateSession({}, b"a"))
+            assert client.expect(NotLeader).leader_hint == leader.client_address
+        finally:
+            client.close()
+
+
+def test_session_survives_leader_failover_and_retried_request_runs_once() -> None:
+    """§6.3: a client retrying after a crash gets the cached response, not a second run."""
+    with local_cluster(CounterStateMachine) as cluster:
+        old = cluster.leader()
+        client = RawClient(cluster)
+        try:
+            client.connect(old.client_address)
+            client.send(CreateSession({}, b"a"))
+            sid = client.expect(SessionCreated).session_id
+            client.send(ClientRequest(RequestId(1), RequestId(1), inc(5)))
+            assert msgpack.unpackb(client.expect(ClientResponse).payload) == 5
+            wait_for(
+                lambda: all(n.status().applied_index >= old.status().applied_index
+                            for n in cluster.nodes.values()),
+                what="replication of request 1",
+            )  # fmt: skip
+            cluster.stop(old.member_id)
+            new = cluster.leader()
+            assert new.member_id != old.member_id
+            client.connect(new.client_address)
+            client.send(ContinueSession(sid, b"b"))
+            client.expect(SessionContinued)
+            # The response to request 1 was "lost": the client resends it with its id.
+            client.send(ClientRequest(RequestId(1), RequestId(1), inc(5)))
+            assert msgpack.unpackb(client.expect(ClientResponse).payload) == 5
+            client.send(ClientRequest(RequestId(2), RequestId(2), inc(1)))
+            assert msgpack.unpackb(client.expect(ClientResponse).payload) == 6
+        finally:
+            client.close()
+
+
+def test_durable_cluster_restarts_from_disk(tmp_path: Path) -> None:
+    with local_cluster(CounterStateMachine, data_dir=tmp_path) as cluster:
+        leader = cluster.leader()
+        client = RawClient(cluster)
+        try:
+            client.connect(leader.client_address)
+            client.send(CreateSession({}, b"a"))
+            sid = client.expect(SessionCreated).session_id
+            for rid in range(1, 6):
+                client.send(ClientRequest(RequestId(rid), RequestId(rid), inc(1)))
+                client.expect(ClientResponse)
+            for member in list(cluster.nodes):
+                cluster.stop(member)
+            for member in list(cluster.configs):
+                cluster.start(member)
+            leader = cluster.leader()
+            client.connect(leader.client_address)
+            client.send(ContinueSession(sid, b"b"))
+            client.expect(SessionContinued)
+            client.send(ClientRequest(RequestId(6), RequestId(6), inc(1)))
+            assert msgpack.unpackb(client.expect(ClientResponse).payload) == 6
+        finally:
+            client.close()
