@@ -46,7 +46,7 @@ def run_node(args: argparse.Namespace) -> int:
     logging.basicConfig(
         stream=sys.stderr,
         level=args.log_level,
-        format=f"%(asctime)s %(levelname)-7s [{config.member_id}] %(name)s: %(message)s",
+        format=f"%(asctime)s {config.member_id} %(levelname)-7s %(name)s: %(message)s",
         force=True,
     )
     from actors.node import Node  # type: ignore[import-not-found]  # TODO(cli): lands on main
@@ -63,15 +63,13 @@ def run_node(args: argparse.Namespace) -> int:
     try:
         node.start()
     except Exception as exc:  # any failure to come up is reported, not a traceback
-        log.error("cannot start %s: %s", config.member_id, exc, exc_info=True)
+        log.error("cannot start %s: %s", config.member_id, exc)
         node.stop()
         return EXIT_ERROR
     log.info(
-        "%s serving app %s: peers on %s, clients on %s, storage %s%s",
+        "%s runs app %s with %s storage%s; SIGTERM or Ctrl-C stops it",
         config.member_id,
         args.app,
-        config.address.peer,
-        config.address.client,
         config.storage,
         f" in {config.data_dir}" if config.data_dir is not None else "",
     )
