@@ -48,7 +48,7 @@ from protocol.actions import (
 )
 from protocol.codec import ProtocolError, decode, encode
 from protocol.ids import MemberId
-from protocol.raft import RaftCore, SnapshotMeta
+from protocol.raft import HardState, RaftCore, SnapshotMeta
 from protocol.raft.messages import RAFT_MESSAGE_TYPES, RaftMessage
 from protocol.raft.types import Refusal, Refused, Role
 from protocol.session import (
@@ -113,6 +113,8 @@ class ConsensusActor(NodeActor):
         self._role = NodeRole.FOLLOWER
         self._previous_snapshot: SnapshotMeta | None = None
         self._failed: StorageError | None = None
+        self._stored_vote = (core.term, core.voted_for)
+        self._unsaved: HardState | None = None
 
     # ------------------------------------------------------------------ inputs
 
@@ -235,9 +237,21 @@ class ConsensusActor(NodeActor):
             self._install(rd.snapshot.meta, rd.snapshot.data)
         for msg in rd.messages:
             self._send(msg)
-        if (rd.entries or rd.hard_state is not None) and self._failed is None:
+        hs = rd.hard_state
+        if hs is not None and not rd.entries and (hs.term, hs.voted_for) == self._stored_vote:
+            # Only the commit index moved: it need not be durable (a restarted node
+            # learns it again from the leader), so it rides along with the next write
+            # instead of costing an fsync of its own.
+            self._unsaved = hs
+            hs = None
+        elif rd.entries and hs is None:
+            hs, self._unsaved = self._unsaved, None
+        if (rd.entries or hs is not None) and self._failed is None:
+            if hs is not None:
+                self._stored_vote = (hs.term, hs.voted_for)
+                self._unsaved = None
             try:
-                self._submitted = self.writer.submit(rd.entries, rd.hard_state)
+                self._submitted = self.writer.submit(rd.entries, hs)
             except StorageError as exc:
                 self._on_storage_failed(exc)
         if rd.persisted_messages:

@@ -19,9 +19,16 @@ from actors.transport import (
     ZmqClientConnection,
 )
 from protocol.codec import encode
-from protocol.ids import MemberId
+from protocol.ids import MemberId, SessionId
 from protocol.session import UserStateMachine
-from protocol.wire import ServerMessage, decode_server_message
+from protocol.wire import (
+    CreateSession,
+    RejectReason,
+    ServerMessage,
+    SessionCreated,
+    SessionRejected,
+    decode_server_message,
+)
 
 WAIT = 15.0  # seconds: generous bound for anything a healthy cluster does
 
@@ -130,13 +137,27 @@ class RawClient:
     def send(self, msg: Any) -> None:
         self.conn.send(encode(msg))
 
-    def expect(self, kind: type[Any], timeout: float = WAIT) -> Any:
+    def expect(self, kind: type[Any] | tuple[type[Any], ...], timeout: float = WAIT) -> Any:
         """The next message of ``kind``, skipping others (e.g. keep-alive answers)."""
         deadline = time.monotonic() + timeout
         while True:
             msg = self.inbox.get(timeout=max(0.01, deadline - time.monotonic()))
             if isinstance(msg, kind):
                 return msg
+
+    def create_session(self, timeout: float = WAIT) -> SessionId:
+        """Create a session, retrying while a fresh leader is still loading its sessions."""
+        deadline = time.monotonic() + timeout
+        attempt = 0
+        while time.monotonic() < deadline:
+            attempt += 1
+            self.send(CreateSession({}, attempt.to_bytes(4, "big")))
+            msg = self.expect((SessionCreated, SessionRejected), deadline - time.monotonic())
+            if isinstance(msg, SessionCreated):
+                return msg.session_id
+            assert msg.reason == RejectReason.OVERLOADED, msg
+            time.sleep(0.02)
+        raise AssertionError("no session within the timeout")
 
     def close(self) -> None:
         self.conn.stop()

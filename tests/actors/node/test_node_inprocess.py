@@ -16,7 +16,6 @@ from protocol.wire import (
     CreateSession,
     NotLeader,
     SessionContinued,
-    SessionCreated,
 )
 from tests.actors.node.cluster import RawClient, local_cluster, wait_for
 
@@ -32,8 +31,7 @@ def test_three_nodes_elect_a_leader_and_apply_commands_once_everywhere(transport
         client = RawClient(cluster)
         try:
             client.connect(leader.client_address)
-            client.send(CreateSession({}, b"a"))
-            client.expect(SessionCreated)
+            client.create_session()
             for rid in range(1, 11):
                 client.send(ClientRequest(RequestId(rid), RequestId(rid), inc(2)))
                 response = client.expect(ClientResponse)
@@ -74,8 +72,7 @@ def test_session_survives_leader_failover_and_retried_request_runs_once() -> Non
         client = RawClient(cluster)
         try:
             client.connect(old.client_address)
-            client.send(CreateSession({}, b"a"))
-            sid = client.expect(SessionCreated).session_id
+            sid = client.create_session()
             client.send(ClientRequest(RequestId(1), RequestId(1), inc(5)))
             assert msgpack.unpackb(client.expect(ClientResponse).payload) == 5
             wait_for(
@@ -104,8 +101,7 @@ def test_durable_cluster_restarts_from_disk(tmp_path: Path) -> None:
         client = RawClient(cluster)
         try:
             client.connect(leader.client_address)
-            client.send(CreateSession({}, b"a"))
-            sid = client.expect(SessionCreated).session_id
+            sid = client.create_session()
             for rid in range(1, 6):
                 client.send(ClientRequest(RequestId(rid), RequestId(rid), inc(1)))
                 client.expect(ClientResponse)
