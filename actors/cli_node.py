@@ -49,7 +49,7 @@ def run_node(args: argparse.Namespace) -> int:
         format=f"%(asctime)s {config.member_id} %(levelname)-7s %(name)s: %(message)s",
         force=True,
     )
-    from actors.node import Node  # type: ignore[import-not-found]  # TODO(cli): lands on main
+    from actors.node import Node
 
     stop = threading.Event()
 

@@ -305,7 +305,7 @@ def create_cluster(
         if storage == "durable":
             head += f"data_dir = {_toml_str('data/' + m.member_id)}\n"
         (directory / m.config).write_text(
-            f"# raft-actors node {m.member_id}: `raft-actors node --config {m.config} --app {app}`\n"
+            f"# node {m.member_id}: `raft-actors node --config {m.config} --app {app}`\n"
             + head
             + extra
             + table
