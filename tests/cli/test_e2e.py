@@ -150,6 +150,17 @@ def test_cli_end_to_end(
     assert "stopped" in down.stdout
     assert not any(p is not None and alive(p) for p in pids)
 
+    # Durable storage: the same directory comes back with its data.
+    try:
+        assert "restarting the cluster in" in ok(env, "cluster", "up", *dflag)
+        assert ok(env, "kv", "get", "w").strip() == "3"
+        pids = [m.pid for m in load_manifest(d).members]
+    finally:
+        down = cli(env, "cluster", "down", "--purge", *dflag)
+    assert down.returncode == 0, down.stderr
+    assert not any(p is not None and alive(p) for p in pids)
+    assert not d.exists()
+
 
 def test_kv_without_a_reachable_leader_fails_in_time(env: dict[str, str]) -> None:
     port = free_ports(1)[0]  # nobody listens there
