@@ -143,6 +143,7 @@ def tour(directory: Path) -> None:
         get = KvGet("greeting")
         before = get.parse_result(writer.query(get.to_native(), timeout=10.0))
         assert before.entry is not None
+        session = writer.session_id
         run_cli("cluster", "kill", old_leader, "--dir", d)
         started = time.monotonic()
         pending = KvSet("greeting", "written during failover")
@@ -156,6 +157,10 @@ def tour(directory: Path) -> None:
             "applied exactly once: the store revision and the key's version each rose by 1",
             result.revision == before.revision + 1
             and result.entry.version == before.entry.version + 1,
+        )
+        check(
+            f"the writer's session {str(session)[:8]}... carried on (no new session)",
+            writer.session_id == session,
         )
         new_leader, new_term = _leader(
             [a for m, a in by_member.items() if m != old_leader], exclude=old_leader
