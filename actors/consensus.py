@@ -149,6 +149,12 @@ class ConsensusActor(NodeActor):
         elif isinstance(message, ProposeRetry):
             retry = GetRequestsForRetry(message.before_ms, wall_ms())
             self._proposals.append((None, encode(retry)))
+        elif isinstance(message, list):  # a batch of RaftActions from the registry
+            for action in message:
+                if isinstance(action, QueryAction):
+                    self._read(action)
+                else:
+                    self._collect(action)
         elif isinstance(message, StorageError):  # from the writer's thread
             self._on_storage_failed(message)
             return

@@ -63,6 +63,10 @@ class RegistryActor(NodeActor):
             self._carry_out(self.registry.on_tick(message.now_ms))
         elif isinstance(message, SERVER_ACTION_TYPES):
             self._carry_out(self.registry.on_server_action(message, wall_ms()))
+        elif isinstance(message, list):  # a batch of ServerActions, in order
+            now = wall_ms()
+            for action in message:
+                self._carry_out(self.registry.on_server_action(action, now))
 
     def _frame(self, connection: bytes, data: bytes, now_ms: int) -> None:
         try:
@@ -83,8 +87,7 @@ class RegistryActor(NodeActor):
         if fx.propose:
             consensus = self.wiring.consensus
             assert consensus is not None
-            for action in fx.propose:
-                consensus.tell(action)
+            consensus.tell(fx.propose[0] if len(fx.propose) == 1 else fx.propose)
         for connection in fx.close:
             self.transport.disconnect(connection)
 

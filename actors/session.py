@@ -139,9 +139,8 @@ class SessionActor(NodeActor):
                 self._sessions_due = None
                 out.append(SessionsSnapshot(due, machine.sessions()))
         registry = self.wiring.registry
-        if registry is not None:
-            for action in out:
-                registry.tell(action)
+        if registry is not None and out:
+            registry.tell(out)  # one message for the whole batch
         assert self.wiring.consensus is not None
         self.wiring.consensus.tell(Applied(self.applied))
         self._run_queries()

@@ -14,8 +14,11 @@ What the core guarantees:
 - ``NotLeader`` (in any form) is never surfaced: the core reconnects to the hint, or to
   the next member round robin; after a whole round of failures it backs off.
 - Server requests are delivered in id order, each id once, whatever duplicates or
-  reordering the network does; acks are cumulative (the highest contiguous id
-  delivered), monotone, and repeated when a duplicate shows the server missed one.
+  reordering the network does. They are acknowledged only once the shell reports them
+  *handled* (:meth:`ClientSessionCore.on_server_requests_handled`), so a request
+  whose handler never ran (crash, close) is resent by the cluster, not lost. Acks are
+  cumulative (the highest id handled), monotone, and repeated when a duplicate shows
+  the server missed one, and after every (re)connect.
 - Failures are typed (:class:`SessionExpiredError`, :class:`ResponseEvictedError`,
   :class:`RequestFailedError`, :class:`RequestTimeoutError` only after the user's
   deadline, :class:`ClientClosedError`).
@@ -115,6 +118,7 @@ class ClientSessionCore:
         self._queries: dict[int, _Pending] = {}
         self._deadlines = DeadlineQueue()
         self._inbox = ServerRequestInbox(config.max_buffered_server_requests)
+        self._handled = 0  # highest server request id the shell reported handled
         self._failure: Callable[[], ClientError] | None = None
         self._fx = ClientEffects()
 
@@ -127,6 +131,11 @@ class ClientSessionCore:
     @property
     def session_id(self) -> SessionId | None:
         return self._session_id
+
+    @property
+    def failure(self) -> ClientError | None:
+        """Why the client is in a terminal phase (a fresh error object), else None."""
+        return None if self._failure is None else self._failure()
 
     @property
     def address(self) -> str:
@@ -149,6 +158,11 @@ class ClientSessionCore:
     def delivered_server_request_id(self) -> int:
         """The highest server request id delivered (all lower ones were delivered too)."""
         return self._inbox.delivered
+
+    @property
+    def handled_server_request_id(self) -> int:
+        """The highest server request id the shell reported handled (what is acked)."""
+        return self._handled
 
     # ------------------------------------------------------------------ user calls
 
@@ -217,6 +231,18 @@ class ClientSessionCore:
         """The connection failed or was closed by the server: try the next member."""
         if self._phase in (ClientPhase.CONNECTING, *_CONNECTED):
             self._reconnect(None, now_ms)
+        return self._take()
+
+    def on_server_requests_handled(self, upto: RequestId, now_ms: int) -> ClientEffects:
+        """The application finished handling every delivered server request with id
+        ``<= upto``: acknowledge them (cumulatively) if the session is bound now, else on
+        the next handshake. Ids beyond what was delivered are capped; lower ones are
+        old news and ignored."""
+        handled = min(upto, self._inbox.delivered)
+        if handled > self._handled:
+            self._handled = handled
+            if self._phase is ClientPhase.ACTIVE:
+                self._send(ServerRequestAck(RequestId(handled)))
         return self._take()
 
     def on_tick(self, now_ms: int) -> ClientEffects:
@@ -289,8 +315,8 @@ class ClientSessionCore:
         self._attempts = 0
         self._next_keep_alive_ms = now_ms + self._config.keep_alive_interval_ms
         self._next_resend_ms = now_ms + self._config.resend_interval_ms
-        if self._inbox.delivered > 0:  # the server may have missed the last ack
-            self._send(ServerRequestAck(RequestId(self._inbox.delivered)))
+        if self._handled > 0:  # the server may have missed the last ack
+            self._send(ServerRequestAck(RequestId(self._handled)))
         self._send_all(now_ms)
 
     def _handshake_rejected(self, msg: SessionRejected, now_ms: int) -> None:
@@ -341,10 +367,11 @@ class ClientSessionCore:
             self._complete_query(msg.correlation_id, None, error)
 
     def _server_request(self, msg: ServerRequest) -> None:
-        deliver, ack = self._inbox.receive(msg)
-        self._fx.deliver.extend(deliver)
-        if ack is not None:
-            self._send(ServerRequestAck(ack))
+        if msg.request_id <= self._handled:
+            # handled and acked, yet resent: the server missed the ack, say it again
+            self._send(ServerRequestAck(RequestId(self._handled)))
+        else:
+            self._fx.deliver.extend(self._inbox.receive(msg))
 
     # ------------------------------------------------------------------ helpers
 

@@ -16,7 +16,7 @@ class ServerRequestInbox:
 
     Ids start at 1 per session. Whatever the network does (duplicates, reordering,
     gaps filled later by the server's retries), :meth:`receive` hands out a prefix of
-    1, 2, 3, ... and says which cumulative ack to send.
+    1, 2, 3, ... (acknowledging them is the core's business: only once handled).
     """
 
     def __init__(self, max_buffered: int) -> None:
@@ -29,25 +29,25 @@ class ServerRequestInbox:
         """The highest id delivered; every lower id was delivered too."""
         return self._delivered
 
-    def receive(self, msg: ServerRequest) -> tuple[list[ServerRequest], RequestId | None]:
-        """Take one arrival; return what to deliver now and the ack to send (if any).
+    def receive(self, msg: ServerRequest) -> list[ServerRequest]:
+        """Take one arrival; return what to deliver now (possibly nothing).
 
-        A duplicate of a delivered id is answered with the current ack again: the
-        server resent it, so it has not seen the last one.
+        Duplicates of delivered ids and ids beyond a gap give nothing; the latter are
+        held (bounded) until the gap fills.
         """
         rid = msg.request_id
         if rid <= self._delivered:
-            return [], RequestId(self._delivered)
+            return []
         if rid != self._delivered + 1:
             self._hold(rid, msg.payload)
-            return [], None
+            return []
         out = [msg]
         self._delivered = rid
         while self._delivered + 1 in self._buffer:
             self._delivered += 1
             payload = self._buffer.pop(self._delivered)
             out.append(ServerRequest(RequestId(self._delivered), payload))
-        return out, RequestId(self._delivered)
+        return out
 
     def clear(self) -> None:
         """Forget what is held out of order (the session ended)."""

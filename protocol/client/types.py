@@ -18,6 +18,7 @@ __all__ = [
     "QueryCompletion",
     "RequestFailedError",
     "RequestTimeoutError",
+    "ResponseDecodeError",
     "ResponseEvictedError",
     "SessionExpiredError",
     "SessionRejectedError",
@@ -58,6 +59,13 @@ class RequestFailedError(ClientError):
         super().__init__(f"{reason.name}: {detail}" if detail else reason.name)
         self.reason = reason
         self.detail = detail
+
+
+class ResponseDecodeError(ClientError):
+    """The cluster answered, but the user codec could not decode the answer.
+
+    The command was applied (exactly once); only its response is unreadable here.
+    """
 
 
 class RequestTimeoutError(ClientError, TimeoutError):
@@ -155,7 +163,8 @@ class ClientEffects:
     2. ``send``: messages for the (current or new) connection, in order.
     3. ``completed`` / ``queries_completed``: resolve the user's futures.
     4. ``deliver``: hand these server requests to the application's handler, in order
-       (each id exactly once per session; the core already queued the ack).
+       (each id exactly once per session); when the handler has returned, report it
+       with ``on_server_requests_handled(id)``: only then is the request acknowledged.
     """
 
     connect: str | None = None

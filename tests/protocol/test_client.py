@@ -179,6 +179,7 @@ def test_session_expired_on_continue_fails_everything_and_is_terminal() -> None:
     assert [type(c.error) for c in fx.completed] == [SessionExpiredError]
     assert [type(c.error) for c in fx.queries_completed] == [SessionExpiredError]
     assert core.phase is ClientPhase.FAILED
+    assert isinstance(core.failure, SessionExpiredError)
     rid, fx = core.submit(b"b", 0)
     assert rid == 2 and isinstance(fx.completed[0].error, SessionExpiredError)
     cid, fx = core.query(b"q", 0)
@@ -325,19 +326,32 @@ def test_on_connected_or_disconnected_out_of_phase_is_ignored() -> None:
     assert idle.on_message(NotLeader(None), 0) == ClientEffects()
 
 
-def test_server_requests_are_delivered_in_order_once_and_acked_cumulatively() -> None:
+def test_server_requests_are_delivered_in_order_once_and_acked_once_handled() -> None:
     core = active()
     fx = core.on_message(ServerRequest(R(2), b"two"), 0)
     assert fx.deliver == [] and fx.send == []
     fx = core.on_message(ServerRequest(R(1), b"one"), 0)
     assert fx.deliver == [ServerRequest(R(1), b"one"), ServerRequest(R(2), b"two")]
-    assert fx.send == [ServerRequestAck(R(2))]
+    assert fx.send == []  # delivered is not handled: no ack yet
+    fx = core.on_message(ServerRequest(R(1), b"one"), 0)  # resent before it was handled
+    assert fx.deliver == [] and fx.send == []
+    assert core.on_server_requests_handled(R(1), 0).send == [ServerRequestAck(R(1))]
+    assert core.on_server_requests_handled(R(1), 0).send == []  # old news
+    assert core.on_server_requests_handled(R(9), 0).send == [ServerRequestAck(R(2))]  # capped
+    assert core.delivered_server_request_id == 2 and core.handled_server_request_id == 2
     fx = core.on_message(ServerRequest(R(1), b"one"), 0)  # resent: our ack was lost
     assert fx.deliver == [] and fx.send == [ServerRequestAck(R(2))]
-    assert core.delivered_server_request_id == 2
     # after a reconnect the last ack is repeated
     core.on_message(NotLeader(None), 0)
     assert handshake(core).send == [ServerRequestAck(R(2))]
+
+
+def test_handling_reported_while_not_bound_is_acked_on_the_next_handshake() -> None:
+    core = active()
+    assert core.on_message(ServerRequest(R(1), b"one"), 0).deliver == [ServerRequest(R(1), b"one")]
+    core.on_message(NotLeader(None), 0)  # the handler is still running elsewhere
+    assert core.on_server_requests_handled(R(1), 0).send == []  # no session bound here
+    assert handshake(core).send == [ServerRequestAck(R(1))]
 
 
 def test_out_of_order_buffer_is_bounded() -> None:
@@ -348,7 +362,7 @@ def test_out_of_order_buffer_is_bounded() -> None:
     assert core.on_message(ServerRequest(R(2), b"2"), 0).deliver == []
     fx = core.on_message(ServerRequest(R(1), b"1"), 0)
     assert [d.request_id for d in fx.deliver] == [1, 2, 3]
-    assert fx.send == [ServerRequestAck(R(3))]
+    assert core.on_server_requests_handled(R(3), 0).send == [ServerRequestAck(R(3))]
     # the retry scheduler resends what was dropped
     assert core.on_message(ServerRequest(R(5), b"5"), 0).deliver == []
     fx = core.on_message(ServerRequest(R(4), b"4"), 0)
@@ -399,11 +413,12 @@ def test_oversized_payloads_fail_locally() -> None:
 
 def test_close_tells_the_server_and_fails_whatever_is_pending() -> None:
     core = active()
+    assert core.failure is None
     core.submit(b"a", 0)
     fx = core.close(0)
     assert fx.send == [CloseSession()]
     assert isinstance(fx.completed[0].error, ClientClosedError)
-    assert core.phase is ClientPhase.CLOSED
+    assert core.phase is ClientPhase.CLOSED and isinstance(core.failure, ClientClosedError)
     assert isinstance(core.submit(b"b", 0)[1].completed[0].error, ClientClosedError)
     idle = make()
     assert idle.close(0) == ClientEffects()  # nothing to tell anyone

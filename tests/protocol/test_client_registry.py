@@ -184,6 +184,9 @@ class Cluster:
             else:
                 self.errors[c.request_id] = c.error
         self.delivered.extend(d.payload for d in fx.deliver)
+        if fx.deliver:  # handled at once: the ack follows
+            last = fx.deliver[-1].request_id
+            self.on_client(self.client.on_server_requests_handled(last, self.now))
 
     def on_registry(self, addr: str, fx: RegistryEffects) -> None:
         for conn, msg in fx.send:

@@ -73,6 +73,7 @@ class ClientMachine(RuleBasedStateMachine):
         self.handshake: CreateSession | ContinueSession | None = None
         self.server_assigned = 0
         self.delivered: list[int] = []
+        self.handled = 0  # what the model's application reported handled
         self.last_ack = 0
         self.queries_made: list[int] = []
         self.queries_done: set[int] = set()
@@ -110,7 +111,7 @@ class ClientMachine(RuleBasedStateMachine):
                 self.sent_on_binding.add(rid)
             elif isinstance(msg, ServerRequestAck):
                 assert msg.request_id >= self.last_ack, "ack went back"
-                assert msg.request_id == len(self.delivered), "ack is not cumulative"
+                assert msg.request_id == self.handled, "ack is not what was handled"
                 self.last_ack = msg.request_id
             elif isinstance(msg, CreateSession | ContinueSession):
                 self.handshake = msg
@@ -266,8 +267,23 @@ class ClientMachine(RuleBasedStateMachine):
         self.server_assigned = max(self.server_assigned, rid)
         duplicate = rid <= len(self.delivered)
         fx = self.receive(ServerRequest(RequestId(rid), b"sr%d" % rid))
-        if duplicate:  # the server missed our ack: say it again
-            assert fx.send == [ServerRequestAck(RequestId(len(self.delivered)))]
+        if duplicate:
+            assert fx.deliver == []
+            if rid <= self.handled:  # handled and acked: the server missed our ack
+                assert fx.send == [ServerRequestAck(RequestId(self.handled))]
+            else:  # delivered, not handled yet: the ack comes when it is
+                assert fx.send == []
+
+    @rule(data=st.data())
+    def handle(self, data: st.DataObject) -> None:
+        """The application reports handling up to some id (maybe old, maybe too high)."""
+        upto = data.draw(st.integers(0, len(self.delivered) + 2))
+        was = self.handled
+        self.handled = max(self.handled, min(upto, len(self.delivered)))
+        fx = self.core.on_server_requests_handled(RequestId(upto), self.now)
+        self.apply(fx)
+        acked = self.handled > was and self.core.phase is ClientPhase.ACTIVE
+        assert fx.send == ([ServerRequestAck(RequestId(self.handled))] if acked else [])
 
     # ------------------------------------------------------------------ invariants
 
@@ -290,7 +306,8 @@ class ClientMachine(RuleBasedStateMachine):
     def delivery_is_a_prefix(self) -> None:
         assert self.delivered == list(range(1, len(self.delivered) + 1))
         assert self.core.delivered_server_request_id == len(self.delivered)
-        assert self.last_ack <= len(self.delivered)
+        assert self.last_ack <= self.handled <= len(self.delivered)
+        assert self.core.handled_server_request_id == self.handled
 
 
 ClientMachine.TestCase.settings = settings(stateful_step_count=80)

@@ -1,0 +1,40 @@
+"""The client library: :class:`RaftClient` (a session with a cluster) and
+:func:`fetch_status` (one node's status, no session).
+
+The errors a request, a query or a session can fail with are re-exported from
+:mod:`protocol.client`, where the client's pure core lives.
+"""
+
+from actors.client.host import ClientStats, ConnectionFactory
+from actors.client.raft_client import RaftClient, zmq_connection_factory
+from actors.client.status import fetch_status
+from protocol.client import (
+    ClientClosedError,
+    ClientConfig,
+    ClientError,
+    ClientPhase,
+    RequestFailedError,
+    RequestTimeoutError,
+    ResponseDecodeError,
+    ResponseEvictedError,
+    SessionExpiredError,
+    SessionRejectedError,
+)
+
+__all__ = [
+    "ClientClosedError",
+    "ClientConfig",
+    "ClientError",
+    "ClientPhase",
+    "ClientStats",
+    "ConnectionFactory",
+    "RaftClient",
+    "RequestFailedError",
+    "RequestTimeoutError",
+    "ResponseDecodeError",
+    "ResponseEvictedError",
+    "SessionExpiredError",
+    "SessionRejectedError",
+    "fetch_status",
+    "zmq_connection_factory",
+]
