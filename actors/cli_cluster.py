@@ -157,7 +157,7 @@ def status_fn(timeout: float) -> StatusFn:
     """Ask a node for its status over its client port."""
 
     def fetch(address: str) -> NodeStatus:
-        from actors.client import fetch_status  # type: ignore[import-not-found]  # TODO(cli)
+        from actors.client import fetch_status
 
         status: NodeStatus = fetch_status(address, timeout=timeout)
         return status

@@ -41,7 +41,7 @@ from examples.kvstore import (
 from protocol.codec import ProtocolError
 
 if TYPE_CHECKING:
-    from actors.client import RaftClient  # type: ignore[import-not-found]  # TODO(cli): main
+    from actors.client import RaftClient
 
 __all__ = ["add_parser", "format_event", "members_from_args", "parse_value", "show"]
 

@@ -26,8 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from actors.client import RaftClient, fetch_status  # type: ignore[import-not-found]  # TODO(cli)
-
+from actors.client import RaftClient, fetch_status
 from actors.cluster import load_manifest, runs_member, tail
 from examples.kvstore import KvEvent, KvGet, KvSet, KvWatch, parse_event
 
