@@ -8,10 +8,11 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any, NoReturn
 
 import pytest
 
-from actors import cluster
+from actors import cli_cluster, cluster
 from actors.cli import main
 from actors.cli_cluster import format_status_table
 from actors.cluster import (
@@ -292,3 +293,32 @@ def test_cli_cluster_up_reports_nodes_that_die(
     assert "exited during startup" in out
     assert "bad node: x" in out  # the log tail
     assert all(m.pid is None for m in load_manifest(d).members)
+
+
+def test_cli_cluster_up_without_a_leader_in_time_stops_the_nodes(
+    tmp_path: Path,
+    fake_cluster: FakeCluster,
+    monkeypatch: pytest.MonkeyPatch,
+    reaper: Reaper,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    def no_answer(address: str) -> NoReturn:
+        raise TimeoutError(f"{address} does not answer")
+
+    monkeypatch.setattr(cli_cluster, "status_fn", lambda timeout: no_answer)
+    started: list[int] = []
+
+    def spawn(*args: Any, **kwargs: Any) -> int:
+        started.append(spawn_member(*args, **kwargs))
+        return started[-1]
+
+    monkeypatch.setattr(cli_cluster, "spawn_member", spawn)
+    d = reaper.watch(tmp_path / "c")
+    assert main(["cluster", "up", "--dir", str(d), "--timeout", "0.5"]) == 1
+    assert len(started) == 3 and not any(alive(pid) for pid in started)
+    out = capsys.readouterr().out
+    assert "raft-actors: error: no agreed leader within 0.5s (last seen: no answers)" in out
+    assert "stopped the nodes; configs and logs are kept in" in out
+    manifest = load_manifest(d)
+    assert all(m.pid is None for m in manifest.members)
+    assert all((d / m.log).is_file() for m in manifest.members)
