@@ -1,0 +1,82 @@
+"""``raft-actors node``: run one node in the foreground until SIGTERM or SIGINT.
+
+This is what ``cluster up`` starts for every member, and what a real deployment runs on
+each machine (one TOML file per node, see :func:`actors.config.load_config`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from types import FrameType
+
+from actors.cli_common import EXIT_ERROR, EXIT_OK, Subcommands, make_app
+from actors.cluster import APPS
+from actors.config import load_config
+
+__all__ = ["add_parser", "run_node"]
+
+log = logging.getLogger("raft_actors.node")
+
+_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def add_parser(commands: Subcommands) -> None:
+    p = commands.add_parser(
+        "node",
+        help="run one node in the foreground",
+        description="Run one node in the foreground until SIGTERM or SIGINT, then stop it "
+        "cleanly. Logs go to stderr, each line tagged with the member id.",
+    )
+    p.add_argument("--config", required=True, metavar="FILE", help="the node's TOML file")
+    p.add_argument(
+        "--app", choices=APPS, default="kvstore", help="the state machine (default: kvstore)"
+    )
+    p.add_argument(
+        "--log-level", choices=_LEVELS, default="INFO", help="log verbosity (default: INFO)"
+    )
+    p.set_defaults(handler=run_node)
+
+
+def run_node(args: argparse.Namespace) -> int:
+    config = load_config(args.config)  # ConfigError -> a message and exit 1
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=args.log_level,
+        format=f"%(asctime)s {config.member_id} %(levelname)-7s %(name)s: %(message)s",
+        force=True,
+    )
+    from actors.node import Node
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("received %s, stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    node = Node(config, make_app(args.app))
+    try:
+        node.start()
+    except Exception as exc:  # any failure to come up is reported, not a traceback
+        log.error("cannot start %s: %s", config.member_id, exc)
+        node.stop()
+        return EXIT_ERROR
+    log.info(
+        "%s runs app %s with %s storage%s; SIGTERM or Ctrl-C stops it",
+        config.member_id,
+        args.app,
+        config.storage,
+        f" in {config.data_dir}" if config.data_dir is not None else "",
+    )
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        node.stop()
+        log.info("%s stopped", config.member_id)
+    return EXIT_OK
