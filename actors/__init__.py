@@ -4,4 +4,18 @@ Everything here may touch threads, time, sockets and disks; the logic it hosts l
 the pure cores of :mod:`protocol`.
 """
 
-__all__: list[str] = []
+from actors.client import RaftClient, fetch_status
+from actors.config import ConfigError, MemberAddress, NodeConfig, load_config
+from actors.node import Node, NodeError, RegistryLink
+
+__all__ = [
+    "ConfigError",
+    "MemberAddress",
+    "Node",
+    "NodeConfig",
+    "NodeError",
+    "RaftClient",
+    "RegistryLink",
+    "fetch_status",
+    "load_config",
+]
