@@ -36,7 +36,6 @@ from actors.transport import PeerTransport
 from protocol.actions import (
     ClientRequestAction,
     CreateSessionAction,
-    ExpireSessionAction,
     LeadershipChanged,
     NodeRole,
     QueryAction,
@@ -45,20 +44,14 @@ from protocol.actions import (
     SendQueryError,
     SendRequestError,
     ServerAction,
-    ServerRequestAckAction,
 )
+from protocol.bridge import to_session_command
 from protocol.codec import ProtocolError, decode, encode
 from protocol.ids import MemberId
 from protocol.raft import HardState, RaftCore, SnapshotMeta
 from protocol.raft.messages import RAFT_MESSAGE_TYPES, RaftMessage
 from protocol.raft.types import Refusal, Refused, Role
-from protocol.session import (
-    ClientRequest,
-    CreateSession,
-    GetRequestsForRetry,
-    ServerRequestAck,
-    SessionExpired,
-)
+from protocol.session import GetRequestsForRetry
 from protocol.wire import ErrorReason, RejectReason
 
 __all__ = ["ConsensusActor"]
@@ -176,25 +169,10 @@ class ConsensusActor(NodeActor):
             self.actor_ref.tell(_FLUSH)
 
     def _collect(self, action: RaftAction) -> None:
-        now = wall_ms()
-        match action:
-            case ClientRequestAction():
-                cmd: Any = ClientRequest(
-                    action.session_id,
-                    action.request_id,
-                    action.lowest_pending_request_id,
-                    action.payload,
-                    now,
-                )
-            case CreateSessionAction():
-                cmd = CreateSession(action.session_id, action.capabilities, now)
-            case ServerRequestAckAction():
-                cmd = ServerRequestAck(action.session_id, action.request_id, now)
-            case ExpireSessionAction():
-                cmd = SessionExpired(action.session_id, now)
-            case _:
-                self.log.warning("ignored unknown message %r", type(action).__name__)
-                return
+        cmd = to_session_command(action, wall_ms())
+        if cmd is None:
+            self.log.warning("ignored unexpected %s", type(action).__name__)
+            return
         self._proposals.append((action, encode(cmd)))
 
     # ------------------------------------------------------------------ proposals, reads

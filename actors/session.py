@@ -30,34 +30,22 @@ from protocol.actions import (
     LeadershipChanged,
     NodeRole,
     QueryAction,
-    RejectSession,
     SendQueryError,
     SendQueryResponse,
-    SendRequestError,
-    SendResponse,
-    SendServerRequest,
     ServerAction,
-    SessionCreationConfirmed,
-    SessionRemoved,
     SessionsSnapshot,
 )
+from protocol.bridge import to_server_actions
 from protocol.codec import ProtocolError, decode
 from protocol.ids import MemberId
 from protocol.raft import Configuration, EntryKind, LogEntry, SnapshotMeta
 from protocol.session import (
     ApplicationError,
     CreateSession,
-    RequestResult,
-    ResponseEvicted,
-    ServerRequestEnvelope,
-    SessionCreated,
-    SessionRejected,
     SessionStateMachine,
-    UnknownSession,
     decode_session_command,
 )
-from protocol.session import SessionRemoved as Removed
-from protocol.wire import ErrorReason, RejectReason
+from protocol.wire import ErrorReason
 
 __all__ = ["SessionActor"]
 
@@ -133,7 +121,8 @@ class SessionActor(NodeActor):
                 else:
                     result = machine.apply(entry.index, cmd)
                     if self.is_leader:
-                        self._actions(cmd, result, out)
+                        caps = cmd.capabilities if isinstance(cmd, CreateSession) else None
+                        out.extend(to_server_actions(result, caps))
             elif entry.kind == EntryKind.CONFIGURATION:
                 try:
                     self.configuration = decode(entry.data, Configuration)
@@ -154,37 +143,6 @@ class SessionActor(NodeActor):
         if self.bytes_since_snapshot >= self.threshold:
             self._take_snapshot()
         self._post_status()
-
-    def _actions(self, cmd: Any, result: Any, out: list[ServerAction]) -> None:
-        """The registry's share of one command's result."""
-        if isinstance(result, RequestResult):
-            sid, rid, response = result.session_id, result.request_id, result.response
-            if type(response) is bytes:
-                out.append(SendResponse(sid, rid, response))
-            elif isinstance(response, ApplicationError):
-                out.append(
-                    SendRequestError(sid, rid, ErrorReason.APPLICATION_ERROR, response.message)
-                )
-            elif isinstance(response, ResponseEvicted):
-                out.append(SendRequestError(sid, rid, ErrorReason.RESPONSE_EVICTED, ""))
-            elif isinstance(response, UnknownSession):
-                out.append(SendRequestError(sid, rid, ErrorReason.SESSION_EXPIRED, ""))
-        elif isinstance(result, SessionCreated):
-            assert isinstance(cmd, CreateSession)
-            out.append(SessionCreationConfirmed(result.session_id, cmd.capabilities))
-        elif isinstance(result, SessionRejected):
-            out.append(
-                RejectSession(
-                    result.session_id, RejectReason.REJECTED_BY_APPLICATION, result.reason
-                )
-            )
-        elif isinstance(result, Removed):
-            out.append(SessionRemoved(result.session_id))
-        # Every result that carries server requests (requests, creations, expiries,
-        # retries, internal commands) hands them out the same way.
-        envelopes: tuple[ServerRequestEnvelope, ...] = getattr(result, "server_requests", ())
-        for e in envelopes:
-            out.append(SendServerRequest(e.session_id, e.request_id, e.payload))
 
     # ------------------------------------------------------------------ queries
 

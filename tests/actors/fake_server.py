@@ -38,103 +38,36 @@ from actors.transport import (
 )
 from examples.counter import CounterStateMachine, get
 from protocol.actions import (
-    ClientRequestAction,
     CreateSessionAction,
     ExpireSessionAction,
     LeadershipChanged,
     NodeRole,
     QueryAction,
     RaftAction,
-    RejectSession,
     SendQueryError,
     SendQueryResponse,
-    SendRequestError,
     SendResponse,
-    SendServerRequest,
     ServerAction,
-    ServerRequestAckAction,
-    SessionCreationConfirmed,
-    SessionRemoved,
     SessionsSnapshot,
 )
 from protocol.admin import NodeStatus, StatusRequest, StatusResponse
+from protocol.bridge import to_server_actions, to_session_command
 from protocol.codec import ProtocolError, decode, encode
 from protocol.ids import MemberId, SessionId
 from protocol.registry import Registry, RegistryConfig, RegistryEffects
 from protocol.session import (
     ApplicationError,
     GetRequestsForRetry,
-    InternalApplied,
     MsgpackCodec,
     RequestResult,
-    ResponseEvicted,
     RetryBatch,
-    ServerRequestEnvelope,
-    ServerRequestsAcked,
-    SessionCommand,
-    SessionResult,
     SessionStateMachine,
-    UnknownSession,
 )
-from protocol.session import ClientRequest as ClientRequestCommand
-from protocol.session import CreateSession as CreateSessionCommand
-from protocol.session import ServerRequestAck as ServerRequestAckCommand
-from protocol.session import SessionCreated as SessionCreatedResult
-from protocol.session import SessionExpired as SessionExpiredCommand
-from protocol.session import SessionRejected as SessionRejectedResult
-from protocol.session import SessionRemoved as SessionRemovedResult
-from protocol.wire import CLIENT_MESSAGE_TYPES, ErrorReason, RejectReason
+from protocol.wire import CLIENT_MESSAGE_TYPES, ErrorReason
 
 _CODEC = MsgpackCodec()
 
 # ------------------------------------------------------------------ the glue (pure)
-
-
-def to_session_command(action: RaftAction, created_at: int) -> SessionCommand | None:
-    """The log entry a registry's proposal becomes (``None`` for queries: not logged)."""
-    match action:
-        case CreateSessionAction(session_id=sid, capabilities=caps):
-            return CreateSessionCommand(sid, caps, created_at)
-        case ClientRequestAction(sid, rid, low, payload):
-            return ClientRequestCommand(sid, rid, low, payload, created_at)
-        case ServerRequestAckAction(session_id=sid, request_id=rid):
-            return ServerRequestAckCommand(sid, rid, created_at)
-        case ExpireSessionAction(session_id=sid):
-            return SessionExpiredCommand(sid, created_at)
-    return None
-
-
-def _sends(envelopes: tuple[ServerRequestEnvelope, ...]) -> list[ServerAction]:
-    return [SendServerRequest(e.session_id, e.request_id, e.payload) for e in envelopes]
-
-
-def to_server_actions(result: SessionResult, capabilities: dict[str, str]) -> list[ServerAction]:
-    """What the session side tells the registry after applying one command."""
-    match result:
-        case RequestResult(sid, rid, response, envelopes, _):
-            out: list[ServerAction]
-            if isinstance(response, bytes):
-                out = [SendResponse(sid, rid, response)]
-            elif isinstance(response, ApplicationError):
-                reason = ErrorReason.APPLICATION_ERROR
-                out = [SendRequestError(sid, rid, reason, response.message)]
-            elif isinstance(response, ResponseEvicted):
-                out = [SendRequestError(sid, rid, ErrorReason.RESPONSE_EVICTED, "")]
-            else:
-                assert isinstance(response, UnknownSession)
-                out = [SendRequestError(sid, rid, ErrorReason.SESSION_EXPIRED, "")]
-            return out + _sends(envelopes)
-        case SessionCreatedResult(sid, envelopes):
-            return [SessionCreationConfirmed(sid, capabilities), *_sends(envelopes)]
-        case SessionRejectedResult(sid, reason):
-            return [RejectSession(sid, RejectReason.REJECTED_BY_APPLICATION, reason)]
-        case SessionRemovedResult(sid, _, envelopes):
-            return [SessionRemoved(sid), *_sends(envelopes)]
-        case RetryBatch(envelopes) | InternalApplied(_, envelopes):
-            return _sends(envelopes)
-        case ServerRequestsAcked():
-            return []
-    raise AssertionError(f"unexpected result {result!r}")  # pragma: no cover
 
 
 # ------------------------------------------------------------------ nodes and cluster
