@@ -285,7 +285,8 @@ class ConsensusActor(NodeActor):
             writer = self.snapshots.begin(meta)
             writer.write(data)
             writer.finish()
-            self.writer.compact(meta.index, meta.term)
+            # Messages of this Ready wait for the compaction as well as the writes.
+            self._submitted = self.writer.compact(meta.index, meta.term)
         except StorageError as exc:
             self._on_storage_failed(exc)
             return
