@@ -124,6 +124,19 @@ class Node:
         if restored.snapshot is not None and restored.snapshot.index > 0:
             machine.restore(restored.snapshot_data)
         core = RaftCore(cfg.member_id, self._raft_options(), random.Random(), restored)
+        # What was restored shows in status() at once, not only after the first event.
+        stats = machine.stats()
+        self.board.update(
+            term=core.term,
+            commit_index=core.commit_index,
+            applied_index=snapshot_meta.index,
+            last_log_index=core.last_index,
+            snapshot_index=core.snapshot.index,
+            voters=core.config.voters,
+            learners=core.config.learners,
+            sessions=stats.sessions,
+            pending_server_requests=stats.pending_server_requests,
+        )
 
         wiring = self.wiring
         # Transports and the writer call into actors that do not exist yet: they get
