@@ -381,7 +381,9 @@ class _Late:
 
     def tell(self, message: Any) -> None:
         if self.ref is not None:
-            self.ref.tell(message)
+            # A transport or the storage writer may still call in while the node stops.
+            with contextlib.suppress(pykka.ActorDeadError):
+                self.ref.tell(message)
 
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
