@@ -242,11 +242,18 @@ class Node:
         cfg = self.config
         election = max(2, cfg.election_timeout_ms // cfg.tick_ms)
         heartbeat = max(1, min(election - 1, cfg.heartbeat_ms // cfg.tick_ms))
+        # Every Raft message must fit in one peer frame, or the transport drops it for
+        # good (a follower could then never catch up): entry data gets half a frame,
+        # their per-entry encoding overhead (< 32 bytes each) at most a quarter, and a
+        # snapshot goes in chunks of half a frame.
+        half = max(1, cfg.max_frame_bytes // 2)
         return RaftOptions(
             election_ticks=election,
             heartbeat_ticks=heartbeat,
             compaction_tail=cfg.snapshot_trailing_entries,
-            max_append_bytes=max(1, cfg.max_frame_bytes // 2),
+            max_append_bytes=half,
+            max_entries_per_msg=max(1, min(1024, cfg.max_frame_bytes // 128)),
+            snapshot_chunk_bytes=min(1024 * 1024, half),
         )
 
     def _peer_transport(self, on_frame: PeerFrameHandler) -> PeerTransport:

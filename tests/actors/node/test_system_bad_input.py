@@ -1,7 +1,8 @@
 """Hostile and broken input at a running 3-node cluster over ZeroMQ on 127.0.0.1: random
 bytes and truncated frames at the client ports (raw DEALER sockets) and the peer ports
 (raw PUSH sockets), oversized payloads through the client, requests on connections whose
-session is unknown or expired. A ``RaftClient`` works all along and nothing is lost."""
+session is unknown or expired. A ``RaftClient`` works all along and nothing is lost.
+Last, the largest command a node accepts must still fit the peer frames (in-memory)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pytest
 import zmq
 
 from actors.client import RequestFailedError, RequestTimeoutError
+from actors.config import ENTRY_OVERHEAD_BYTES, ConfigError
 from actors.node import Node
 from examples.counter import increment
 from protocol.codec import encode
@@ -282,3 +284,21 @@ def test_oversized_payloads_and_unknown_sessions_get_typed_answers() -> None:
         cluster.wait_converged()
         assert set(cluster.replica_counters().values()) == {3}
         check_nothing_broke(cluster)
+
+
+def test_the_largest_accepted_command_still_replicates() -> None:
+    """A command just under the payload limit must fit in an AppendEntries frame; a
+    config where it could not is refused (it would stop replication for good)."""
+    frame = 64 * 1024
+    payload_limit = frame - ENTRY_OVERHEAD_BYTES
+    with system_cluster(max_frame_bytes=frame, max_payload_bytes=payload_limit) as cluster:
+        client = cluster.client()
+        biggest = ["inc", 1, "x" * (payload_limit - 32)]
+        assert len(msgpack.packb(biggest)) <= payload_limit
+        assert client.call(biggest, timeout=WAIT) == 1
+        assert client.call(increment(1), timeout=WAIT) == 2
+        cluster.wait_converged()
+        assert set(cluster.replica_counters().values()) == {2}
+        config = next(iter(cluster.configs.values()))
+    with pytest.raises(ConfigError):
+        config.with_changes(max_payload_bytes=payload_limit + 1)

@@ -4,6 +4,7 @@ that was down while the others compacted their logs catches up by InstallSnapsho
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 from actors.client import RaftClient
 from examples.counter import get, increment
 from tests.actors.node.cluster import WAIT, wait_for
-from tests.actors.node.system import SystemCluster, system_cluster
+from tests.actors.node.system import FAST_CLIENT, SystemCluster, system_cluster
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -94,3 +95,40 @@ def test_a_node_down_during_compaction_catches_up_by_install_snapshot(
         assert client.call(increment(1), timeout=WAIT) == 307
         cluster.wait_converged()
         assert set(cluster.replica_counters().values()) == {307}
+
+
+def test_a_snapshot_larger_than_a_frame_is_sent_in_chunks(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A follower must catch up even when the snapshot is many times the frame limit."""
+    caplog.set_level(logging.INFO, logger="actors.consensus")
+    frame = 32 * 1024
+    with system_cluster(
+        data_dir=tmp_path,
+        max_frame_bytes=frame,
+        max_payload_bytes=16 * 1024,
+        snapshot_threshold_bytes=20_000,
+        snapshot_trailing_entries=5,
+    ) as cluster:
+        client = cluster.client()
+        lagging = next(m for m in cluster.nodes if m != cluster.leader().member_id)
+        cluster.stop(lagging)
+        # Sessions with big capabilities make a big snapshot (they live in the state).
+        for i in range(12):
+            blob = f"{i:02d}" * 6_000
+            cluster.client(config=dataclasses.replace(FAST_CLIENT, capabilities={"blob": blob}))
+        assert increments(client, 150) == 150
+        wait_for(
+            lambda: all(n.status().snapshot_index > 100 for n in cluster.nodes.values()),
+            what="the running nodes took snapshots",
+        )
+        cluster.start(lagging)
+        cluster.wait_converged()
+        snapshots = cluster.replica_snapshots()
+        assert len(snapshots[lagging]) > 4 * frame
+        assert cluster.nodes[lagging].status().snapshot_index > 100
+        assert cluster.nodes[lagging].status().sessions == 13
+        assert any(
+            "installed a snapshot" in r.getMessage() and f"[{lagging}]" in r.getMessage()
+            for r in caplog.records
+        )
