@@ -13,12 +13,20 @@ from typing import Any
 import msgpack
 import pytest
 
-from actors.client import ClientPhase, SessionExpiredError
+from actors.client import (
+    ClientPhase,
+    RaftClient,
+    RequestFailedError,
+    SessionExpiredError,
+    SessionRejectedError,
+    fetch_status,
+)
 from actors.transport import ClientConnection, InMemoryClientConnection
 from examples.counter import CROSSING_STEP, get, increment
 from protocol.ids import RequestId
 from protocol.wire import (
     ClientRequest,
+    ErrorReason,
     KeepAlive,
     RequestError,
     ServerRequest,
@@ -26,7 +34,7 @@ from protocol.wire import (
     SessionClosed,
 )
 from tests.actors.node.cluster import WAIT, RawClient, wait_for
-from tests.actors.node.system import SystemCluster, node_threads, system_cluster
+from tests.actors.node.system import FAST_CLIENT, SystemCluster, node_threads, system_cluster
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -75,6 +83,53 @@ def test_sessions_and_requests_through_raft_client() -> None:
         assert a.stats().connects >= 1 and a.phase is ClientPhase.ACTIVE
 
     assert node_threads() == [], "a node, hub or client left a thread running"
+
+
+def test_many_sessions_application_errors_rejections_and_closing() -> None:
+    with system_cluster() as cluster:
+        first = cluster.client()
+        # A command the counter does not know is an application error: cached like a
+        # response, the same on every replica, and the node carries on.
+        with pytest.raises(RequestFailedError) as failed:
+            first.call(["bogus"], timeout=WAIT)
+        assert failed.value.reason is ErrorReason.APPLICATION_ERROR
+        assert "bogus" in failed.value.detail
+        with pytest.raises(RequestFailedError) as failed:
+            first.query(["bogus"], timeout=WAIT)
+        assert failed.value.reason is ErrorReason.APPLICATION_ERROR
+        # The application refuses sessions that speak another version.
+        refused = RaftClient(
+            cluster.client_addresses,
+            capabilities={"counter": "v2"},
+            connection_factory=cluster.connection_factory(),
+            config=FAST_CLIENT,
+        )
+        with pytest.raises(SessionRejectedError):
+            refused.connect(timeout=WAIT)
+        assert refused.threads() == []
+        # Thirty sessions at once, twenty commands each.
+        many = [cluster.client() for _ in range(30)]
+        futures = [c.submit(increment(1)) for c in many for _ in range(20)]
+        assert sorted(results(futures)) == list(range(1, 601))
+        wait_for(
+            lambda: all(n.status().sessions == 31 for n in cluster.nodes.values()),
+            what="31 sessions on every replica",
+        )
+        # Closing a client ends its session through the log, on every replica.
+        for c in many:
+            c.close()
+        wait_for(
+            lambda: all(n.status().sessions == 1 for n in cluster.nodes.values()),
+            what="closed sessions removed everywhere",
+        )
+        assert first.call(get(), timeout=WAIT) == 600
+        for node in cluster.nodes.values():
+            status = fetch_status(
+                node.client_address, timeout=WAIT, connection_factory=cluster.connection_factory()
+            )
+            assert status.member_id == node.member_id and status.sessions == 1
+        cluster.wait_converged()
+        cluster.replica_snapshots()
 
 
 # ------------------------------------------------------------------ 2. server requests
