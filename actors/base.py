@@ -53,6 +53,11 @@ class NodeActor(pykka.ThreadingActor):
     def on_receive(self, message: Any) -> Any:
         try:
             return self.handle(message)
+        except pykka.ActorDeadError as exc:
+            # Another actor of this node already stopped: the node is shutting down
+            # (the actors tell each other things, so some order always leaves one late).
+            self.log.debug("%s not delivered during shutdown: %s", type(message).__name__, exc)
+            return None
         except Exception:
             self.log.exception("error handling %s", type(message).__name__)
             return None

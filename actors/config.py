@@ -14,7 +14,10 @@ from typing import Any, Literal
 
 from protocol.ids import MemberId
 
-__all__ = ["ConfigError", "MemberAddress", "NodeConfig", "load_config"]
+__all__ = ["ENTRY_OVERHEAD_BYTES", "ConfigError", "MemberAddress", "NodeConfig", "load_config"]
+
+#: Room a command needs around its payload in a log entry and an AppendEntries frame.
+ENTRY_OVERHEAD_BYTES = 4096
 
 
 class ConfigError(ValueError):
@@ -71,6 +74,12 @@ class NodeConfig:
             raise ConfigError("heartbeat_ms must be shorter than election_timeout_ms")
         if self.keep_alive_ms >= self.session_timeout_ms:
             raise ConfigError("keep_alive_ms must be shorter than session_timeout_ms")
+        if self.max_payload_bytes + ENTRY_OVERHEAD_BYTES > self.max_frame_bytes:
+            # A command that big would be accepted, logged, and then never fit in an
+            # AppendEntries frame: replication would stop for good.
+            raise ConfigError(
+                f"max_frame_bytes must exceed max_payload_bytes by {ENTRY_OVERHEAD_BYTES}"
+            )
 
     @property
     def address(self) -> MemberAddress:

@@ -148,6 +148,19 @@ class Node:
         if restored.snapshot is not None and restored.snapshot.index > 0:
             machine.restore(restored.snapshot_data)
         core = RaftCore(cfg.member_id, self._raft_options(), random.Random(), restored)
+        # What was restored shows in status() at once, not only after the first event.
+        stats = machine.stats()
+        self.board.update(
+            term=core.term,
+            commit_index=core.commit_index,
+            applied_index=snapshot_meta.index,
+            last_log_index=core.last_index,
+            snapshot_index=core.snapshot.index,
+            voters=core.config.voters,
+            learners=core.config.learners,
+            sessions=stats.sessions,
+            pending_server_requests=stats.pending_server_requests,
+        )
 
         wiring = self.wiring
         # Transports and the writer call into actors that do not exist yet: they get
@@ -268,11 +281,18 @@ class Node:
         cfg = self.config
         election = max(2, cfg.election_timeout_ms // cfg.tick_ms)
         heartbeat = max(1, min(election - 1, cfg.heartbeat_ms // cfg.tick_ms))
+        # Every Raft message must fit in one peer frame, or the transport drops it for
+        # good (a follower could then never catch up): entry data gets half a frame,
+        # their per-entry encoding overhead (< 32 bytes each) at most a quarter, and a
+        # snapshot goes in chunks of half a frame.
+        half = max(1, cfg.max_frame_bytes // 2)
         return RaftOptions(
             election_ticks=election,
             heartbeat_ticks=heartbeat,
             compaction_tail=cfg.snapshot_trailing_entries,
-            max_append_bytes=max(1, cfg.max_frame_bytes // 2),
+            max_append_bytes=half,
+            max_entries_per_msg=max(1, min(1024, cfg.max_frame_bytes // 128)),
+            snapshot_chunk_bytes=min(1024 * 1024, half),
         )
 
     def _peer_transport(self, on_frame: PeerFrameHandler) -> PeerTransport:
@@ -380,7 +400,9 @@ class _Late:
 
     def tell(self, message: Any) -> None:
         if self.ref is not None:
-            self.ref.tell(message)
+            # A transport or the storage writer may still call in while the node stops.
+            with contextlib.suppress(pykka.ActorDeadError):
+                self.ref.tell(message)
 
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
