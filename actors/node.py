@@ -14,15 +14,18 @@ in). ``stop()`` closes sockets, flushes storage and joins every thread it starte
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import random
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import pykka
 
+from actors.admin import AdminCommand
 from actors.base import Wiring, member_logger
 from actors.clock import Ticker
 from actors.config import NodeConfig
@@ -46,7 +49,7 @@ from actors.transport import (
     ZmqPeerTransport,
 )
 from protocol.actions import decode_raft_action
-from protocol.admin import NodeStatus
+from protocol.admin import AdminOp, AdminRequest, AdminResponse, NodeStatus
 from protocol.codec import ProtocolError
 from protocol.ids import MemberId
 from protocol.raft import Configuration, RaftCore, RaftOptions, RestoredState, SnapshotMeta
@@ -386,11 +389,51 @@ class Node:
             uptime_ms=int((time.monotonic() - self._started_at) * 1000) if self._started_at else 0,
         )
 
+    # ------------------------------------------------------------------ operating
+
+    def transfer_leadership(
+        self, member: MemberId | None = None, *, timeout: float = 10.0
+    ) -> AdminResponse:
+        """Ask this node, if it leads, to hand leadership to ``member`` (None: the
+        most caught-up other voter). Returns once leadership moved (``ok``) or the
+        attempt failed; a follower answers ``ok=False`` with the leader's client
+        address in ``leader_hint`` (:func:`actors.client.admin_request` follows it)."""
+        return self._admin(AdminOp.TRANSFER_LEADER, member, timeout=timeout)
+
+    def _admin(
+        self,
+        op: AdminOp,
+        member: MemberId | None,
+        *,
+        peer_address: str = "",
+        client_address: str = "",
+        timeout: float,
+    ) -> AdminResponse:
+        consensus = self.wiring.consensus
+        if self._state != "running" or consensus is None:
+            raise NodeError(f"node {self.config.member_id} is not running")
+        cid = next(_admin_ids)
+        done = threading.Event()
+        answer: list[AdminResponse] = []
+
+        def reply(response: AdminResponse) -> None:
+            answer.append(response)
+            done.set()
+
+        request = AdminRequest(cid, op, member, peer_address, client_address)
+        consensus.tell(AdminCommand(request, reply))
+        if not done.wait(timeout):
+            return AdminResponse(cid, False, f"no answer within {timeout:g}s", True, None)
+        return answer[0]
+
     def __enter__(self) -> Node:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+_admin_ids = itertools.count(1)
 
 
 class _Late:
