@@ -1,4 +1,4 @@
-"""Operator requests inside a node: leadership transfer (and the bookkeeping around it).
+"""Operator requests inside a node: leadership transfer and membership changes.
 
 The registry (for an :class:`~protocol.admin.AdminRequest` from the client port) or
 :class:`~actors.node.Node` (for an in-process call) tells the consensus actor an
@@ -6,6 +6,19 @@ The registry (for an :class:`~protocol.admin.AdminRequest` from the client port)
 consensus actor keeps an :class:`AdminDesk`, which starts the operation on the core and
 answers once it is finished, failed or timed out: one operation at a time, a second one
 meanwhile gets a retryable error.
+
+Membership: ``ADD_MEMBER`` proposes the member as a learner, then retries ``PROMOTE`` on
+every tick (the core refuses while the learner is catching up) and answers once the
+member is a voter in a committed configuration; an unreachable member never catches
+up, so the request times out (the learner stays, harmless: learners do not count for
+quorum; a ``REMOVE_MEMBER`` clears it). ``REMOVE_MEMBER`` of the leader itself first
+transfers leadership and answers with a retryable error naming the new leader, where
+the request is repeated.
+
+Addresses: the core's configuration holds member ids only. Each node keeps an address
+book (its configured members, plus what ``LEARN_MEMBER`` / ``ADD_MEMBER`` told it);
+operators' tools send ``LEARN_MEMBER`` to every member before ``ADD_MEMBER``. The book
+lives in memory: a node restarted later must find the member in its config file.
 """
 
 from __future__ import annotations
@@ -16,11 +29,13 @@ from dataclasses import dataclass
 from protocol.admin import AdminOp, AdminRequest, AdminResponse
 from protocol.ids import MemberId
 from protocol.raft import RaftCore
-from protocol.raft.types import Refused, Role
+from protocol.raft.types import ChangeKind, MembershipChange, Proposed, Refused, Role
 
 __all__ = ["AdminCommand", "AdminDesk", "Reply"]
 
 Reply = Callable[[AdminResponse], None]
+#: Records a member's (peer, client) addresses in the node's address book.
+Learn = Callable[[MemberId, str, str], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +52,8 @@ class _Pending:
     command: AdminCommand
     target: MemberId
     ticks_left: int
+    #: "transfer", "learner" (waiting to promote), "promote" or "remove".
+    phase: str = "transfer"
 
 
 class AdminDesk:
@@ -48,11 +65,19 @@ class AdminDesk:
     """
 
     def __init__(
-        self, core: RaftCore, client_addresses: Mapping[MemberId, str], timeout_ticks: int
+        self,
+        core: RaftCore,
+        client_addresses: Mapping[MemberId, str],
+        timeout_ticks: int,
+        *,
+        learn: Learn | None = None,
+        change_timeout_ticks: int | None = None,
     ) -> None:
         self.core = core
         self.client_addresses = client_addresses
         self.timeout_ticks = timeout_ticks
+        self.change_timeout_ticks = change_timeout_ticks or 10 * timeout_ticks
+        self.learn = learn
         self.pending: _Pending | None = None
 
     def _hint(self, leader: MemberId | None) -> str | None:
@@ -87,14 +112,62 @@ class AdminDesk:
         if self.pending is not None:
             self._answer(command, False, "another admin operation is in flight", retryable=True)
             return
-        if request.op != AdminOp.TRANSFER_LEADER:
-            self._answer(command, False, f"{request.op.name.lower()} is not supported")
-            return
         core = self.core
+        if request.op in (AdminOp.ADD_MEMBER, AdminOp.LEARN_MEMBER):
+            if not request.member or not request.peer_address or not request.client_address:
+                self._answer(command, False, "a member id, peer and client address are needed")
+                return
+            if self.learn is not None:
+                self.learn(request.member, request.peer_address, request.client_address)
+            if request.op == AdminOp.LEARN_MEMBER:
+                self._answer(command, True)
+                return
         if core.role != Role.LEADER:
             self._answer(command, False, "not the leader", retryable=core.leader is None)
             return
-        target = request.member if request.member is not None else self._best_voter()
+        if request.op == AdminOp.ADD_MEMBER:
+            self._add(command)
+        elif request.op == AdminOp.REMOVE_MEMBER:
+            self._remove(command)
+        else:
+            self._transfer(command)
+
+    def _add(self, command: AdminCommand) -> None:
+        member = command.request.member
+        assert member is not None
+        config = self.core.config
+        if member in config.voters:
+            self._answer(command, True)  # already done (e.g. a repeated request)
+            return
+        if member not in config.learners:
+            result = self.core.change_membership(MembershipChange(ChangeKind.ADD_LEARNER, member))
+            if isinstance(result, Refused):
+                self._refused(command, result)
+                return
+        self.pending = _Pending(command, member, self.change_timeout_ticks, "learner")
+
+    def _remove(self, command: AdminCommand) -> None:
+        member = command.request.member
+        core = self.core
+        if member is None or member not in core.config.members:
+            self._answer(command, True)  # not (or no longer) a member
+            return
+        if member == core.id and len(core.config.voters) > 1 and core.id in core.config.voters:
+            self._transfer(command)  # hand leadership away first; the caller repeats
+            return
+        result = core.change_membership(MembershipChange(ChangeKind.REMOVE, member))
+        if isinstance(result, Refused):
+            self._refused(command, result)
+            return
+        self.pending = _Pending(command, member, self.change_timeout_ticks, "remove")
+
+    def _transfer(self, command: AdminCommand) -> None:
+        request = command.request
+        core = self.core
+        if request.op == AdminOp.REMOVE_MEMBER:
+            target = self._best_voter()
+        else:
+            target = request.member if request.member is not None else self._best_voter()
         if target is None:
             self._answer(command, False, "there is no other voter to transfer to")
             return
@@ -120,24 +193,61 @@ class AdminDesk:
         self.on_leadership()
         if self.pending is None:
             return
+        if pending.phase != "transfer":
+            self._change_tick(pending)
+            if self.pending is None:
+                return
         pending.ticks_left -= 1
         if pending.ticks_left <= 0:
             self.pending = None
-            self._answer(
-                pending.command,
-                False,
-                f"leadership did not move to {pending.target} in time",
-                retryable=True,
-            )
+            what = {
+                "transfer": f"leadership did not move to {pending.target} in time",
+                "learner": f"{pending.target} has not caught up yet (it stays a learner)",
+            }.get(pending.phase, "the change did not commit in time")
+            self._answer(pending.command, False, what, retryable=True)
+
+    def _change_tick(self, pending: _Pending) -> None:
+        """Move a membership change along: promote a learner, notice a commit."""
+        core = self.core
+        committed = core.config_index <= core.commit_index
+        config = core.config
+        if pending.phase == "learner" and committed and pending.target in config.learners:
+            result = core.change_membership(MembershipChange(ChangeKind.PROMOTE, pending.target))
+            if isinstance(result, Proposed):
+                pending.phase = "promote"
+            elif not result.retryable:
+                self.pending = None
+                self._refused(pending.command, result)
+            return
+        done = (pending.phase == "promote" and pending.target in config.voters) or (
+            pending.phase == "remove" and pending.target not in config.members
+        )
+        if committed and done:
+            self.pending = None
+            self._answer(pending.command, True)
 
     def on_leadership(self) -> None:
         """The core's role or leader changed: a transfer in flight may be done."""
         pending = self.pending
         core = self.core
-        if pending is None or core.role == Role.LEADER or core.leader is None:
-            return  # still leading, or the new leader is not known here yet
+        if pending is None or core.role == Role.LEADER:
+            return  # still leading
+        if pending.phase != "transfer":
+            # Lost leadership mid-change (or stepped down after removing itself).
+            self.pending = None
+            if pending.phase == "remove" and pending.target == core.id:
+                self._answer(pending.command, True)
+            else:
+                why = "leadership changed during the change; ask again"
+                self._answer(pending.command, False, why, retryable=True)
+            return
+        if core.leader is None:
+            return  # the new leader is not known here yet
         self.pending = None
-        if core.leader == pending.target:
+        if pending.command.request.op == AdminOp.REMOVE_MEMBER:
+            why = f"leadership moved to {core.leader} first; repeat the removal there"
+            self._answer(pending.command, False, why, retryable=True)
+        elif core.leader == pending.target:
             self._answer(pending.command, True)
         else:
             self._answer(

@@ -178,6 +178,35 @@ def add_parser(commands: Subcommands) -> None:
     )
     transfer.set_defaults(handler=cluster_transfer_leader)
 
+    add = sub.add_parser(
+        "add",
+        help="add a member (learner, then voter once caught up)",
+        description="Teach every member MEMBER's addresses, then ask the leader to add "
+        "it as a learner and promote it once caught up. Start the new node first, with "
+        "`raft-actors node --config FILE --join ADDRESS` (which also asks by itself).",
+    )
+    add.add_argument("member", metavar="MEMBER", help="the new member's id, e.g. n4")
+    add.add_argument("--peer", required=True, metavar="ADDR", help="its peer address")
+    add.add_argument("--client", required=True, metavar="ADDR", help="its client address")
+    remove = sub.add_parser(
+        "remove",
+        help="remove a member (the leader hands leadership away first)",
+        description="Ask the leader to remove MEMBER from the configuration. Stop its "
+        "process afterwards.",
+    )
+    remove.add_argument("member", metavar="MEMBER", help="member id, e.g. n4")
+    for p, handler in ((add, cluster_add), (remove, cluster_remove)):
+        p.add_argument("--dir", metavar="DIR", help=_DIR_HELP)
+        p.add_argument("--members", metavar="ADDR,...", type=_addresses, help=_MEMBERS_HELP)
+        p.add_argument(
+            "--timeout",
+            type=positive_float,
+            metavar="SECONDS",
+            default=60.0,
+            help="seconds to keep trying (default: 60)",
+        )
+        p.set_defaults(handler=handler)
+
 
 _MEMBERS_HELP = (
     "client addresses of members (e.g. tcp://10.0.0.1:7001,...): any cluster reachable "
@@ -508,14 +537,17 @@ def cluster_start(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _admin_addresses(args: argparse.Namespace) -> list[str]:
+    if args.members:
+        return list(args.members)
+    manifest = load_manifest(resolve_dir(args.dir))
+    return [m.client for m in manifest.members]
+
+
 def cluster_transfer_leader(args: argparse.Namespace) -> int:
     from actors.client import AdminError
 
-    if args.members:
-        addresses = list(args.members)
-    else:
-        manifest = load_manifest(resolve_dir(args.dir))
-        addresses = [m.client for m in manifest.members]
+    addresses = _admin_addresses(args)
     member = MemberId(args.member) if args.member else None
     try:
         response = admin_fn(args.timeout)(addresses, AdminOp.TRANSFER_LEADER, member)
@@ -523,4 +555,28 @@ def cluster_transfer_leader(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
     where = f" (clients at {response.leader_hint})" if response.leader_hint else ""
     print(f"leadership transferred{f' to {member}' if member else ''}{where}")
+    return EXIT_OK
+
+
+def cluster_add(args: argparse.Namespace) -> int:
+    from actors.client import AdminError, add_member
+
+    addresses = _admin_addresses(args)
+    try:
+        add_member(addresses, MemberId(args.member), args.peer, args.client, timeout=args.timeout)
+    except AdminError as exc:
+        raise CliError(str(exc)) from None
+    print(f"{args.member} is a voting member")
+    return EXIT_OK
+
+
+def cluster_remove(args: argparse.Namespace) -> int:
+    from actors.client import AdminError, remove_member
+
+    addresses = _admin_addresses(args)
+    try:
+        remove_member(addresses, MemberId(args.member), timeout=args.timeout)
+    except AdminError as exc:
+        raise CliError(str(exc)) from None
+    print(f"removed {args.member}; its process can be stopped")
     return EXIT_OK

@@ -111,7 +111,9 @@ class ConsensusActor(NodeActor):
         self._failed: StorageError | None = None
         self._stored_vote = (core.term, core.voted_for)
         self._unsaved: HardState | None = None
-        self.admin = AdminDesk(core, client_addresses, 3 * core.options.election_ticks)
+        self.admin = AdminDesk(
+            core, client_addresses, 3 * core.options.election_ticks, learn=self._learn
+        )
 
     # ------------------------------------------------------------------ inputs
 
@@ -168,6 +170,12 @@ class ConsensusActor(NodeActor):
         else:
             self._collect(message)
         self._schedule_flush()
+
+    def _learn(self, member: MemberId, peer_address: str, client_address: str) -> None:
+        """Add ``member`` to this node's address book (see :mod:`actors.admin`)."""
+        if member != self.core.id:
+            self.peers.add_peer(member, peer_address)
+            self.client_addresses[member] = client_address
 
     def _schedule_flush(self) -> None:
         if not self._flush_scheduled and (self._proposals or self.core.has_ready()):

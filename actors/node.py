@@ -96,6 +96,7 @@ class Node:
         codec: UserCodec | None = None,
         hub: InMemoryHub | None = None,
         registry_link: RegistryLink | None = None,
+        join: bool = False,
     ) -> None:
         if config.transport == "memory" and hub is None:
             raise NodeError("the in-memory transport needs an InMemoryHub (hub=...)")
@@ -104,6 +105,9 @@ class Node:
         self.codec = codec
         self.hub = hub
         self.registry_link = registry_link
+        #: A fresh node that joins an existing cluster (``add_member``) starts with no
+        #: configuration and waits for the leader, instead of founding a cluster.
+        self.join = join
         self.log = member_logger(__name__, config.member_id)
         self.board = StatusBoard()
         self.wiring = Wiring()
@@ -255,6 +259,9 @@ class Node:
         persisted = storage.load()
         cfg = self.config
         if persisted.snapshot is None and not persisted.entries and persisted.hard_state.term == 0:
+            if self.join:
+                empty = Configuration(())
+                return RestoredState(), SnapshotMeta(0, 0, empty)
             # A founding member's first start: the configured members are the voters.
             boot = Configuration(tuple(sorted(cfg.members)))
             return RestoredState.bootstrap(boot), SnapshotMeta(0, 0, boot)
@@ -399,6 +406,39 @@ class Node:
         attempt failed; a follower answers ``ok=False`` with the leader's client
         address in ``leader_hint`` (:func:`actors.client.admin_request` follows it)."""
         return self._admin(AdminOp.TRANSFER_LEADER, member, timeout=timeout)
+
+    def add_member(
+        self, member: MemberId, peer_address: str, client_address: str, *, timeout: float = 30.0
+    ) -> AdminResponse:
+        """Ask this node, if it leads, to add ``member`` as a learner and promote it
+        once caught up; returns when it is a voter or the attempt failed. The other
+        members must know its addresses too (:meth:`learn_member`, or
+        :func:`actors.client.add_member`, which does both over the wire)."""
+        return self._admin(
+            AdminOp.ADD_MEMBER,
+            member,
+            peer_address=peer_address,
+            client_address=client_address,
+            timeout=timeout,
+        )
+
+    def learn_member(self, member: MemberId, peer_address: str, client_address: str) -> None:
+        """Record ``member``'s addresses in this node's (in-memory) address book."""
+        response = self._admin(
+            AdminOp.LEARN_MEMBER,
+            member,
+            peer_address=peer_address,
+            client_address=client_address,
+            timeout=10.0,
+        )
+        if not response.ok:
+            raise NodeError(response.error)
+
+    def remove_member(self, member: MemberId, *, timeout: float = 30.0) -> AdminResponse:
+        """Ask this node, if it leads, to remove ``member``. Removing the leader itself
+        transfers leadership first and answers ``ok=False``, retryable, with the new
+        leader's address in ``leader_hint``: repeat the request there."""
+        return self._admin(AdminOp.REMOVE_MEMBER, member, timeout=timeout)
 
     def _admin(
         self,

@@ -73,6 +73,9 @@ class AdminOp(enum.IntEnum):
     ADD_MEMBER = 2
     #: Remove ``member`` (the leader first hands leadership away if it is the one).
     REMOVE_MEMBER = 3
+    #: Only record ``member``'s addresses in this node's address book (any role):
+    #: sent to every member before an ``ADD_MEMBER``.
+    LEARN_MEMBER = 4
 
 
 @message(tag=253)

@@ -6,7 +6,7 @@ The errors a request, a query or a session can fail with are re-exported from
 :mod:`protocol.client`, where the client's pure core lives.
 """
 
-from actors.client.admin import AdminError, admin_request
+from actors.client.admin import AdminError, add_member, admin_request, remove_member
 from actors.client.host import ClientStats, ConnectionFactory
 from actors.client.raft_client import RaftClient, zmq_connection_factory
 from actors.client.status import fetch_status
@@ -38,7 +38,9 @@ __all__ = [
     "ResponseEvictedError",
     "SessionExpiredError",
     "SessionRejectedError",
+    "add_member",
     "admin_request",
     "fetch_status",
+    "remove_member",
     "zmq_connection_factory",
 ]

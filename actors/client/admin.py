@@ -1,4 +1,4 @@
-"""``admin_request``: ask a cluster for a leadership transfer or a membership change.
+"""``admin_request``, ``add_member``, ``remove_member``: operate a cluster by address.
 
 Sent without a session to any member's client address; a follower answers with the
 leader's address, which is followed, and retryable refusals (no leader yet, another
@@ -18,7 +18,7 @@ from protocol.admin import AdminOp, AdminRequest, AdminResponse
 from protocol.codec import ProtocolError, decode, encode
 from protocol.ids import MemberId
 
-__all__ = ["AdminError", "admin_request"]
+__all__ = ["AdminError", "add_member", "admin_request", "remove_member"]
 
 _correlation = itertools.count(1)
 #: Pause before repeating a retryable refusal (s).
@@ -106,3 +106,51 @@ def admin_request(
         time.sleep(min(_RETRY_S, max(0.0, deadline - time.monotonic())))
     why = last.error if last is not None else "no answer"
     raise AdminError(f"{op.name.lower()} did not succeed within {timeout:g}s: {why}", last)
+
+
+def add_member(
+    addresses: Sequence[str],
+    member: MemberId,
+    peer_address: str,
+    client_address: str,
+    *,
+    timeout: float = 60.0,
+    connection_factory: ConnectionFactory | None = None,
+) -> AdminResponse:
+    """Teach every member at ``addresses`` the new member's addresses
+    (``LEARN_MEMBER``, best effort: a member that misses it cannot reach the new one
+    should it lead later), then add it at the leader (learner, promoted once caught up).
+    The new node must be running (started with ``join``) for the change to complete."""
+    factory = connection_factory or zmq_connection_factory
+    for address in dict.fromkeys(addresses):
+        request = AdminRequest(
+            next(_correlation), AdminOp.LEARN_MEMBER, member, peer_address, client_address
+        )
+        _ask_once(address, request, min(2.0, timeout), factory)
+    return admin_request(
+        addresses,
+        AdminOp.ADD_MEMBER,
+        member,
+        peer_address=peer_address,
+        client_address=client_address,
+        timeout=timeout,
+        connection_factory=factory,
+    )
+
+
+def remove_member(
+    addresses: Sequence[str],
+    member: MemberId,
+    *,
+    timeout: float = 60.0,
+    connection_factory: ConnectionFactory | None = None,
+) -> AdminResponse:
+    """Remove ``member`` at the leader (a leader removing itself hands leadership away
+    first; the request follows it to the new leader)."""
+    return admin_request(
+        addresses,
+        AdminOp.REMOVE_MEMBER,
+        member,
+        timeout=timeout,
+        connection_factory=connection_factory,
+    )

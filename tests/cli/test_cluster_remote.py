@@ -46,3 +46,35 @@ def test_status_with_nobody_answering_exits_1(capsys: pytest.CaptureFixture[str]
     address = f"tcp://127.0.0.1:{free_port()}"
     assert main(["cluster", "status", "--members", address, "--timeout", "0.3"]) == 1
     assert "no leader; 0/1 addresses answered" in capsys.readouterr().out
+
+
+def test_add_and_remove_by_address(capsys: pytest.CaptureFixture[str]) -> None:
+    import dataclasses
+
+    from actors.config import MemberAddress
+    from actors.node import Node
+    from examples.counter import CounterStateMachine
+    from protocol.ids import MemberId
+    from tests.actors.node.cluster import free_port
+
+    with system_cluster(transport="zmq") as cluster:
+        cluster.leader()
+        addresses = ",".join(n.client_address for n in cluster.nodes.values())
+        new = MemberId("n4")
+        peer, client = (f"tcp://127.0.0.1:{free_port()}" for _ in range(2))
+        members = {
+            m: MemberAddress(n.peer_address, n.client_address) for m, n in cluster.nodes.items()
+        }
+        members[new] = MemberAddress(peer, client)
+        config = dataclasses.replace(
+            cluster.configs[MemberId("n1")], member_id=new, members=members
+        )
+        cluster.nodes[new] = Node(config, CounterStateMachine(), join=True).start()
+        argv = ["cluster", "add", "n4", "--peer", peer, "--client", client, "--members", addresses]
+        assert main(argv) == 0
+        assert "n4 is a voting member" in capsys.readouterr().out
+        assert new in cluster.leader().status().voters
+        assert main(["cluster", "remove", "n4", "--members", addresses]) == 0
+        assert "removed n4" in capsys.readouterr().out
+        assert new not in cluster.leader().status().voters
+        cluster.stop(new)
