@@ -171,6 +171,9 @@ class AdminDesk:
         if target is None:
             self._answer(command, False, "there is no other voter to transfer to")
             return
+        if target == core.id:
+            self._answer(command, True)  # already leads (e.g. a repeated request)
+            return
         refused = core.transfer_leader(target)
         if refused is not None:
             self._refused(command, refused)

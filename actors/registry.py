@@ -3,7 +3,9 @@
 It owns the client-facing transport and hosts :class:`~protocol.registry.Registry`:
 client frames, ticks and ``ServerAction``\\ s go in; frames to clients, ``RaftAction``\\ s
 for consensus and connections to close come out. It also answers operators'
-``StatusRequest``\\ s from the node's status board, whatever the node's role.
+``StatusRequest``\\ s from the node's status board, whatever the node's role, and
+forwards ``AdminRequest``\\ s to the consensus actor, which answers through this
+actor's mailbox (see :mod:`actors.admin`).
 """
 
 from __future__ import annotations

@@ -78,3 +78,38 @@ def test_add_and_remove_by_address(capsys: pytest.CaptureFixture[str]) -> None:
         assert "removed n4" in capsys.readouterr().out
         assert new not in cluster.leader().status().voters
         cluster.stop(new)
+
+
+def test_node_join_asks_the_cluster_to_add_it() -> None:
+    import dataclasses
+    import threading
+
+    from actors.cli_node import _ask_to_join
+    from actors.config import MemberAddress
+    from actors.node import Node
+    from examples.counter import CounterStateMachine
+    from protocol.ids import MemberId
+    from tests.actors.node.cluster import free_port
+
+    with system_cluster(transport="zmq") as cluster:
+        leader = cluster.leader()
+        new = MemberId("n5")
+        members = {
+            m: MemberAddress(n.peer_address, n.client_address) for m, n in cluster.nodes.items()
+        }
+        members[new] = MemberAddress(*(f"tcp://127.0.0.1:{free_port()}" for _ in range(2)))
+        config = dataclasses.replace(
+            cluster.configs[MemberId("n1")], member_id=new, members=members
+        )
+        node = cluster.nodes[new] = Node(config, CounterStateMachine(), join=True).start()
+        stop = threading.Event()
+        joiner = threading.Thread(target=_ask_to_join, args=(node, leader.client_address, stop))
+        joiner.start()
+        try:
+            joiner.join(60)
+            assert not joiner.is_alive()
+        finally:
+            stop.set()
+            joiner.join(10)
+        assert new in cluster.leader().status().voters
+        assert node.status().voters == cluster.leader().status().voters
