@@ -1,14 +1,17 @@
-"""``raft-actors cluster up|status|down|kill|start``: a local cluster of node processes.
+"""``raft-actors cluster up|status|down|kill|start|transfer-leader``.
 
-The processes and files are managed by :mod:`actors.cluster`; this module parses the
-arguments, asks the nodes for their status and prints what happened.
+``up``/``down``/``kill``/``start`` manage a local cluster of node processes (the
+processes and files are managed by :mod:`actors.cluster`); ``status`` and
+``transfer-leader`` also work against any cluster reachable by address
+(``--members ADDR,...``). This module parses the arguments, asks the nodes and prints
+what happened.
 """
 
 from __future__ import annotations
 
 import argparse
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -39,7 +42,11 @@ from actors.cluster import (
     write_current,
 )
 from actors.config import ConfigError, load_config
-from protocol.admin import NodeStatus
+from protocol.admin import AdminOp, AdminResponse, NodeStatus
+from protocol.ids import MemberId
+
+#: ``(addresses, op, member) -> response``; raises ``actors.client.AdminError``.
+AdminFn = Callable[[Sequence[str], AdminOp, MemberId | None], AdminResponse]
 
 __all__ = ["add_parser", "format_status_table", "status_fn"]
 
@@ -98,6 +105,7 @@ def add_parser(commands: Subcommands) -> None:
         "index, sessions, snapshot index, pid. Exits 1 if no leader is known.",
     )
     status.add_argument("--dir", metavar="DIR", help=_DIR_HELP)
+    status.add_argument("--members", metavar="ADDR,...", type=_addresses, help=_MEMBERS_HELP)
     status.add_argument(
         "--timeout",
         type=positive_float,
@@ -151,6 +159,77 @@ def add_parser(commands: Subcommands) -> None:
         help="seconds to wait for each node to answer (default: 15)",
     )
     start.set_defaults(handler=cluster_start)
+
+    transfer = sub.add_parser(
+        "transfer-leader",
+        help="hand leadership to another voter",
+        description="Ask the leader to hand leadership to MEMBER (default: the most "
+        "caught-up other voter) and wait until it has moved.",
+    )
+    transfer.add_argument("member", nargs="?", metavar="MEMBER", help="member id, e.g. n2")
+    transfer.add_argument("--dir", metavar="DIR", help=_DIR_HELP)
+    transfer.add_argument("--members", metavar="ADDR,...", type=_addresses, help=_MEMBERS_HELP)
+    transfer.add_argument(
+        "--timeout",
+        type=positive_float,
+        metavar="SECONDS",
+        default=20.0,
+        help="seconds to keep trying (default: 20)",
+    )
+    transfer.set_defaults(handler=cluster_transfer_leader)
+
+    add = sub.add_parser(
+        "add",
+        help="add a member (learner, then voter once caught up)",
+        description="Teach every member MEMBER's addresses, then ask the leader to add "
+        "it as a learner and promote it once caught up. Start the new node first, with "
+        "`raft-actors node --config FILE --join ADDRESS` (which also asks by itself).",
+    )
+    add.add_argument("member", metavar="MEMBER", help="the new member's id, e.g. n4")
+    add.add_argument("--peer", required=True, metavar="ADDR", help="its peer address")
+    add.add_argument("--client", required=True, metavar="ADDR", help="its client address")
+    remove = sub.add_parser(
+        "remove",
+        help="remove a member (the leader hands leadership away first)",
+        description="Ask the leader to remove MEMBER from the configuration. Stop its "
+        "process afterwards.",
+    )
+    remove.add_argument("member", metavar="MEMBER", help="member id, e.g. n4")
+    for p, handler in ((add, cluster_add), (remove, cluster_remove)):
+        p.add_argument("--dir", metavar="DIR", help=_DIR_HELP)
+        p.add_argument("--members", metavar="ADDR,...", type=_addresses, help=_MEMBERS_HELP)
+        p.add_argument(
+            "--timeout",
+            type=positive_float,
+            metavar="SECONDS",
+            default=60.0,
+            help="seconds to keep trying (default: 60)",
+        )
+        p.set_defaults(handler=handler)
+
+
+_MEMBERS_HELP = (
+    "client addresses of members (e.g. tcp://10.0.0.1:7001,...): any cluster reachable "
+    "by address, instead of a local cluster directory"
+)
+
+
+def _addresses(text: str) -> list[str]:
+    addresses = [a.strip() for a in text.split(",") if a.strip()]
+    if not addresses:
+        raise argparse.ArgumentTypeError("expected ADDR[,ADDR...]")
+    return addresses
+
+
+def admin_fn(timeout: float) -> AdminFn:
+    """Carry out an admin operation at the leader, found from client addresses."""
+
+    def ask(addresses: Sequence[str], op: AdminOp, member: MemberId | None) -> AdminResponse:
+        from actors.client import admin_request
+
+        return admin_request(addresses, op, member, timeout=timeout)
+
+    return ask
 
 
 def status_fn(timeout: float) -> StatusFn:
@@ -298,7 +377,77 @@ def _agreed(statuses: dict[str, NodeStatus | None], size: int) -> tuple[str | No
     return None, 0
 
 
+_REMOTE_HEADER = (
+    "ADDRESS", "MEMBER", "ROLE", "TERM", "LEADER", "COMMIT/APPLIED", "LOG", "SNAPSHOT",
+    "VOTERS", "LEARNERS", "SESSIONS", "PENDING", "UPTIME",
+)  # fmt: skip
+
+
+def _uptime(ms: int) -> str:
+    seconds = ms // 1000
+    hours, rest = divmod(seconds, 3600)
+    return (
+        f"{hours}h{rest // 60:02d}m{rest % 60:02d}s" if hours else f"{rest // 60}m{rest % 60:02d}s"
+    )
+
+
+def format_remote_status(statuses: dict[str, NodeStatus | None]) -> list[str]:
+    """A header, then one row per address (in the order given); an address that did
+    not answer is ``unreachable``."""
+    rows = [list(_REMOTE_HEADER)]
+    for address, st in statuses.items():
+        if st is None:
+            rows.append([address, "-", "unreachable", *["-"] * (len(_REMOTE_HEADER) - 3)])
+            continue
+        rows.append([
+            address, st.member_id, st.role.lower(), str(st.term), st.leader or "-",
+            f"{st.commit_index}/{st.applied_index}", str(st.last_log_index),
+            str(st.snapshot_index), ",".join(st.voters) or "-", ",".join(st.learners) or "-",
+            str(st.sessions), str(st.pending_server_requests), _uptime(st.uptime_ms),
+        ])  # fmt: skip
+    widths = [max(len(r[i]) for r in rows) for i in range(len(_REMOTE_HEADER))]
+    return [_row(r, widths) for r in rows]
+
+
+def _fetch_all(addresses: Sequence[str], timeout: float) -> dict[str, NodeStatus | None]:
+    fetch = status_fn(timeout)
+
+    def ask(address: str) -> NodeStatus | None:
+        try:
+            return fetch(address)
+        except Exception:  # an unreachable node is a row, not a crash
+            return None
+
+    with ThreadPoolExecutor(max_workers=len(addresses)) as pool:
+        futures = {a: pool.submit(ask, a) for a in dict.fromkeys(addresses)}
+        return {a: f.result() for a, f in futures.items()}
+
+
+def cluster_status_remote(addresses: Sequence[str], timeout: float) -> int:
+    statuses = _fetch_all(addresses, timeout)
+    for line in format_remote_status(statuses):
+        print(line)
+    answered = sum(st is not None for st in statuses.values())
+    voters = {v for st in statuses.values() if st is not None for v in st.voters}
+    leader, term = _agreed_by_id(statuses, max(len(voters), len(statuses)))
+    if leader is None:
+        print(f"no leader; {answered}/{len(statuses)} addresses answered")
+        return EXIT_ERROR
+    print(f"leader {leader} (term {term}); {answered}/{len(statuses)} addresses answered")
+    return EXIT_OK
+
+
+def _agreed_by_id(statuses: dict[str, NodeStatus | None], size: int) -> tuple[str | None, int]:
+    """Like :func:`_agreed`, with the statuses keyed by member id instead of address."""
+    by_id: dict[str, NodeStatus | None] = {
+        st.member_id: st for st in statuses.values() if st is not None
+    }
+    return _agreed(by_id, size)
+
+
 def cluster_status(args: argparse.Namespace) -> int:
+    if args.members:
+        return cluster_status_remote(args.members, args.timeout)
     directory = resolve_dir(args.dir)
     manifest = load_manifest(directory)
     pids = {m.member_id: live_pid(directory, m) for m in manifest.members}
@@ -385,4 +534,49 @@ def cluster_start(args: argparse.Namespace) -> int:
         if st is None:
             raise CliError(f"{member_id} did not answer within {args.timeout:g}s")
         print(f"{member_id}: {st.role.lower()}, term {st.term}, leader {st.leader or '-'}")
+    return EXIT_OK
+
+
+def _admin_addresses(args: argparse.Namespace) -> list[str]:
+    if args.members:
+        return list(args.members)
+    manifest = load_manifest(resolve_dir(args.dir))
+    return [m.client for m in manifest.members]
+
+
+def cluster_transfer_leader(args: argparse.Namespace) -> int:
+    from actors.client import AdminError
+
+    addresses = _admin_addresses(args)
+    member = MemberId(args.member) if args.member else None
+    try:
+        response = admin_fn(args.timeout)(addresses, AdminOp.TRANSFER_LEADER, member)
+    except AdminError as exc:
+        raise CliError(str(exc)) from None
+    where = f" (clients at {response.leader_hint})" if response.leader_hint else ""
+    print(f"leadership transferred{f' to {member}' if member else ''}{where}")
+    return EXIT_OK
+
+
+def cluster_add(args: argparse.Namespace) -> int:
+    from actors.client import AdminError, add_member
+
+    addresses = _admin_addresses(args)
+    try:
+        add_member(addresses, MemberId(args.member), args.peer, args.client, timeout=args.timeout)
+    except AdminError as exc:
+        raise CliError(str(exc)) from None
+    print(f"{args.member} is a voting member")
+    return EXIT_OK
+
+
+def cluster_remove(args: argparse.Namespace) -> int:
+    from actors.client import AdminError, remove_member
+
+    addresses = _admin_addresses(args)
+    try:
+        remove_member(addresses, MemberId(args.member), timeout=args.timeout)
+    except AdminError as exc:
+        raise CliError(str(exc)) from None
+    print(f"removed {args.member}; its process can be stopped")
     return EXIT_OK

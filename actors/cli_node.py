@@ -12,6 +12,7 @@ import signal
 import sys
 import threading
 from types import FrameType
+from typing import Any
 
 from actors.cli_common import EXIT_ERROR, EXIT_OK, Subcommands, make_app
 from actors.cluster import APPS
@@ -38,6 +39,14 @@ def add_parser(commands: Subcommands) -> None:
     p.add_argument(
         "--log-level", choices=_LEVELS, default="INFO", help="log verbosity (default: INFO)"
     )
+    p.add_argument(
+        "--join",
+        metavar="ADDRESS",
+        help="start as a new member of a running cluster: ask the member with this client "
+        "address (and the others in the config file) to add this node; it joins as a "
+        "learner and becomes a voter once caught up. Its data directory must be empty "
+        "on the first start",
+    )
     p.set_defaults(handler=run_node)
 
 
@@ -59,7 +68,7 @@ def run_node(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    node = Node(config, make_app(args.app))
+    node = Node(config, make_app(args.app), join=args.join is not None)
     try:
         node.start()
     except Exception as exc:  # any failure to come up is reported, not a traceback
@@ -73,6 +82,10 @@ def run_node(args: argparse.Namespace) -> int:
         config.storage,
         f" in {config.data_dir}" if config.data_dir is not None else "",
     )
+    if args.join:
+        threading.Thread(
+            target=_ask_to_join, args=(node, args.join, stop), name="join", daemon=True
+        ).start()
     try:
         while not stop.wait(0.5):
             pass
@@ -80,3 +93,20 @@ def run_node(args: argparse.Namespace) -> int:
         node.stop()
         log.info("%s stopped", config.member_id)
     return EXIT_OK
+
+
+def _ask_to_join(node: Any, address: str, stop: threading.Event) -> None:
+    """Ask the cluster (at ``address`` and the configured members) to add this node."""
+    from actors.client import AdminError, add_member
+
+    cfg = node.config
+    addresses = [address, *(a.client for m, a in cfg.members.items() if m != cfg.member_id)]
+    while not stop.is_set():
+        try:
+            add_member(addresses, cfg.member_id, node.peer_address, node.client_address)
+        except AdminError as exc:
+            log.warning("not added yet (%s); asking again", exc)
+            stop.wait(1.0)
+            continue
+        log.info("%s is a voting member", cfg.member_id)
+        return

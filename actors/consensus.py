@@ -17,6 +17,7 @@ import itertools
 from collections import deque
 from typing import Any
 
+from actors.admin import AdminCommand, AdminDesk
 from actors.base import NodeActor, Wiring, member_logger
 from actors.clock import wall_ms
 from actors.messages import (
@@ -110,6 +111,9 @@ class ConsensusActor(NodeActor):
         self._failed: StorageError | None = None
         self._stored_vote = (core.term, core.voted_for)
         self._unsaved: HardState | None = None
+        self.admin = AdminDesk(
+            core, client_addresses, 3 * core.options.election_ticks, learn=self._learn
+        )
 
     # ------------------------------------------------------------------ inputs
 
@@ -133,6 +137,8 @@ class ConsensusActor(NodeActor):
             return
         elif isinstance(message, Tick):
             core.tick()
+            if self.admin.pending is not None:
+                self.admin.on_tick()
         elif isinstance(message, Persisted):
             self._on_persisted(message)
         elif isinstance(message, Applied):
@@ -156,12 +162,20 @@ class ConsensusActor(NodeActor):
                     self._read(action)
                 else:
                     self._collect(action)
+        elif isinstance(message, AdminCommand):
+            self.admin.submit(message)
         elif isinstance(message, StorageError):  # from the writer's thread
             self._on_storage_failed(message)
             return
         else:
             self._collect(message)
         self._schedule_flush()
+
+    def _learn(self, member: MemberId, peer_address: str, client_address: str) -> None:
+        """Add ``member`` to this node's address book (see :mod:`actors.admin`)."""
+        if member != self.core.id:
+            self.peers.add_peer(member, peer_address)
+            self.client_addresses[member] = client_address
 
     def _schedule_flush(self) -> None:
         if not self._flush_scheduled and (self._proposals or self.core.has_ready()):
@@ -305,6 +319,7 @@ class ConsensusActor(NodeActor):
         for ref in (wiring.session, wiring.registry, wiring.retry):
             if ref is not None:
                 ref.tell(change)
+        self.admin.on_leadership()
         if node_role != NodeRole.LEADER:
             for action in self._reads.values():
                 self._to_registry(

@@ -14,15 +14,18 @@ in). ``stop()`` closes sockets, flushes storage and joins every thread it starte
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import random
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import pykka
 
+from actors.admin import AdminCommand
 from actors.base import Wiring, member_logger
 from actors.clock import Ticker
 from actors.config import NodeConfig
@@ -46,7 +49,7 @@ from actors.transport import (
     ZmqPeerTransport,
 )
 from protocol.actions import decode_raft_action
-from protocol.admin import NodeStatus
+from protocol.admin import AdminOp, AdminRequest, AdminResponse, NodeStatus
 from protocol.codec import ProtocolError
 from protocol.ids import MemberId
 from protocol.raft import Configuration, RaftCore, RaftOptions, RestoredState, SnapshotMeta
@@ -93,6 +96,7 @@ class Node:
         codec: UserCodec | None = None,
         hub: InMemoryHub | None = None,
         registry_link: RegistryLink | None = None,
+        join: bool = False,
     ) -> None:
         if config.transport == "memory" and hub is None:
             raise NodeError("the in-memory transport needs an InMemoryHub (hub=...)")
@@ -101,6 +105,9 @@ class Node:
         self.codec = codec
         self.hub = hub
         self.registry_link = registry_link
+        #: A fresh node that joins an existing cluster (``add_member``) starts with no
+        #: configuration and waits for the leader, instead of founding a cluster.
+        self.join = join
         self.log = member_logger(__name__, config.member_id)
         self.board = StatusBoard()
         self.wiring = Wiring()
@@ -252,6 +259,9 @@ class Node:
         persisted = storage.load()
         cfg = self.config
         if persisted.snapshot is None and not persisted.entries and persisted.hard_state.term == 0:
+            if self.join:
+                empty = Configuration(())
+                return RestoredState(), SnapshotMeta(0, 0, empty)
             # A founding member's first start: the configured members are the voters.
             boot = Configuration(tuple(sorted(cfg.members)))
             return RestoredState.bootstrap(boot), SnapshotMeta(0, 0, boot)
@@ -386,11 +396,84 @@ class Node:
             uptime_ms=int((time.monotonic() - self._started_at) * 1000) if self._started_at else 0,
         )
 
+    # ------------------------------------------------------------------ operating
+
+    def transfer_leadership(
+        self, member: MemberId | None = None, *, timeout: float = 10.0
+    ) -> AdminResponse:
+        """Ask this node, if it leads, to hand leadership to ``member`` (None: the
+        most caught-up other voter). Returns once leadership moved (``ok``) or the
+        attempt failed; a follower answers ``ok=False`` with the leader's client
+        address in ``leader_hint`` (:func:`actors.client.admin_request` follows it)."""
+        return self._admin(AdminOp.TRANSFER_LEADER, member, timeout=timeout)
+
+    def add_member(
+        self, member: MemberId, peer_address: str, client_address: str, *, timeout: float = 30.0
+    ) -> AdminResponse:
+        """Ask this node, if it leads, to add ``member`` as a learner and promote it
+        once caught up; returns when it is a voter or the attempt failed. The other
+        members must know its addresses too (:meth:`learn_member`, or
+        :func:`actors.client.add_member`, which does both over the wire)."""
+        return self._admin(
+            AdminOp.ADD_MEMBER,
+            member,
+            peer_address=peer_address,
+            client_address=client_address,
+            timeout=timeout,
+        )
+
+    def learn_member(self, member: MemberId, peer_address: str, client_address: str) -> None:
+        """Record ``member``'s addresses in this node's (in-memory) address book."""
+        response = self._admin(
+            AdminOp.LEARN_MEMBER,
+            member,
+            peer_address=peer_address,
+            client_address=client_address,
+            timeout=10.0,
+        )
+        if not response.ok:
+            raise NodeError(response.error)
+
+    def remove_member(self, member: MemberId, *, timeout: float = 30.0) -> AdminResponse:
+        """Ask this node, if it leads, to remove ``member``. Removing the leader itself
+        transfers leadership first and answers ``ok=False``, retryable, with the new
+        leader's address in ``leader_hint``: repeat the request there."""
+        return self._admin(AdminOp.REMOVE_MEMBER, member, timeout=timeout)
+
+    def _admin(
+        self,
+        op: AdminOp,
+        member: MemberId | None,
+        *,
+        peer_address: str = "",
+        client_address: str = "",
+        timeout: float,
+    ) -> AdminResponse:
+        consensus = self.wiring.consensus
+        if self._state != "running" or consensus is None:
+            raise NodeError(f"node {self.config.member_id} is not running")
+        cid = next(_admin_ids)
+        done = threading.Event()
+        answer: list[AdminResponse] = []
+
+        def reply(response: AdminResponse) -> None:
+            answer.append(response)
+            done.set()
+
+        request = AdminRequest(cid, op, member, peer_address, client_address)
+        consensus.tell(AdminCommand(request, reply))
+        if not done.wait(timeout):
+            return AdminResponse(cid, False, f"no answer within {timeout:g}s", True, None)
+        return answer[0]
+
     def __enter__(self) -> Node:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+_admin_ids = itertools.count(1)
 
 
 class _Late:

@@ -3,7 +3,9 @@
 It owns the client-facing transport and hosts :class:`~protocol.registry.Registry`:
 client frames, ticks and ``ServerAction``\\ s go in; frames to clients, ``RaftAction``\\ s
 for consensus and connections to close come out. It also answers operators'
-``StatusRequest``\\ s from the node's status board, whatever the node's role.
+``StatusRequest``\\ s from the node's status board, whatever the node's role, and
+forwards ``AdminRequest``\\ s to the consensus actor, which answers through this
+actor's mailbox (see :mod:`actors.admin`).
 """
 
 from __future__ import annotations
@@ -15,13 +17,15 @@ from typing import Any
 
 import pykka
 
+from actors.admin import AdminCommand
 from actors.base import NodeActor, Wiring, member_logger
 from actors.clock import wall_ms
 from actors.config import NodeConfig
+from actors.link import RemoteRef
 from actors.messages import Tick
 from actors.transport import ClientTransport
 from protocol.actions import SERVER_ACTION_TYPES
-from protocol.admin import NodeStatus, StatusRequest, StatusResponse
+from protocol.admin import AdminRequest, AdminResponse, NodeStatus, StatusRequest, StatusResponse
 from protocol.codec import ProtocolError, decode, encode
 from protocol.ids import MemberId, SessionId
 from protocol.registry import Registry, RegistryConfig, RegistryEffects
@@ -29,13 +33,21 @@ from protocol.wire import CLIENT_MESSAGE_TYPES
 
 __all__ = ["ClientFrame", "RegistryActor", "start_registry_actor"]
 
-_ACCEPTED = (*CLIENT_MESSAGE_TYPES, StatusRequest)
+_ACCEPTED = (*CLIENT_MESSAGE_TYPES, StatusRequest, AdminRequest)
 
 
 @dataclass(frozen=True, slots=True)
 class ClientFrame:
     connection: bytes
     data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class _AdminAnswer:
+    """The consensus actor's answer to an operator's ``AdminRequest``."""
+
+    connection: bytes
+    response: AdminResponse
 
 
 def start_registry_actor(
@@ -89,6 +101,8 @@ class RegistryActor(NodeActor):
             self._frame(message.connection, message.data, wall_ms())
         elif isinstance(message, Tick):
             self._carry_out(self.registry.on_tick(message.now_ms))
+        elif isinstance(message, _AdminAnswer):
+            self._send(message.connection, encode(message.response))
         elif isinstance(message, SERVER_ACTION_TYPES):
             self._carry_out(self.registry.on_server_action(message, wall_ms()))
         elif isinstance(message, list):  # a batch of ServerActions, in order
@@ -107,7 +121,25 @@ class RegistryActor(NodeActor):
         if isinstance(msg, StatusRequest):
             self._send(connection, encode(StatusResponse(msg.correlation_id, self.status())))
             return
+        if isinstance(msg, AdminRequest):
+            self._admin(connection, msg)
+            return
         self._carry_out(self.registry.on_client_message(connection, msg, now_ms))
+
+    def _admin(self, connection: bytes, request: AdminRequest) -> None:
+        """Forward to the consensus actor, which answers through this actor's mailbox."""
+        consensus = self.wiring.consensus
+        if consensus is None or isinstance(consensus, RemoteRef):
+            # Callables do not cross the registry link: operators ask the node itself.
+            error = "admin requests are not served by a registry in another process"
+            self._send(
+                connection, encode(AdminResponse(request.correlation_id, False, error, False, None))
+            )
+            return
+        me = self.actor_ref
+        consensus.tell(
+            AdminCommand(request, lambda response: me.tell(_AdminAnswer(connection, response)))
+        )
 
     def _carry_out(self, fx: RegistryEffects) -> None:
         for connection, msg in fx.send:

@@ -10,7 +10,14 @@ table (:mod:`protocol.registry`) and the client core (:mod:`protocol.client`).
 
 from protocol.actions import *  # noqa: F403
 from protocol.actions import __all__ as _actions_all
-from protocol.admin import NodeStatus, StatusRequest, StatusResponse
+from protocol.admin import (
+    AdminOp,
+    AdminRequest,
+    AdminResponse,
+    NodeStatus,
+    StatusRequest,
+    StatusResponse,
+)
 from protocol.client import *  # noqa: F403
 from protocol.client import __all__ as _client_all
 from protocol.codec import ProtocolError, decode, encode
@@ -20,6 +27,9 @@ from protocol.wire import *  # noqa: F403
 from protocol.wire import __all__ as _wire_all
 
 __all__ = [
+    "AdminOp",
+    "AdminRequest",
+    "AdminResponse",
     "NodeStatus",
     "ProtocolError",
     "StatusRequest",

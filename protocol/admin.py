@@ -1,17 +1,30 @@
-"""Operator messages on the client port: ask a node how it is (tags 250-259).
+"""Operator messages on the client port: status and cluster changes (tags 250-259).
 
 A node answers :class:`StatusRequest` whatever its role, so ``raft-actors cluster
 status`` works against any member reachable by address, and needs no session.
+
+:class:`AdminRequest` asks the leader to transfer leadership or change the membership;
+a follower answers at once with ``ok=False`` and a ``leader_hint`` (the leader's client
+address) so a tool can follow it. ``retryable`` errors (another change in flight, a
+leader busy transferring, no leader yet) are worth repeating; the others are not.
 """
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 
 from protocol.codec import message
 from protocol.ids import MemberId
 
-__all__ = ["NodeStatus", "StatusRequest", "StatusResponse"]
+__all__ = [
+    "AdminOp",
+    "AdminRequest",
+    "AdminResponse",
+    "NodeStatus",
+    "StatusRequest",
+    "StatusResponse",
+]
 
 
 @message(tag=250)
@@ -48,3 +61,41 @@ class StatusRequest:
 class StatusResponse:
     correlation_id: int
     status: NodeStatus
+
+
+class AdminOp(enum.IntEnum):
+    """What an :class:`AdminRequest` asks for."""
+
+    #: Hand leadership to ``member`` (``None``: the most caught-up other voter).
+    TRANSFER_LEADER = 1
+    #: Add ``member`` (reachable at ``peer_address``/``client_address``) as a learner;
+    #: it is promoted to voter once it has caught up.
+    ADD_MEMBER = 2
+    #: Remove ``member`` (the leader first hands leadership away if it is the one).
+    REMOVE_MEMBER = 3
+    #: Only record ``member``'s addresses in this node's address book (any role):
+    #: sent to every member before an ``ADD_MEMBER``.
+    LEARN_MEMBER = 4
+
+
+@message(tag=253)
+@dataclass(frozen=True, slots=True)
+class AdminRequest:
+    correlation_id: int
+    op: AdminOp
+    member: MemberId | None
+    peer_address: str = ""
+    client_address: str = ""
+
+
+@message(tag=254)
+@dataclass(frozen=True, slots=True)
+class AdminResponse:
+    """``ok``: done (a transfer: leadership moved; a change: committed). Otherwise
+    ``error`` says why and ``retryable`` whether repeating it may succeed."""
+
+    correlation_id: int
+    ok: bool
+    error: str
+    retryable: bool
+    leader_hint: str | None

@@ -1,10 +1,12 @@
 """The client library: :class:`RaftClient` (a session with a cluster) and
-:func:`fetch_status` (one node's status, no session).
+:func:`fetch_status` (one node's status, no session) and :func:`admin_request`
+(leadership transfer, membership changes).
 
 The errors a request, a query or a session can fail with are re-exported from
 :mod:`protocol.client`, where the client's pure core lives.
 """
 
+from actors.client.admin import AdminError, add_member, admin_request, remove_member
 from actors.client.host import ClientStats, ConnectionFactory
 from actors.client.raft_client import RaftClient, zmq_connection_factory
 from actors.client.status import fetch_status
@@ -22,6 +24,7 @@ from protocol.client import (
 )
 
 __all__ = [
+    "AdminError",
     "ClientClosedError",
     "ClientConfig",
     "ClientError",
@@ -35,6 +38,9 @@ __all__ = [
     "ResponseEvictedError",
     "SessionExpiredError",
     "SessionRejectedError",
+    "add_member",
+    "admin_request",
     "fetch_status",
+    "remove_member",
     "zmq_connection_factory",
 ]

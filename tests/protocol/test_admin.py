@@ -20,3 +20,16 @@ def test_status_round_trip_and_layout() -> None:
     assert decode(frame) == StatusResponse(7, STATUS)
     assert msgpack.unpackb(encode(StatusRequest(5))) == [1, 251, 5]
     assert msgpack.unpackb(frame)[:3] == [1, 252, 7]
+
+
+def test_admin_round_trip_and_layout() -> None:
+    from protocol import AdminOp, AdminRequest, AdminResponse
+
+    request = AdminRequest(3, AdminOp.ADD_MEMBER, MemberId("n4"), "tcp://a:1", "tcp://a:2")
+    assert decode(encode(request)) == request
+    assert msgpack.unpackb(encode(request)) == [1, 253, 3, 2, "n4", "tcp://a:1", "tcp://a:2"]
+    transfer = AdminRequest(4, AdminOp.TRANSFER_LEADER, None)
+    assert decode(encode(transfer)) == transfer
+    response = AdminResponse(3, False, "busy", True, "tcp://b:2")
+    assert decode(encode(response)) == response
+    assert msgpack.unpackb(encode(response)) == [1, 254, 3, False, "busy", True, "tcp://b:2"]
