@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import types
 import typing
 from collections.abc import Callable
@@ -42,6 +43,8 @@ DEFAULT_MAX_FRAME_BYTES = 64 * 1024 * 1024
 # unpackb bounds every container and string by the input's length itself, so a hostile
 # frame cannot make it allocate much more than the frame.
 _UNPACK_OPTIONS: dict[str, Any] = {"raw": False, "strict_map_key": False, "use_list": True}
+_unpackb = functools.partial(msgpack.unpackb, **_UNPACK_OPTIONS)
+_packb = functools.partial(msgpack.packb, use_bin_type=True)
 
 
 class ProtocolError(Exception):
@@ -67,6 +70,7 @@ _BY_TAG: dict[int, type[Any]] = {}
 _CLASSES: set[type[Any]] = set()
 _DECODERS: dict[type[Any], _Decoder] = {}
 _ENCODERS: dict[type[Any], _MessageEncoder] = {}
+_FRAME_ENCODERS: dict[type[Any], Callable[[Any], bytes]] = {}
 
 
 def message(tag: int) -> Callable[[type[M]], type[M]]:
@@ -92,9 +96,10 @@ def registered_messages() -> dict[int, type[Any]]:
 
 def encode(msg: Any) -> bytes:
     """Encode a registered message as one frame."""
-    body = _encoder_for(type(msg))(msg)
-    body[0:0] = [WIRE_VERSION]
-    return msgpack.packb(body, use_bin_type=True)  # type: ignore[no-any-return]
+    frame = _FRAME_ENCODERS.get(type(msg))
+    if frame is None:
+        frame = _frame_encoder_for(type(msg))
+    return frame(msg)
 
 
 def decode(
@@ -113,7 +118,7 @@ def decode(
     if len(data) > max_bytes:
         raise ProtocolError(f"frame of {len(data)} bytes exceeds the limit of {max_bytes}")
     try:
-        raw = msgpack.unpackb(data, **_UNPACK_OPTIONS)
+        raw = _unpackb(data)
     except Exception as exc:  # msgpack raises a zoo of types on garbage
         raise ProtocolError(f"malformed msgpack: {exc}") from None
     if not isinstance(raw, list) or len(raw) < 2:
@@ -143,21 +148,42 @@ def _decode_tagged(raw: list[Any], where: str, allowed: tuple[type[Any], ...] = 
 def _encoder_for(cls: type[Any]) -> _MessageEncoder:
     enc = _ENCODERS.get(cls)
     if enc is None:
-        if cls not in _CLASSES:
-            raise TypeError(f"{cls.__name__} is not a registered message")
-        hints = typing.get_type_hints(cls)
-        field_encs = [(f.name, _value_encoder(hints[f.name])) for f in dataclasses.fields(cls)]
-        tag = cls.TAG
-
-        def enc(msg: Any) -> list[Any]:
-            out: list[Any] = [tag]
-            for name, fe in field_encs:
-                v = getattr(msg, name)
-                out.append(v if fe is None else fe(v))
-            return out
-
-        _ENCODERS[cls] = enc
+        enc = _ENCODERS[cls] = _compile_encoder(cls, frame=False)
     return enc
+
+
+def _frame_encoder_for(cls: type[Any]) -> Callable[[Any], bytes]:
+    enc = _FRAME_ENCODERS.get(cls)
+    if enc is None:
+        enc = _FRAME_ENCODERS[cls] = _compile_encoder(cls, frame=True)
+    return enc
+
+
+def _compile_encoder(cls: type[Any], *, frame: bool) -> Any:
+    """Generate ``cls``'s encoder as one expression (no per-field loop or getattr: this
+    is on the hot path of every message). ``frame``: the whole frame's bytes, else the
+    nested ``[tag, field, ...]`` array."""
+    if cls not in _CLASSES:
+        raise TypeError(f"{cls.__name__} is not a registered message")
+    hints = typing.get_type_hints(cls)
+    namespace: dict[str, Any] = {"_packb": _packb}
+    items = [str(cls.TAG)]
+    for i, f in enumerate(dataclasses.fields(cls)):
+        if not f.name.isidentifier():  # pragma: no cover - dataclass fields always are
+            raise TypeError(f"{cls.__name__}: bad field name {f.name!r}")
+        fe = _value_encoder(hints[f.name])
+        if fe is None:
+            items.append(f"m.{f.name}")
+        else:
+            namespace[f"_e{i}"] = fe
+            items.append(f"_e{i}(m.{f.name})")
+    body = ", ".join(items)
+    if frame:
+        src = f"def enc(m):\n    return _packb([{WIRE_VERSION}, {body}])\n"
+    else:
+        src = f"def enc(m):\n    return [{body}]\n"
+    exec(src, namespace)  # source built from checked field names
+    return namespace["enc"]
 
 
 def _value_encoder(tp: Any) -> _Encoder | None:
@@ -178,6 +204,14 @@ def _value_encoder(tp: Any) -> _Encoder | None:
         if len(args) == 2 and args[1] is Ellipsis:
             ie = _value_encoder(args[0])
             assert ie is not None
+            if ie is _encode_nested:  # one message class: its encoder directly
+                item_cls = args[0]
+
+                def var_items(v: Any) -> list[Any]:
+                    enc = _encoder_for(item_cls)
+                    return [enc(x) if type(x) is item_cls else _encode_nested(x) for x in v]
+
+                return var_items
             return lambda v: [ie(x) for x in v]
         ies = [_value_encoder(a) or (lambda x: x) for a in args]
         return lambda v: [f(x) for f, x in zip(ies, v, strict=True)]
@@ -200,40 +234,76 @@ def _encode_nested(v: Any) -> list[Any]:
 def _decoder_for(cls: type[Any]) -> _Decoder:
     dec = _DECODERS.get(cls)
     if dec is None:
-        hints = typing.get_type_hints(cls)
-        fields = dataclasses.fields(cls)
-        # Fields of an exact primitive type are checked inline (the hot path of every
-        # frame); the others go through their compiled decoders.
-        simple: list[tuple[int, type[Any]]] = []
-        complex_: list[tuple[int, _Decoder]] = []
-        for i, f in enumerate(fields):
-            tp = _primitive(hints[f.name])
-            if tp is not None:
-                simple.append((i, tp))
-            else:
-                complex_.append((i, _value_decoder(hints[f.name], f"{cls.__name__}.{f.name}")))
-        n = len(fields) + 1
-        name = cls.__name__
-
-        def dec(raw: list[Any]) -> Any:
-            if len(raw) != n:
-                raise ProtocolError(f"{name}: expected {n - 1} fields, got {len(raw) - 1}")
-            values = raw[1:]
-            for i, tp in simple:
-                if type(values[i]) is not tp:
-                    raise ProtocolError(
-                        f"{name}.{fields[i].name}: expected {tp.__name__}, "
-                        f"got {type(values[i]).__name__}"
-                    )
-            for i, check in complex_:
-                values[i] = check(values[i])
-            try:
-                return cls(*values)
-            except (TypeError, ValueError) as exc:  # __post_init__ validation
-                raise ProtocolError(f"{name}: {exc}") from None
-
-        _DECODERS[cls] = dec
+        dec = _DECODERS[cls] = _compile_decoder(cls)
     return dec
+
+
+def _compile_decoder(cls: type[Any]) -> _Decoder:
+    """Generate ``cls``'s decoder: the arity check, an inline ``type(v) is T`` check per
+    field of an exact primitive type (the hot path of every frame), the compiled decoders
+    of the other fields, then the object. A class without ``__post_init__`` is built by
+    setting its slots directly, which is what its frozen ``__init__`` does, only without
+    that ``__init__``'s per-field ``object.__setattr__`` detour."""
+    hints = typing.get_type_hints(cls)
+    fields = dataclasses.fields(cls)
+    name = cls.__name__
+    n = len(fields) + 1
+
+    def arity(raw: list[Any]) -> ProtocolError:
+        return ProtocolError(f"{name}: expected {n - 1} fields, got {len(raw) - 1}")
+
+    def bad(i: int, tp: type[Any], v: Any) -> ProtocolError:
+        return ProtocolError(
+            f"{name}.{fields[i].name}: expected {tp.__name__}, got {type(v).__name__}"
+        )
+
+    def invalid(exc: Exception) -> ProtocolError:
+        return ProtocolError(f"{name}: {exc}")
+
+    namespace: dict[str, Any] = {
+        "_cls": cls,
+        "_new": object.__new__,
+        "_arity": arity,
+        "_bad": bad,
+        "_invalid": invalid,
+    }
+    names = [f"v{i}" for i in range(len(fields))]
+    lines = [
+        "def dec(raw):",
+        f"    if len(raw) != {n}:",
+        "        raise _arity(raw)",
+    ]
+    if names:
+        lines.append(f"    _, {', '.join(names)} = raw")
+    for i, f in enumerate(fields):
+        tp = _primitive(hints[f.name])
+        if tp is not None:
+            namespace[f"_t{i}"] = tp
+            lines += [f"    if type(v{i}) is not _t{i}:", f"        raise _bad({i}, _t{i}, v{i})"]
+        else:
+            namespace[f"_d{i}"] = _value_decoder(hints[f.name], f"{name}.{f.name}")
+            lines.append(f"    v{i} = _d{i}(v{i})")
+    slots = [cls.__dict__.get(f.name) for f in fields]
+    direct = (
+        not hasattr(cls, "__post_init__")
+        and all(f.init for f in fields)
+        and all(type(d).__name__ == "member_descriptor" for d in slots)
+    )
+    if direct:
+        lines.append("    o = _new(_cls)")
+        for i, d in enumerate(slots):
+            namespace[f"_s{i}"] = d.__set__  # type: ignore[union-attr]
+            lines.append(f"    _s{i}(o, v{i})")
+        lines.append("    return o")
+    else:
+        lines += [
+            "    try:",
+            f"        return _cls({', '.join(names)})",
+            "    except (TypeError, ValueError) as exc:  # __post_init__ validation",
+            "        raise _invalid(exc) from None",
+        ]
+    exec("\n".join(lines) + "\n", namespace)  # every name here is generated above
+    return namespace["dec"]  # type: ignore[no-any-return]
 
 
 def _primitive(tp: Any) -> type[Any] | None:
@@ -271,14 +341,15 @@ def _value_decoder(tp: Any, where: str) -> _Decoder:
         return _exact(bytes, where)
     if isinstance(tp, type) and issubclass(tp, enum.IntEnum):
         enum_cls = tp
+        members = {int(m): m for m in enum_cls}
 
         def as_enum(v: Any) -> Any:
             if type(v) is not int:
                 raise ProtocolError(f"{where}: expected {enum_cls.__name__}")
-            try:
-                return enum_cls(v)
-            except ValueError:
-                raise ProtocolError(f"{where}: bad {enum_cls.__name__} value {v}") from None
+            m = members.get(v)
+            if m is None:
+                raise ProtocolError(f"{where}: bad {enum_cls.__name__} value {v}")
+            return m
 
         return as_enum
     if isinstance(tp, type) and tp in _CLASSES:
@@ -309,7 +380,7 @@ def _value_decoder(tp: Any, where: str) -> _Decoder:
             def as_var_tuple(v: Any) -> tuple[Any, ...]:
                 if not isinstance(v, list):
                     raise ProtocolError(f"{where}: expected array")
-                return tuple(item(x) for x in v)
+                return tuple([item(x) for x in v])
 
             return as_var_tuple
         items = [_value_decoder(a, where) for a in args]
@@ -338,7 +409,19 @@ def _nested_decoder(allowed: tuple[type[Any], ...], where: str) -> _Decoder:
             raise ProtocolError(f"{where}: expected a nested message")
         return _decode_tagged(v, where, allowed)
 
-    return as_msg
+    if len(allowed) != 1:
+        return as_msg
+    only = allowed[0]
+    tag = only.TAG
+
+    def as_one(v: Any) -> Any:
+        # The usual case (a list tagged as the one allowed class) straight to its decoder.
+        if type(v) is list and v and type(v[0]) is int and v[0] == tag:
+            dec = _DECODERS.get(only)
+            return (dec or _decoder_for(only))(v)
+        return as_msg(v)
+
+    return as_one
 
 
 def _exact(tp: type[Any], where: str) -> _Decoder:
