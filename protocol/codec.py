@@ -26,6 +26,8 @@ from typing import Any, TypeVar
 
 import msgpack
 
+from protocol.fastinit import fast_frozen_init
+
 __all__ = [
     "DEFAULT_MAX_FRAME_BYTES",
     "WIRE_VERSION",
@@ -84,7 +86,7 @@ def message(tag: int) -> Callable[[type[M]], type[M]]:
         cls.TAG = tag  # type: ignore[attr-defined]
         _BY_TAG[tag] = cls
         _CLASSES.add(cls)
-        return cls
+        return fast_frozen_init(cls)
 
     return register
 
