@@ -47,6 +47,8 @@ DEFAULT_MAX_FRAME_BYTES = 64 * 1024 * 1024
 _UNPACK_OPTIONS: dict[str, Any] = {"raw": False, "strict_map_key": False, "use_list": True}
 _unpackb = functools.partial(msgpack.unpackb, **_UNPACK_OPTIONS)
 _packb = functools.partial(msgpack.packb, use_bin_type=True)
+#: Frame types decode accepts (a tuple: ``bytes | bytearray`` would be built per call).
+_BYTES_LIKE = (bytes, bytearray, memoryview)
 
 
 class ProtocolError(Exception):
@@ -115,7 +117,7 @@ def decode(
     ``expected`` restricts the accepted message classes (a frame of another type is a
     ``ProtocolError`` too).
     """
-    if not isinstance(data, bytes | bytearray | memoryview):
+    if type(data) is not bytes and not isinstance(data, _BYTES_LIKE):
         raise ProtocolError(f"frame must be bytes, not {type(data).__name__}")
     if len(data) > max_bytes:
         raise ProtocolError(f"frame of {len(data)} bytes exceeds the limit of {max_bytes}")
