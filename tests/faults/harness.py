@@ -4,17 +4,20 @@ Three pieces, driven by ``test_faults.py``:
 
 * :class:`Nemesis` -- a thread that, on a schedule drawn from a seeded ``random.Random``,
   injects one fault at a time: ``kill -9`` of a node (the leader more often) followed by
-  a restart from its data directory, or SIGSTOP/SIGCONT of a node (a long GC pause, a
-  frozen VM). Which node is the leader is only known at run time, so the schedule that
-  actually ran is recorded (:class:`FaultEvent`) with monotonic timestamps.
+  a restart from its data directory, SIGSTOP/SIGCONT of a node (a long GC pause, a
+  frozen VM), or a partition isolating one node. Which node is the leader is only known
+  at run time, so the schedule that actually ran is recorded (:class:`FaultEvent`)
+  with monotonic timestamps.
 * :class:`KvClients` -- N threads, each with its own :class:`RaftClient`, doing random
   ``get`` (a linearizable query), ``set`` and ``cas`` on a few keys and recording every
   operation for :func:`tests.checker.linearizability.check_history`: a timeout or a lost
   session means "may or may not have happened" (output ``UNKNOWN``).
 * :func:`save_failure` -- a failing run's history, schedule and node log tails as JSON.
 
-Partitions are not injected yet (they need a test-only peer transport hook; see the
-package docstring).
+* partitions -- with :func:`enable_partitions`, each node's peer transport is wrapped
+  by the test-only :class:`actors.transport.FaultControlledPeerTransport` (config option
+  ``fault_control``), and the nemesis cuts a node (the leader more often) off from the
+  others by writing drop rules to the nodes' control files.
 """
 
 from __future__ import annotations
@@ -52,10 +55,13 @@ __all__ = [
     "KvClients",
     "Nemesis",
     "client_config",
+    "enable_partitions",
     "events_to_json",
+    "fault_file",
     "heal",
     "operation_to_json",
     "save_failure",
+    "set_partition",
 ]
 
 #: Environment variable naming where failing runs are saved (default: a directory
@@ -106,14 +112,16 @@ class Nemesis:
         gap_s: tuple[float, float] = (0.5, 1.5),
         hold_s: tuple[float, float] = (0.3, 2.0),
         leader_bias: float = 0.6,
-        kill_weight: float = 0.5,
+        weights: dict[str, float] | None = None,
     ) -> None:
         self.cluster = cluster
         self.rng = rng
         self.gap_s = gap_s
         self.hold_s = hold_s
         self.leader_bias = leader_bias
-        self.kill_weight = kill_weight
+        #: Relative odds of each fault; ``partition`` needs nodes started with
+        #: ``fault_control`` files (see :func:`enable_partitions`).
+        self.weights = weights or {"kill": 1.0, "pause": 1.0}
         self.events: list[FaultEvent] = []
         self.errors: list[BaseException] = []
         self._stop = threading.Event()
@@ -149,32 +157,73 @@ class Nemesis:
 
     def _run(self) -> None:
         try:
+            kinds = sorted(self.weights)
             while not self._stop.wait(self.rng.uniform(*self.gap_s)):
-                kill = self.rng.random() < self.kill_weight
+                kind = self.rng.choices(kinds, [self.weights[k] for k in kinds])[0]
                 on_leader = self.rng.random() < self.leader_bias
                 hold = self.rng.uniform(*self.hold_s)
                 fallback = self.rng.choice(self.cluster.members())
                 leader = self._leader() if on_leader else None
                 target = leader if leader is not None else fallback
-                if kill:
-                    self._record("kill", target, target == leader)
-                    self.cluster.kill9(target)
-                    self._stop.wait(hold)
-                    self.cluster.start(target)
-                    self._record("restart", target)
-                else:
-                    pid = self.cluster.pid(target)
-                    self._record("pause", target, target == leader)
-                    os.kill(pid, signal.SIGSTOP)
-                    self.cluster.stopped.add(pid)
-                    try:
-                        self._stop.wait(hold)
-                    finally:
-                        os.kill(pid, signal.SIGCONT)
-                        self.cluster.stopped.discard(pid)
-                        self._record("resume", target)
+                getattr(self, f"_{kind}")(target, target == leader, hold)
         except BaseException as exc:  # reported by the test, never swallowed
             self.errors.append(exc)
+
+    def _kill(self, target: str, was_leader: bool, hold: float) -> None:
+        self._record("kill", target, was_leader)
+        self.cluster.kill9(target)
+        self._stop.wait(hold)
+        self.cluster.start(target)
+        self._record("restart", target)
+
+    def _pause(self, target: str, was_leader: bool, hold: float) -> None:
+        pid = self.cluster.pid(target)
+        self._record("pause", target, was_leader)
+        os.kill(pid, signal.SIGSTOP)
+        self.cluster.stopped.add(pid)
+        try:
+            self._stop.wait(hold)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+            self.cluster.stopped.discard(pid)
+            self._record("resume", target)
+
+    def _partition(self, target: str, was_leader: bool, hold: float) -> None:
+        """Cut ``target`` off from every other member (a leader alone in a minority of
+        one: clients can still reach it, its peers cannot)."""
+        others = [m for m in self.cluster.members() if m != target]
+        self._record("partition", target, was_leader)
+        set_partition(self.cluster, {target: others, **{m: [target] for m in others}})
+        try:
+            self._stop.wait(hold)
+        finally:
+            set_partition(self.cluster, {})
+            self._record("heal", target)
+
+
+def fault_file(cluster: ProcessCluster, member: str) -> Path:
+    """The member's ``fault_control`` file (see :func:`enable_partitions`)."""
+    return cluster.directory / "faults" / f"{member}.json"
+
+
+def enable_partitions(cluster: ProcessCluster) -> None:
+    """Before the nodes start: point every node's config at its own ``fault_control``
+    file, so :func:`set_partition` can cut links (a top-level TOML key, hence first)."""
+    (cluster.directory / "faults").mkdir(exist_ok=True)
+    for m in cluster.manifest.members:
+        config = cluster.directory / m.config
+        line = f'fault_control = "faults/{m.member_id}.json"\n'
+        config.write_text(line + config.read_text())
+
+
+def set_partition(cluster: ProcessCluster, drops: dict[str, list[str]]) -> None:
+    """Each member drops frames to and from the members listed for it (none if absent);
+    written atomically, picked up by the nodes within their poll interval."""
+    for member in cluster.members():
+        path = fault_file(cluster, member)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"drop": drops.get(member, [])}))
+        os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------- the clients
@@ -364,7 +413,10 @@ def events_to_json(events: Sequence[FaultEvent]) -> list[dict[str, Any]]:
 
 
 def heal(cluster: ProcessCluster) -> None:
-    """Every member running and not stopped; wait (bounded) for an agreed leader."""
+    """Every member running, not stopped, not cut off; wait (bounded) for an agreed
+    leader and for every member to catch up."""
+    if (cluster.directory / "faults").is_dir():
+        set_partition(cluster, {})
     for pid in list(cluster.stopped):
         os.kill(pid, signal.SIGCONT)
         cluster.stopped.discard(pid)

@@ -1,8 +1,9 @@
 """Fault runs: real node processes, concurrent clients, a seeded nemesis, checked histories.
 
 * kv runs: 6 clients doing get (query) / set / cas on 3 keys of the kv store while the
-  nemesis kills (``kill -9``) and restarts nodes and pauses them (SIGSTOP/SIGCONT), the
-  leader more often; the whole history must be linearizable
+  nemesis kills (``kill -9``) and restarts nodes, pauses them (SIGSTOP/SIGCONT) and cuts
+  one off from the others (a partition; clients still reach it), the leader more often;
+  the whole history must be linearizable
   (:func:`tests.checker.linearizability.check_history`).
 * counter runs: 4 clients each keeping increments in flight under the same nemesis;
   exactly-once: every acknowledged increment saw a distinct value, and the final value
@@ -30,6 +31,7 @@ import pytest
 
 from actors.client import RaftClient
 from actors.cluster import create_cluster
+from examples.kvstore import KvGet, KvSet
 from tests.checker.linearizability import UNKNOWN, Operation, check_history
 from tests.conftest import LONG
 from tests.faults.harness import (
@@ -37,21 +39,26 @@ from tests.faults.harness import (
     KvClients,
     Nemesis,
     client_config,
+    enable_partitions,
     events_to_json,
     heal,
     operation_to_json,
     save_failure,
+    set_partition,
 )
-from tests.integration.test_multiprocess import WAIT, ProcessCluster, Workload
+from tests.integration.test_multiprocess import WAIT, ProcessCluster, Workload, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800 if LONG else 180)]
 
 MakeCluster = Callable[[str], ProcessCluster]
+#: Relative odds of the nemesis' faults.
+FAULTS = {"kill": 1.0, "pause": 1.0, "partition": 1.0}
 
 
 @pytest.fixture
 def make_cluster(tmp_path: Path) -> Iterator[MakeCluster]:
-    """Builds started 3-node durable clusters of ``app``; SIGKILLs every process after."""
+    """Builds started 3-node durable clusters of ``app`` whose nodes can be partitioned;
+    SIGKILLs every process after."""
     made: list[ProcessCluster] = []
 
     def make(app: str) -> ProcessCluster:
@@ -60,6 +67,7 @@ def make_cluster(tmp_path: Path) -> Iterator[MakeCluster]:
         )
         cluster = ProcessCluster(directory, manifest)
         made.append(cluster)
+        enable_partitions(cluster)
         for member in cluster.members():
             cluster.start(member)
         cluster.leader()
@@ -82,7 +90,7 @@ def kv_run(
 ) -> None:
     cluster = make_cluster("kvstore")
     workload = KvClients(cluster.addresses, clients, ["a", "b", "c"], seed, op_timeout=op_timeout)
-    nemesis = Nemesis(cluster, random.Random(seed))
+    nemesis = Nemesis(cluster, random.Random(seed), weights=FAULTS)
     started = time.monotonic()
     try:
         workload.start()
@@ -116,8 +124,8 @@ def kv_run(
         problems.append(f"not linearizable on key {result.key!r} ({len(result.operations)} ops)")
     if min(counts.get(k, 0) for k in ("get_ok", "set_ok", "cas_ok")) == 0:
         problems.append(f"no progress of some kind: {counts}")
-    if not any(e.action == "kill" for e in nemesis.events):
-        problems.append("the nemesis never killed a node")
+    if {e.action for e in nemesis.events} < {"kill", "pause", "partition"}:
+        problems.append("the nemesis did not inject every kind of fault")
     if result.ok and not _catches_a_bad_read(history):
         problems.append("the checker accepted this history with a read of a never-written value")
     if problems:
@@ -145,7 +153,7 @@ def _catches_a_bad_read(history: list[Operation]) -> bool:
 
 def counter_run(make_cluster: MakeCluster, seed: int, seconds: float, clients: int = 4) -> None:
     cluster = make_cluster("counter")
-    nemesis = Nemesis(cluster, random.Random(seed))
+    nemesis = Nemesis(cluster, random.Random(seed), weights=FAULTS)
     sessions: list[RaftClient] = []
     works: list[Workload] = []
     try:
@@ -195,7 +203,7 @@ def counter_run(make_cluster: MakeCluster, seed: int, seconds: float, clients: i
     print(f"counter seed {seed}: final {final}, {ok} acknowledged, {unknown} unknown")
 
 
-def test_kv_history_stays_linearizable_under_kills_and_pauses(make_cluster: MakeCluster) -> None:
+def test_kv_history_stays_linearizable_under_faults(make_cluster: MakeCluster) -> None:
     """Short client deadlines, so failovers leave operations with unknown outcomes."""
     kv_run(make_cluster, seed=1, seconds=20, op_timeout=1.5)
 
@@ -228,7 +236,7 @@ def test_a_failing_run_is_saved_as_json(
     }
 
 
-def test_counter_exactly_once_under_kills_and_pauses(make_cluster: MakeCluster) -> None:
+def test_counter_exactly_once_under_faults(make_cluster: MakeCluster) -> None:
     counter_run(make_cluster, seed=1, seconds=12)
 
 
@@ -242,3 +250,26 @@ def test_kv_long(make_cluster: MakeCluster, seed: int) -> None:
 @pytest.mark.parametrize("seed", [2, 3, 4])
 def test_counter_long(make_cluster: MakeCluster, seed: int) -> None:
     counter_run(make_cluster, seed=seed, seconds=45, clients=6)
+
+
+def test_partition_hook_cuts_the_leader_off(make_cluster: MakeCluster) -> None:
+    """The partition the nemesis uses really cuts real processes apart: the isolated
+    leader is replaced by one of the others, writes go on through the majority, and
+    after healing the old leader catches up."""
+    cluster = make_cluster("kvstore")
+    leader = cluster.leader()
+    before = cluster.status(leader)
+    assert before is not None
+    others = [m for m in cluster.members() if m != leader]
+    with RaftClient(cluster.addresses, config=client_config(cluster.addresses), tick_ms=10).connect(
+        WAIT
+    ) as client:
+        set_partition(cluster, {leader: others, **{m: [leader] for m in others}})
+        cluster.leader(expect=others, not_leader=leader)
+        client.call(KvSet("k", "during").to_native(), timeout=WAIT)
+        got = KvGet("k").parse_result(client.query(KvGet("k").to_native(), timeout=WAIT))
+        assert got.value == "during"
+        heal(cluster)
+    statuses = wait_for(lambda: cluster.caught_up(cluster.members()), "catching up")
+    assert statuses[leader].term > before.term, "the old leader never saw the new term"
+    assert statuses[leader].applied_index > before.applied_index
