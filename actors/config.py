@@ -56,6 +56,10 @@ class NodeConfig:
     snapshot_trailing_entries: int = 1_000
     max_frame_bytes: int = 4 * 1024 * 1024
     max_payload_bytes: int = 1024 * 1024
+    #: Test-only: a JSON file of peers to cut off (``{"drop": ["n2"]}``), read by
+    #: :class:`actors.transport.FaultControlledPeerTransport`; fault-injection tests
+    #: use it to partition real processes. ``None`` (the default): no such wrapper.
+    fault_control: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -94,7 +98,13 @@ class NodeConfig:
         return replace(self, **changes)
 
 
-_SCALARS = {f.name for f in fields(NodeConfig)} - {"member_id", "members", "data_dir", "extra"}
+_SCALARS = {f.name for f in fields(NodeConfig)} - {
+    "member_id",
+    "members",
+    "data_dir",
+    "fault_control",
+    "extra",
+}
 
 
 def load_config(path: str | Path) -> NodeConfig:
@@ -134,6 +144,9 @@ def config_from_dict(raw: dict[str, Any], base_dir: Path = Path()) -> NodeConfig
             raise ConfigError(f"members.{name} needs exactly 'peer' and 'client'")
         members[MemberId(str(name))] = MemberAddress(str(addr["peer"]), str(addr["client"]))
     data_dir = raw.pop("data_dir", None)
+    fault_control = raw.pop("fault_control", None)
+    if fault_control is not None and type(fault_control) is not str:
+        raise ConfigError(f"fault_control must be str, got {fault_control!r}")
     extra = raw.pop("extra", {})
     unknown = set(raw) - _SCALARS
     if unknown:
@@ -147,6 +160,7 @@ def config_from_dict(raw: dict[str, Any], base_dir: Path = Path()) -> NodeConfig
             member_id=member_id,
             members=members,
             data_dir=(base_dir / data_dir) if data_dir is not None else None,
+            fault_control=(base_dir / fault_control) if fault_control is not None else None,
             extra=extra,
             **raw,
         )

@@ -40,6 +40,7 @@ from actors.storage import DurableStorage, MemoryStorage, StorageWriter
 from actors.transport import (
     ClientFrameHandler,
     ClientTransport,
+    FaultControlledPeerTransport,
     InMemoryClientTransport,
     InMemoryHub,
     InMemoryPeerTransport,
@@ -307,18 +308,24 @@ class Node:
 
     def _peer_transport(self, on_frame: PeerFrameHandler) -> PeerTransport:
         cfg = self.config
-        if cfg.transport == "memory":
-            assert self.hub is not None
-            return InMemoryPeerTransport(
-                self.hub,
-                cfg.member_id,
-                on_frame,
-                bind=cfg.address.peer,
-                max_frame_bytes=cfg.max_frame_bytes,
+
+        def make(handler: PeerFrameHandler) -> PeerTransport:
+            if cfg.transport == "memory":
+                assert self.hub is not None
+                return InMemoryPeerTransport(
+                    self.hub,
+                    cfg.member_id,
+                    handler,
+                    bind=cfg.address.peer,
+                    max_frame_bytes=cfg.max_frame_bytes,
+                )
+            return ZmqPeerTransport(
+                cfg.member_id, handler, bind=cfg.address.peer, max_frame_bytes=cfg.max_frame_bytes
             )
-        return ZmqPeerTransport(
-            cfg.member_id, on_frame, bind=cfg.address.peer, max_frame_bytes=cfg.max_frame_bytes
-        )
+
+        if cfg.fault_control is not None:  # test-only: partitions for fault injection
+            return FaultControlledPeerTransport(cfg.fault_control, make, on_frame)
+        return make(on_frame)
 
     def _client_transport(self, on_frame: ClientFrameHandler) -> ClientTransport:
         cfg = self.config

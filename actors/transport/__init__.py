@@ -18,6 +18,7 @@ from .base import (
     TransportError,
     TransportStats,
 )
+from .fault_control import FaultControlledPeerTransport, read_drop_rules
 from .hub import Faults, HubStats, InMemoryHub
 from .inmemory import InMemoryClientConnection, InMemoryClientTransport, InMemoryPeerTransport
 from .zmq_transport import ZmqClientConnection, ZmqClientTransport, ZmqPeerTransport
@@ -28,6 +29,7 @@ __all__ = [
     "ClientFrameHandler",
     "ClientTransport",
     "ConnectionFrameHandler",
+    "FaultControlledPeerTransport",
     "Faults",
     "FrameValidator",
     "HubStats",
@@ -43,4 +45,5 @@ __all__ = [
     "ZmqClientConnection",
     "ZmqClientTransport",
     "ZmqPeerTransport",
+    "read_drop_rules",
 ]
