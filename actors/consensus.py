@@ -109,6 +109,7 @@ class ConsensusActor(NodeActor):
         self._last_change: LeadershipChanged | None = None
         self._previous_snapshot: SnapshotMeta | None = None
         self._failed: StorageError | None = None
+        self.bad_frames = 0
         self._stored_vote = (core.term, core.voted_for)
         self._unsaved: HardState | None = None
         self.admin = AdminDesk(
@@ -125,10 +126,10 @@ class ConsensusActor(NodeActor):
                     message.frame, RAFT_MESSAGE_TYPES, max_bytes=self.max_frame_bytes
                 )
             except ProtocolError as exc:
-                self.log.warning("dropped a bad frame from %s: %s", message.sender, exc)
+                self._bad_frame("a bad frame from %s: %s", message.sender, exc)
                 return
             if msg.sender != message.sender or msg.receiver != core.id:
-                self.log.warning("dropped a misaddressed %s", type(msg).__name__)
+                self._bad_frame("a misaddressed %s", type(msg).__name__)
                 return
             core.step(msg)
         elif isinstance(message, _Flush):
@@ -170,6 +171,14 @@ class ConsensusActor(NodeActor):
         else:
             self._collect(message)
         self._schedule_flush()
+
+    def _bad_frame(self, what: str, *args: Any) -> None:
+        """Count a dropped peer frame; log the 1st, 2nd, 4th, 8th, ... (a flood of
+        garbage must not flood the log too)."""
+        self.bad_frames += 1
+        self.board.update(peer_frames_dropped=self.bad_frames)
+        if self.bad_frames & (self.bad_frames - 1) == 0:
+            self.log.warning("dropped " + what + " (%d so far)", *args, self.bad_frames)
 
     def _learn(self, member: MemberId, peer_address: str, client_address: str) -> None:
         """Add ``member`` to this node's address book (see :mod:`actors.admin`)."""

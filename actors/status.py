@@ -29,6 +29,8 @@ class StatusFields:
     sessions: int = 0
     pending_server_requests: int = 0
     storage_failure: str | None = None
+    #: Peer frames the consensus actor dropped (undecodable or misaddressed).
+    peer_frames_dropped: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
 
