@@ -53,6 +53,16 @@ __all__ = ["add_parser", "format_status_table", "status_fn"]
 _DIR_HELP = "the cluster directory (default: $RAFT_ACTORS_DIR, else the last one `cluster up` used)"
 
 
+def _add_timeout(parser: argparse.ArgumentParser, default: float, what: str) -> None:
+    parser.add_argument(
+        "--timeout",
+        type=positive_float,
+        metavar="SECONDS",
+        default=default,
+        help=f"{what} (default: {default:g})",
+    )
+
+
 def add_parser(commands: Subcommands) -> None:
     cluster = commands.add_parser(
         "cluster",
@@ -89,13 +99,7 @@ def add_parser(commands: Subcommands) -> None:
         metavar="FIELD=VALUE",
         help="an integer node setting for every node, e.g. election_timeout_ms=500 (repeatable)",
     )
-    up.add_argument(
-        "--timeout",
-        type=positive_float,
-        metavar="SECONDS",
-        default=30.0,
-        help="seconds to wait for a leader (default: 30)",
-    )
+    _add_timeout(up, 30.0, "seconds to wait for a leader")
     up.set_defaults(handler=cluster_up)
 
     status = sub.add_parser(
@@ -106,13 +110,7 @@ def add_parser(commands: Subcommands) -> None:
     )
     status.add_argument("--dir", metavar="DIR", help=_DIR_HELP)
     status.add_argument("--members", metavar="ADDR,...", type=_addresses, help=_MEMBERS_HELP)
-    status.add_argument(
-        "--timeout",
-        type=positive_float,
-        metavar="SECONDS",
-        default=2.0,
-        help="seconds per node (default: 2)",
-    )
+    _add_timeout(status, 2.0, "seconds per node")
     status.set_defaults(handler=cluster_status)
 
     down = sub.add_parser(
@@ -121,13 +119,7 @@ def add_parser(commands: Subcommands) -> None:
         description="SIGTERM every node, wait for a clean stop, SIGKILL what is left.",
     )
     down.add_argument("--dir", metavar="DIR", help=_DIR_HELP)
-    down.add_argument(
-        "--timeout",
-        type=positive_float,
-        metavar="SECONDS",
-        default=10.0,
-        help="seconds to wait before SIGKILL (default: 10)",
-    )
+    _add_timeout(down, 10.0, "seconds to wait before SIGKILL")
     down.add_argument(
         "--purge", action="store_true", help="also delete the cluster directory and its data"
     )
@@ -151,13 +143,7 @@ def add_parser(commands: Subcommands) -> None:
     )
     start.add_argument("members", nargs="+", metavar="MEMBER", help="member id, e.g. n1")
     start.add_argument("--dir", metavar="DIR", help=_DIR_HELP)
-    start.add_argument(
-        "--timeout",
-        type=positive_float,
-        metavar="SECONDS",
-        default=15.0,
-        help="seconds to wait for each node to answer (default: 15)",
-    )
+    _add_timeout(start, 15.0, "seconds to wait for each node to answer")
     start.set_defaults(handler=cluster_start)
 
     transfer = sub.add_parser(
@@ -169,13 +155,7 @@ def add_parser(commands: Subcommands) -> None:
     transfer.add_argument("member", nargs="?", metavar="MEMBER", help="member id, e.g. n2")
     transfer.add_argument("--dir", metavar="DIR", help=_DIR_HELP)
     transfer.add_argument("--members", metavar="ADDR,...", type=_addresses, help=_MEMBERS_HELP)
-    transfer.add_argument(
-        "--timeout",
-        type=positive_float,
-        metavar="SECONDS",
-        default=20.0,
-        help="seconds to keep trying (default: 20)",
-    )
+    _add_timeout(transfer, 20.0, "seconds to keep trying")
     transfer.set_defaults(handler=cluster_transfer_leader)
 
     add = sub.add_parser(
@@ -198,13 +178,7 @@ def add_parser(commands: Subcommands) -> None:
     for p, handler in ((add, cluster_add), (remove, cluster_remove)):
         p.add_argument("--dir", metavar="DIR", help=_DIR_HELP)
         p.add_argument("--members", metavar="ADDR,...", type=_addresses, help=_MEMBERS_HELP)
-        p.add_argument(
-            "--timeout",
-            type=positive_float,
-            metavar="SECONDS",
-            default=60.0,
-            help="seconds to keep trying (default: 60)",
-        )
+        _add_timeout(p, 60.0, "seconds to keep trying")
         p.set_defaults(handler=handler)
 
 
