@@ -26,7 +26,7 @@ Results are arrays of their fields in declaration order, entries nested as above
 
 from __future__ import annotations
 
-import abc
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final, Generic, Literal, TypeAlias, TypeVar
@@ -130,16 +130,6 @@ def _strings(raw: Any, what: str) -> tuple[str, ...]:
     if type(raw) is not list or any(type(s) is not str for s in raw):
         raise ProtocolError(f"{what}: expected an array of strings")
     return tuple(raw)
-
-
-def _check_key(key: str) -> None:
-    if type(key) is not str or not key:
-        raise ValueError("a key must be a non-empty string")
-
-
-def _check_limit(limit: int) -> None:
-    if type(limit) is not int or limit < 0:
-        raise ValueError("limit must be a non-negative integer (0 = no limit)")
 
 
 # ---------------------------------------------------------------- values
@@ -400,8 +390,26 @@ class KvSessionWatchesResult:
 
 # ---------------------------------------------------------------- requests
 
+#: How each request field is checked, when built and when parsed (others: any value).
+_FIELD_CHECKS: Final[dict[str, Callable[[Any, str], Any]]] = {
+    "key": _key,
+    "prefix": _str,
+    "limit": _nat,
+    "session_id": _str,
+}
 
-class KvRequest(abc.ABC, Generic[R]):
+
+_FIELD_NAMES: Final[dict[type, tuple[str, ...]]] = {}
+
+
+def _field_names(cls: type) -> tuple[str, ...]:
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    return names
+
+
+class KvRequest(Generic[R]):
     """A kv store request; ``R`` is its result type.
 
     ``to_native()``/``encode()`` give the command or query to send;
@@ -413,9 +421,19 @@ class KvRequest(abc.ABC, Generic[R]):
     OP: ClassVar[str]
     _RESULT: ClassVar[Callable[[Any], Any]]
 
-    @abc.abstractmethod
+    def __post_init__(self) -> None:
+        # The same checks as parsing, so a request built here always parses there.
+        for name in _field_names(type(self)):
+            check = _FIELD_CHECKS.get(name)
+            if check is not None:
+                try:
+                    check(getattr(self, name), f"{self.OP} {name}")
+                except ProtocolError as exc:
+                    raise ValueError(str(exc)) from None
+
     def to_native(self) -> list[Any]:
-        """The msgpack-able command/query value."""
+        """The msgpack-able command/query value: ``[OP, *fields]`` in declaration order."""
+        return [self.OP, *(getattr(self, name) for name in _field_names(type(self)))]
 
     def encode(self) -> bytes:
         """The command/query as msgpack bytes (what the default codec produces)."""
@@ -441,12 +459,6 @@ class KvSet(KvRequest[KvSetResult]):
     key: str
     value: KvValue
 
-    def __post_init__(self) -> None:
-        _check_key(self.key)
-
-    def to_native(self) -> list[Any]:
-        return [self.OP, self.key, self.value]
-
 
 @dataclass(frozen=True, slots=True)
 class KvGet(KvRequest[KvGetResult]):
@@ -457,12 +469,6 @@ class KvGet(KvRequest[KvGetResult]):
     _RESULT: ClassVar[Callable[[Any], Any]] = KvGetResult.from_native
     key: str
 
-    def __post_init__(self) -> None:
-        _check_key(self.key)
-
-    def to_native(self) -> list[Any]:
-        return [self.OP, self.key]
-
 
 @dataclass(frozen=True, slots=True)
 class KvDelete(KvRequest[KvDeleteResult]):
@@ -471,12 +477,6 @@ class KvDelete(KvRequest[KvDeleteResult]):
     OP: ClassVar[str] = "delete"
     _RESULT: ClassVar[Callable[[Any], Any]] = KvDeleteResult.from_native
     key: str
-
-    def __post_init__(self) -> None:
-        _check_key(self.key)
-
-    def to_native(self) -> list[Any]:
-        return [self.OP, self.key]
 
 
 @dataclass(frozen=True, slots=True)
@@ -491,12 +491,6 @@ class KvCas(KvRequest[KvCasResult]):
     expected: KvValue
     new: KvValue
 
-    def __post_init__(self) -> None:
-        _check_key(self.key)
-
-    def to_native(self) -> list[Any]:
-        return [self.OP, self.key, self.expected, self.new]
-
 
 @dataclass(frozen=True, slots=True)
 class KvWatch(KvRequest[KvWatchResult]):
@@ -507,12 +501,6 @@ class KvWatch(KvRequest[KvWatchResult]):
     _RESULT: ClassVar[Callable[[Any], Any]] = KvWatchResult.from_native
     key: str
 
-    def __post_init__(self) -> None:
-        _check_key(self.key)
-
-    def to_native(self) -> list[Any]:
-        return [self.OP, self.key]
-
 
 @dataclass(frozen=True, slots=True)
 class KvUnwatch(KvRequest[KvUnwatchResult]):
@@ -521,12 +509,6 @@ class KvUnwatch(KvRequest[KvUnwatchResult]):
     OP: ClassVar[str] = "unwatch"
     _RESULT: ClassVar[Callable[[Any], Any]] = KvUnwatchResult.from_native
     key: str
-
-    def __post_init__(self) -> None:
-        _check_key(self.key)
-
-    def to_native(self) -> list[Any]:
-        return [self.OP, self.key]
 
 
 @dataclass(frozen=True, slots=True)
@@ -539,14 +521,6 @@ class KvList(KvRequest[KvListResult]):
     prefix: str = ""
     limit: int = 0
 
-    def __post_init__(self) -> None:
-        if type(self.prefix) is not str:
-            raise ValueError("prefix must be a string")
-        _check_limit(self.limit)
-
-    def to_native(self) -> list[Any]:
-        return [self.OP, self.prefix, self.limit]
-
 
 @dataclass(frozen=True, slots=True)
 class KvListWatches(KvRequest[KvListWatchesResult]):
@@ -558,14 +532,6 @@ class KvListWatches(KvRequest[KvListWatchesResult]):
     prefix: str = ""
     limit: int = 0
 
-    def __post_init__(self) -> None:
-        if type(self.prefix) is not str:
-            raise ValueError("prefix must be a string")
-        _check_limit(self.limit)
-
-    def to_native(self) -> list[Any]:
-        return [self.OP, self.prefix, self.limit]
-
 
 @dataclass(frozen=True, slots=True)
 class KvSessionWatches(KvRequest[KvSessionWatchesResult]):
@@ -575,66 +541,19 @@ class KvSessionWatches(KvRequest[KvSessionWatchesResult]):
     _RESULT: ClassVar[Callable[[Any], Any]] = KvSessionWatchesResult.from_native
     session_id: SessionId
 
-    def __post_init__(self) -> None:
-        if type(self.session_id) is not str:
-            raise ValueError("session_id must be a string")
 
-    def to_native(self) -> list[Any]:
-        return [self.OP, self.session_id]
-
-
-def _parse_set(raw: list[Any]) -> KvSet:
-    _, key, value = _array(raw, 3, "set")
-    return KvSet(_key(key, "set"), value)
-
-
-def _parse_get(raw: list[Any]) -> KvGet:
-    return KvGet(_key(_array(raw, 2, "get")[1], "get"))
-
-
-def _parse_delete(raw: list[Any]) -> KvDelete:
-    return KvDelete(_key(_array(raw, 2, "delete")[1], "delete"))
-
-
-def _parse_cas(raw: list[Any]) -> KvCas:
-    _, key, expected, new = _array(raw, 4, "cas")
-    return KvCas(_key(key, "cas"), expected, new)
-
-
-def _parse_watch(raw: list[Any]) -> KvWatch:
-    return KvWatch(_key(_array(raw, 2, "watch")[1], "watch"))
-
-
-def _parse_unwatch(raw: list[Any]) -> KvUnwatch:
-    return KvUnwatch(_key(_array(raw, 2, "unwatch")[1], "unwatch"))
-
-
-def _parse_list(raw: list[Any]) -> KvList:
-    _, prefix, limit = _array(raw, 3, "list")
-    return KvList(_str(prefix, "list prefix"), _nat(limit, "list limit"))
-
-
-def _parse_watches(raw: list[Any]) -> KvListWatches:
-    _, prefix, limit = _array(raw, 3, "watches")
-    return KvListWatches(_str(prefix, "watches prefix"), _nat(limit, "watches limit"))
-
-
-def _parse_session_watches(raw: list[Any]) -> KvSessionWatches:
-    sid = _str(_array(raw, 2, "session-watches")[1], "session-watches session id")
-    return KvSessionWatches(SessionId(sid))
-
-
-_PARSERS: Final[dict[str, Callable[[list[Any]], KvRequest[Any]]]] = {
-    KvSet.OP: _parse_set,
-    KvGet.OP: _parse_get,
-    KvDelete.OP: _parse_delete,
-    KvCas.OP: _parse_cas,
-    KvWatch.OP: _parse_watch,
-    KvUnwatch.OP: _parse_unwatch,
-    KvList.OP: _parse_list,
-    KvListWatches.OP: _parse_watches,
-    KvSessionWatches.OP: _parse_session_watches,
-}
+_REQUEST_TYPES: Final[tuple[type[KvRequest[Any]], ...]] = (
+    KvSet,
+    KvGet,
+    KvDelete,
+    KvCas,
+    KvWatch,
+    KvUnwatch,
+    KvList,
+    KvListWatches,
+    KvSessionWatches,
+)
+_BY_OP: Final[dict[str, type[KvRequest[Any]]]] = {t.OP: t for t in _REQUEST_TYPES}
 
 #: Requests the log accepts as commands (``get`` included, though queries are cheaper).
 WRITE_TYPES: Final = (KvSet, KvGet, KvDelete, KvCas, KvWatch, KvUnwatch)
@@ -647,10 +566,16 @@ def parse_request(raw: Any) -> KvRequest[Any]:
     not one."""
     if type(raw) is not list or not raw or type(raw[0]) is not str:
         raise ProtocolError("a kv request is an array starting with its name")
-    parser = _PARSERS.get(raw[0])
-    if parser is None:
+    request_type = _BY_OP.get(raw[0])
+    if request_type is None:
         raise ProtocolError(f"unknown kv request {raw[0]!r}")
-    return parser(raw)
+    names = _field_names(request_type)
+    values = _array(raw, 1 + len(names), request_type.OP)[1:]
+    for name, value in zip(names, values, strict=True):
+        check = _FIELD_CHECKS.get(name)
+        if check is not None:
+            check(value, f"{request_type.OP} {name}")
+    return request_type(*values)
 
 
 # ---------------------------------------------------------------- events
