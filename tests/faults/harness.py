@@ -145,10 +145,13 @@ class Nemesis:
 
     At most ``max_faults`` faults are in force at once, and they take at most a
     minority of members out (killed, paused, or on the cut-off side of a partition),
-    so a majority stays able to make progress -- except that with probability
-    ``majority_loss`` a new fault may take out up to all but one member: the cluster
-    then has no majority for a while, the workload stalls, and nothing it did may be
-    lost or seen out of order. A fault that does not fit is tried again next round.
+    so a majority stays able to make progress -- except for a ``majority_loss``
+    fraction of each deck (at least one fault per deck if it is above 0): such a fault
+    ignores ``max_faults`` and, if it does not take the majority away by itself, comes
+    with extra kills or pauses of free members until more than a minority is out (never
+    all). The cluster then has no majority for a while: the workload stalls, and nothing
+    it did may be lost or seen out of order. A fault that does not fit is tried again
+    next round.
     The waits are the faults' durations, not synchronisation: :meth:`stop` interrupts
     them at once and undoes every fault in force.
     """
@@ -182,8 +185,10 @@ class Nemesis:
         #: The most faults ever in force at once, and how often a fault left no majority.
         self.max_overlap = 0
         self.majority_losses = 0
+        #: The most members ever taken out at once (killed, paused, cut off).
+        self.peak_impaired = 0
         self._active: list[_Fault] = []
-        self._deck: list[str] = []
+        self._deck: list[tuple[str, bool]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="nemesis", daemon=True)
 
@@ -228,9 +233,13 @@ class Nemesis:
                 best = (st.term, member)
         return None if best is None else best[1]
 
-    def _draw(self) -> str:
+    def _draw(self) -> tuple[str, bool]:
+        """The next fault kind, and whether it is to take the majority away."""
         if not self._deck:
-            self._deck = [k for k in sorted(self.weights) for _ in range(self.weights[k])]
+            kinds = [k for k in sorted(self.weights) for _ in range(self.weights[k])]
+            self.rng.shuffle(kinds)
+            breaks = max(1, round(len(kinds) * self.majority_loss)) if self.majority_loss else 0
+            self._deck = [(k, i < breaks) for i, k in enumerate(kinds)]
             self.rng.shuffle(self._deck)
         return self._deck[-1]
 
@@ -262,13 +271,12 @@ class Nemesis:
 
     def _begin(self) -> None:
         """Start the next fault of the deck, if it fits now."""
-        if len(self._active) >= self.max_faults:
+        kind, breaks = self._draw()
+        if len(self._active) >= self.max_faults and not breaks:
             return
         members = self._members()
-        kind = self._draw()
         impaired = self._impaired()
-        lose_majority = self.rng.random() < self.majority_loss
-        budget = (len(members) - 1 if lose_majority else self._minority()) - len(impaired)
+        budget = (len(members) - 1 if breaks else self._minority()) - len(impaired)
         need = self._minority() if kind == "leader_minority" else 1
         free = [m for m in members if m not in impaired]
         if need > budget or need > len(free):
@@ -282,7 +290,15 @@ class Nemesis:
         fault = getattr(self, f"_start_{kind}")(target, was_leader, free)
         fault.until = time.monotonic() + hold
         self._active.append(fault)
+        while breaks and len(self._impaired()) <= self._minority():
+            free = [m for m in members if m not in self._impaired()]
+            extra = self.rng.choice(free)
+            how = self.rng.choice(("kill", "pause"))
+            more = getattr(self, f"_start_{how}")(extra, extra == leader, free)
+            more.until = time.monotonic() + self.rng.uniform(*self.hold_s)
+            self._active.append(more)
         self.max_overlap = max(self.max_overlap, len(self._active))
+        self.peak_impaired = max(self.peak_impaired, len(self._impaired()))
         if len(self._impaired()) > self._minority():
             self.majority_losses += 1
             self._record("no_majority", ",".join(sorted(self._impaired())))

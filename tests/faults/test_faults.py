@@ -285,7 +285,7 @@ def counter_run(
 def test_kv_history_stays_linearizable_under_faults(make_cluster: MakeCluster) -> None:
     """5 nodes, every fault kind, up to 3 at once, now and then without a majority;
     short client deadlines, so failovers leave operations with unknown outcomes."""
-    schedule = Schedule(max_faults=3, majority_loss=0.25)
+    schedule = Schedule(max_faults=3, majority_loss=0.4)
     kv_run(make_cluster, seed=1, seconds=20, nodes=5, schedule=schedule, op_timeout=1.5)
 
 
