@@ -18,7 +18,7 @@ from .base import (
     TransportError,
     TransportStats,
 )
-from .fault_control import FaultControlledPeerTransport, read_drop_rules
+from .fault_control import DropRules, FaultControlledPeerTransport, read_drop_rules, read_rules
 from .hub import Faults, HubStats, InMemoryHub
 from .inmemory import InMemoryClientConnection, InMemoryClientTransport, InMemoryPeerTransport
 from .zmq_transport import ZmqClientConnection, ZmqClientTransport, ZmqPeerTransport
@@ -29,6 +29,7 @@ __all__ = [
     "ClientFrameHandler",
     "ClientTransport",
     "ConnectionFrameHandler",
+    "DropRules",
     "FaultControlledPeerTransport",
     "Faults",
     "FrameValidator",
@@ -46,4 +47,5 @@ __all__ = [
     "ZmqClientTransport",
     "ZmqPeerTransport",
     "read_drop_rules",
+    "read_rules",
 ]

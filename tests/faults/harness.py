@@ -1,23 +1,26 @@
-"""Fault injection against a 3-node cluster of real node processes (ZeroMQ on 127.0.0.1).
+"""Fault injection against a 3- or 5-node cluster of real node processes (ZeroMQ on 127.0.0.1).
 
 Three pieces, driven by ``test_faults.py``:
 
 * :class:`Nemesis` -- a thread that, on a schedule drawn from a seeded ``random.Random``,
-  injects one fault at a time: ``kill -9`` of a node (the leader more often) followed by
-  a restart from its data directory, SIGSTOP/SIGCONT of a node (a long GC pause, a
-  frozen VM), or a partition isolating one node. Which node is the leader is only known
-  at run time, so the schedule that actually ran is recorded (:class:`FaultEvent`)
-  with monotonic timestamps.
+  injects faults, several at a time if asked: ``kill -9`` of a node followed by a
+  restart from its data directory, SIGSTOP/SIGCONT of a node (a long GC pause, a frozen
+  VM), and partitions (see :data:`KINDS`): one node cut off, the leader with a minority
+  cut off from the majority, one-sided cuts, single links. The leader is targeted more
+  often. Faults normally leave a majority; a schedule may also break it for a while.
+  Which node is the leader is only known at run time, so the schedule that actually ran
+  is recorded (:class:`FaultEvent`) with monotonic timestamps.
 * :class:`KvClients` -- N threads, each with its own :class:`RaftClient`, doing random
   ``get`` (a linearizable query), ``set`` and ``cas`` on a few keys and recording every
   operation for :func:`tests.checker.linearizability.check_history`: a timeout or a lost
   session means "may or may not have happened" (output ``UNKNOWN``).
 * :func:`save_failure` -- a failing run's history, schedule and node log tails as JSON.
 
-* partitions -- with :func:`enable_partitions`, each node's peer transport is wrapped
-  by the test-only :class:`actors.transport.FaultControlledPeerTransport` (config option
-  ``fault_control``), and the nemesis cuts a node (the leader more often) off from the
-  others by writing drop rules to the nodes' control files.
+Partitions: with :func:`enable_partitions`, each node's peer transport is wrapped by the
+test-only :class:`actors.transport.FaultControlledPeerTransport` (config option
+``fault_control``); :func:`set_cuts` writes every node's drop rules (``drop_out`` /
+``drop_in``) for a set of directed links, so symmetric, one-sided and pairwise cuts are
+all the same thing: the union of the cuts of the partitions in force.
 """
 
 from __future__ import annotations
@@ -46,10 +49,11 @@ from actors.client import (
 )
 from examples.kvstore import KvCas, KvGet, KvSet
 from tests.checker.linearizability import UNKNOWN, Operation
-from tests.integration.test_multiprocess import ProcessCluster, wait_for
+from tests.cluster_procs import ProcessCluster, wait_for
 
 __all__ = [
     "ARTIFACTS_ENV",
+    "KINDS",
     "ClientLog",
     "FaultEvent",
     "KvClients",
@@ -61,6 +65,7 @@ __all__ = [
     "heal",
     "operation_to_json",
     "save_failure",
+    "set_cuts",
     "set_partition",
 ]
 
@@ -84,24 +89,71 @@ def client_config(addresses: Sequence[str]) -> ClientConfig:
 
 # ---------------------------------------------------------------- the nemesis
 
+#: The faults the nemesis knows. ``kill``: ``kill -9``, restart from the data directory.
+#: ``pause``: SIGSTOP, SIGCONT. ``partition``: one member cut off from all others, both
+#: ways. ``leader_minority``: the leader and a minority (in 5 nodes: leader + 1) cut
+#: off from the majority, both ways. ``one_way``: one member's outgoing *or* incoming
+#: frames to/from every other member lost (an asymmetric partition). ``link``: the link
+#: between two members (the leader and a follower when the leader is targeted) cut both
+#: ways, everyone else connected. Partitions need :func:`enable_partitions`.
+KINDS = ("kill", "pause", "partition", "leader_minority", "one_way", "link")
+#: What undoing each fault is recorded as.
+_UNDO = {"kill": "restart", "pause": "resume"}
+
 
 @dataclass(frozen=True)
 class FaultEvent:
-    """One thing the nemesis did: ``kill``, ``restart``, ``pause``, ``resume``."""
+    """One thing the nemesis did: ``kill``/``restart``, ``pause``/``resume``, or a
+    partition (``partition``, ``leader_minority``, ``one_way``, ``link``) and its
+    ``heal``. ``member`` is the target (for a partition: the members on the cut-off
+    side, comma-separated); ``detail`` says more (the lost direction of a one-way cut,
+    the other end of a link, ``majority lost`` when the faults in force left no
+    majority)."""
 
     at: float  # time.monotonic()
     action: str
     member: str
     was_leader: bool = False
+    detail: str = ""
+
+
+#: A directed link whose frames are lost: (sender, receiver).
+Cut = tuple[str, str]
+
+
+@dataclass
+class _Fault:
+    """A fault in force: whom it takes out of the majority, when it ends, and (for a
+    partition) the directed links it cuts."""
+
+    kind: str
+    impaired: frozenset[str]
+    until: float
+    label: str
+    cuts: frozenset[Cut] = frozenset()
 
 
 class Nemesis:
-    """Injects one fault at a time, on a seeded schedule, until stopped.
+    """Injects faults, on a seeded schedule, until stopped; several may overlap.
 
-    Each round: wait ``gap_s`` (uniform), pick a fault (``kill`` or ``pause``) and a
-    target (the current leader with probability ``leader_bias``, else any member), hold
-    it ``hold_s`` (uniform), then undo it (restart / SIGCONT). The waits are the faults'
-    durations, not synchronisation: they are interrupted at once by :meth:`stop`.
+    Every ``gap_s`` (uniform) it draws the next fault kind from a shuffled deck (each
+    kind of ``weights`` appears ``weight`` times per deck, so every kind comes up early
+    in a run) and a target: the current leader with probability ``leader_bias``
+    (``leader_minority`` always aims at the leader), else a random member not already
+    under a fault. The fault holds ``hold_s`` (uniform), then is undone (restart,
+    SIGCONT, heal), independently of the others.
+
+    At most ``max_faults`` faults are in force at once, and they take at most a
+    minority of members out (killed, paused, or on the cut-off side of a partition),
+    so a majority stays able to make progress -- except for a ``majority_loss``
+    fraction of each deck (at least one fault per deck if it is above 0): such a fault
+    ignores ``max_faults`` and, if it does not take the majority away by itself, comes
+    with extra kills or pauses of free members until more than a minority is out (never
+    all). The cluster then has no majority for a while: the workload stalls, and nothing
+    it did may be lost or seen out of order. A fault that does not fit is tried again
+    next round.
+    The waits are the faults' durations, not synchronisation: :meth:`stop` interrupts
+    them at once and undoes every fault in force.
     """
 
     def __init__(
@@ -112,18 +164,31 @@ class Nemesis:
         gap_s: tuple[float, float] = (0.5, 1.5),
         hold_s: tuple[float, float] = (0.3, 2.0),
         leader_bias: float = 0.6,
-        weights: dict[str, float] | None = None,
+        weights: dict[str, int] | None = None,
+        max_faults: int = 1,
+        majority_loss: float = 0.0,
     ) -> None:
         self.cluster = cluster
         self.rng = rng
         self.gap_s = gap_s
         self.hold_s = hold_s
         self.leader_bias = leader_bias
-        #: Relative odds of each fault; ``partition`` needs nodes started with
+        #: Copies of each fault kind per deck; partitions need nodes started with
         #: ``fault_control`` files (see :func:`enable_partitions`).
-        self.weights = weights or {"kill": 1.0, "pause": 1.0}
+        self.weights = weights or {"kill": 1, "pause": 1}
+        unknown = set(self.weights) - set(KINDS)
+        assert not unknown, f"unknown fault kinds {unknown}"
+        self.max_faults = max_faults
+        self.majority_loss = majority_loss
         self.events: list[FaultEvent] = []
         self.errors: list[BaseException] = []
+        #: The most faults ever in force at once, and how often a fault left no majority.
+        self.max_overlap = 0
+        self.majority_losses = 0
+        #: The most members ever taken out at once (killed, paused, cut off).
+        self.peak_impaired = 0
+        self._active: list[_Fault] = []
+        self._deck: list[tuple[str, bool]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="nemesis", daemon=True)
 
@@ -132,16 +197,32 @@ class Nemesis:
         return self
 
     def stop(self) -> None:
-        """Stop injecting and undo the fault in progress (bounded)."""
+        """Stop injecting and undo every fault in force (bounded)."""
         self._stop.set()
         self._thread.join(30)
         assert not self._thread.is_alive(), "the nemesis did not stop"
 
+    def kinds_injected(self) -> set[str]:
+        """The fault kinds that actually happened in this run."""
+        return {e.action for e in self.events if e.action in KINDS}
+
+    # ------------------------------------------------------------ choosing
+
+    def _members(self) -> list[str]:
+        return self.cluster.members()
+
+    def _minority(self) -> int:
+        return (len(self._members()) - 1) // 2
+
+    def _impaired(self) -> set[str]:
+        return {m for f in self._active for m in f.impaired}
+
     def _leader(self) -> str | None:
-        """The member that says it leads, with the highest term (None if none answers)."""
+        """The running, unpaused member that says it leads, with the highest term."""
         best: tuple[int, str] | None = None
-        for member in self.cluster.members():
-            if self.cluster.manifest.member(member).pid is None:
+        for member in self._members():
+            pid = self.cluster.manifest.member(member).pid
+            if pid is None or pid in self.cluster.stopped:
                 continue
             st = self.cluster.status(member, timeout=0.5)
             if (
@@ -152,53 +233,153 @@ class Nemesis:
                 best = (st.term, member)
         return None if best is None else best[1]
 
-    def _record(self, action: str, member: str, was_leader: bool = False) -> None:
-        self.events.append(FaultEvent(time.monotonic(), action, member, was_leader))
+    def _draw(self) -> tuple[str, bool]:
+        """The next fault kind, and whether it is to take the majority away."""
+        if not self._deck:
+            kinds = [k for k in sorted(self.weights) for _ in range(self.weights[k])]
+            self.rng.shuffle(kinds)
+            breaks = max(1, round(len(kinds) * self.majority_loss)) if self.majority_loss else 0
+            self._deck = [(k, i < breaks) for i, k in enumerate(kinds)]
+            self.rng.shuffle(self._deck)
+        return self._deck[-1]
+
+    def _record(self, action: str, member: str, was_leader: bool = False, detail: str = "") -> None:
+        self.events.append(FaultEvent(time.monotonic(), action, member, was_leader, detail))
+
+    # ------------------------------------------------------------ the loop
 
     def _run(self) -> None:
         try:
-            kinds = sorted(self.weights)
-            while not self._stop.wait(self.rng.uniform(*self.gap_s)):
-                kind = self.rng.choices(kinds, [self.weights[k] for k in kinds])[0]
-                on_leader = self.rng.random() < self.leader_bias
-                hold = self.rng.uniform(*self.hold_s)
-                fallback = self.rng.choice(self.cluster.members())
-                leader = self._leader() if on_leader else None
-                target = leader if leader is not None else fallback
-                getattr(self, f"_{kind}")(target, target == leader, hold)
+            next_start = time.monotonic() + self.rng.uniform(*self.gap_s)
+            while not self._stop.is_set():
+                now = time.monotonic()
+                for fault in [f for f in self._active if f.until <= now]:
+                    self._end(fault)
+                if now >= next_start:
+                    self._begin()
+                    next_start = time.monotonic() + self.rng.uniform(*self.gap_s)
+                wake = min([next_start] + [f.until for f in self._active])
+                self._stop.wait(max(0.0, wake - time.monotonic()))
         except BaseException as exc:  # reported by the test, never swallowed
             self.errors.append(exc)
+        finally:
+            for fault in reversed(list(self._active)):
+                try:
+                    self._end(fault)
+                except BaseException as exc:
+                    self.errors.append(exc)
 
-    def _kill(self, target: str, was_leader: bool, hold: float) -> None:
+    def _begin(self) -> None:
+        """Start the next fault of the deck, if it fits now."""
+        kind, breaks = self._draw()
+        if len(self._active) >= self.max_faults and not breaks:
+            return
+        members = self._members()
+        impaired = self._impaired()
+        budget = (len(members) - 1 if breaks else self._minority()) - len(impaired)
+        need = self._minority() if kind == "leader_minority" else 1
+        free = [m for m in members if m not in impaired]
+        if need > budget or need > len(free):
+            return
+        aim = kind == "leader_minority" or self.rng.random() < self.leader_bias
+        leader = self._leader() if aim else None
+        target = leader if leader in free else self.rng.choice(free)
+        was_leader = target == leader
+        hold = self.rng.uniform(*self.hold_s)
+        self._deck.pop()
+        fault = getattr(self, f"_start_{kind}")(target, was_leader, free)
+        fault.until = time.monotonic() + hold
+        self._active.append(fault)
+        while breaks and len(self._impaired()) <= self._minority():
+            free = [m for m in members if m not in self._impaired()]
+            extra = self.rng.choice(free)
+            how = self.rng.choice(("kill", "pause"))
+            more = getattr(self, f"_start_{how}")(extra, extra == leader, free)
+            more.until = time.monotonic() + self.rng.uniform(*self.hold_s)
+            self._active.append(more)
+        self.max_overlap = max(self.max_overlap, len(self._active))
+        self.peak_impaired = max(self.peak_impaired, len(self._impaired()))
+        if len(self._impaired()) > self._minority():
+            self.majority_losses += 1
+            self._record("no_majority", ",".join(sorted(self._impaired())))
+
+    def _end(self, fault: _Fault) -> None:
+        self._active.remove(fault)
+        if fault.kind == "kill":
+            self.cluster.start(fault.label)
+        elif fault.kind == "pause":
+            pid = self.cluster.pid(fault.label)
+            os.kill(pid, signal.SIGCONT)
+            self.cluster.stopped.discard(pid)
+        else:
+            self._write_cuts()
+        self._record(_UNDO.get(fault.kind, "heal"), fault.label)
+
+    def _write_cuts(self) -> None:
+        set_cuts(self.cluster, {c for f in self._active for c in f.cuts})
+
+    def _partition(self, kind: str, side: set[str], cuts: set[Cut], detail: str = "") -> _Fault:
+        label = ",".join(sorted(side))
+        fault = _Fault(kind, frozenset(side), math.inf, label, frozenset(cuts))
+        self._active.append(fault)  # so the cuts written include it
+        try:
+            self._write_cuts()
+        finally:
+            self._active.remove(fault)
+        return fault
+
+    # ------------------------------------------------------------ the faults
+
+    def _start_kill(self, target: str, was_leader: bool, free: list[str]) -> _Fault:
         self._record("kill", target, was_leader)
         self.cluster.kill9(target)
-        self._stop.wait(hold)
-        self.cluster.start(target)
-        self._record("restart", target)
+        return _Fault("kill", frozenset({target}), math.inf, target)
 
-    def _pause(self, target: str, was_leader: bool, hold: float) -> None:
+    def _start_pause(self, target: str, was_leader: bool, free: list[str]) -> _Fault:
         pid = self.cluster.pid(target)
         self._record("pause", target, was_leader)
         os.kill(pid, signal.SIGSTOP)
         self.cluster.stopped.add(pid)
-        try:
-            self._stop.wait(hold)
-        finally:
-            os.kill(pid, signal.SIGCONT)
-            self.cluster.stopped.discard(pid)
-            self._record("resume", target)
+        return _Fault("pause", frozenset({target}), math.inf, target)
 
-    def _partition(self, target: str, was_leader: bool, hold: float) -> None:
-        """Cut ``target`` off from every other member (a leader alone in a minority of
-        one: clients can still reach it, its peers cannot)."""
-        others = [m for m in self.cluster.members() if m != target]
+    def _start_partition(self, target: str, was_leader: bool, free: list[str]) -> _Fault:
+        """``target`` alone on one side (a leader alone keeps its clients, not its peers)."""
+        rest = set(self._members()) - {target}
         self._record("partition", target, was_leader)
-        set_partition(self.cluster, {target: others, **{m: [target] for m in others}})
-        try:
-            self._stop.wait(hold)
-        finally:
-            set_partition(self.cluster, {})
-            self._record("heal", target)
+        return self._partition("partition", {target}, _both_ways({target}, rest))
+
+    def _start_leader_minority(self, target: str, was_leader: bool, free: list[str]) -> _Fault:
+        """``target`` (the leader, when one answered) plus a minority of the free members
+        cut off from the rest."""
+        others = [m for m in free if m != target]
+        side = {target, *self.rng.sample(others, self._minority() - 1)}
+        rest = set(self._members()) - side
+        self._record("leader_minority", ",".join(sorted(side)), was_leader)
+        return self._partition("leader_minority", side, _both_ways(side, rest))
+
+    def _start_one_way(self, target: str, was_leader: bool, free: list[str]) -> _Fault:
+        """Only ``target``'s outgoing (or only its incoming) frames are lost: it hears
+        the others but they do not hear it (or the reverse)."""
+        rest = set(self._members()) - {target}
+        outgoing = self.rng.random() < 0.5
+        cuts = {(target, m) if outgoing else (m, target) for m in rest}
+        detail = "outgoing" if outgoing else "incoming"
+        self._record("one_way", target, was_leader, detail)
+        return self._partition("one_way", {target}, cuts)
+
+    def _start_link(self, target: str, was_leader: bool, free: list[str]) -> _Fault:
+        """Cut the link between ``target`` and one other member; everyone else connected.
+        The other end counts as the impaired one when ``target`` leads."""
+        other = self.rng.choice([m for m in self._members() if m != target])
+        self._record("link", target, was_leader, other)
+        impaired = other if was_leader and other in free else target
+        fault = self._partition("link", {impaired}, _both_ways({target}, {other}))
+        fault.label = f"{target},{other}"
+        return fault
+
+
+def _both_ways(side: set[str], rest: set[str]) -> set[Cut]:
+    return {(a, b) for a in side for b in rest} | {(b, a) for a in side for b in rest}
 
 
 def fault_file(cluster: ProcessCluster, member: str) -> Path:
@@ -216,14 +397,28 @@ def enable_partitions(cluster: ProcessCluster) -> None:
         config.write_text(line + config.read_text())
 
 
+def _write_rules(cluster: ProcessCluster, member: str, rules: dict[str, list[str]]) -> None:
+    path = fault_file(cluster, member)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(rules))
+    os.replace(tmp, path)
+
+
 def set_partition(cluster: ProcessCluster, drops: dict[str, list[str]]) -> None:
     """Each member drops frames to and from the members listed for it (none if absent);
     written atomically, picked up by the nodes within their poll interval."""
     for member in cluster.members():
-        path = fault_file(cluster, member)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"drop": drops.get(member, [])}))
-        os.replace(tmp, path)
+        _write_rules(cluster, member, {"drop": drops.get(member, [])})
+
+
+def set_cuts(cluster: ProcessCluster, cuts: set[Cut]) -> None:
+    """Exactly the directed links in ``cuts`` lose their frames, every other link works:
+    for a cut ``(a, b)`` member ``a`` drops what it sends to ``b`` (``drop_out``) and
+    ``b`` drops what it receives from ``a`` (``drop_in``)."""
+    for member in cluster.members():
+        out = sorted(b for a, b in cuts if a == member)
+        into = sorted(a for a, b in cuts if b == member)
+        _write_rules(cluster, member, {"drop_out": out, "drop_in": into})
 
 
 # ---------------------------------------------------------------- the clients

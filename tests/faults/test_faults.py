@@ -1,19 +1,25 @@
 """Fault runs: real node processes, concurrent clients, a seeded nemesis, checked histories.
 
-* kv runs: 6 clients doing get (query) / set / cas on 3 keys of the kv store while the
-  nemesis kills (``kill -9``) and restarts nodes, pauses them (SIGSTOP/SIGCONT) and cuts
-  one off from the others (a partition; clients still reach it), the leader more often;
-  the whole history must be linearizable
+* kv runs: 6-8 clients doing get (query) / set / cas on 3 keys of the kv store while
+  the nemesis (``harness.Nemesis``) kills (``kill -9``) and restarts nodes, pauses them
+  (SIGSTOP/SIGCONT), and partitions them: one node cut off, the leader with a minority
+  cut off from the majority, one-sided cuts (a node's outgoing or incoming frames
+  lost), single links cut -- the leader more often, several faults at once, and on some
+  schedules more than a minority down for a while (the workload stalls; nothing may be
+  lost). The whole history must be linearizable
   (:func:`tests.checker.linearizability.check_history`).
-* counter runs: 4 clients each keeping increments in flight under the same nemesis;
-  exactly-once: every acknowledged increment saw a distinct value, and the final value
-  is the number of acknowledged increments plus at most the number whose outcome
-  stayed unknown.
+* counter runs: 4-6 clients each keeping increments in flight under the same kind of
+  nemesis; exactly-once: every acknowledged increment saw a distinct value, and the
+  final value is the number of acknowledged increments plus at most the number whose
+  outcome stayed unknown.
+
+Each run also fails if its schedule was vacuous (a fault kind it asked for never
+happened, no two faults overlapped, the majority was never lost when it should be).
 
 A failing run saves its history, the nemesis schedule that ran and the node log tails
 to a JSON file (``$RAFT_FAULTS_DIR``, default ``<tmp>/raft-actors-faults``) and prints
-its path. The default suite runs one short run of each; ``scripts/test --long`` runs
-more seeds, longer.
+its path. The default suite runs one short run of each (kv on 5 nodes, counter on 3);
+``scripts/test --long`` runs more seeds, longer, on 3 and 5 nodes.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +40,11 @@ from actors.client import RaftClient
 from actors.cluster import create_cluster
 from examples.kvstore import KvGet, KvSet
 from tests.checker.linearizability import UNKNOWN, Operation, check_history
+from tests.cluster_procs import WAIT, ProcessCluster, Workload, wait_for
 from tests.conftest import LONG
 from tests.faults.harness import (
     ARTIFACTS_ENV,
+    KINDS,
     KvClients,
     Nemesis,
     client_config,
@@ -44,27 +53,57 @@ from tests.faults.harness import (
     heal,
     operation_to_json,
     save_failure,
-    set_partition,
+    set_cuts,
 )
 from tests.faults.history import check_kv_history, resolve_unknowns
-from tests.integration.test_multiprocess import WAIT, ProcessCluster, Workload, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800 if LONG else 180)]
 
-MakeCluster = Callable[[str], ProcessCluster]
-#: Relative odds of the nemesis' faults.
-FAULTS = {"kill": 1.0, "pause": 1.0, "partition": 1.0}
+MakeCluster = Callable[..., ProcessCluster]
+#: Every fault kind, once per deck.
+ALL_FAULTS = dict.fromkeys(KINDS, 1)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The nemesis of one run: which faults, how many at once, how often a fault may
+    take the majority away."""
+
+    weights: dict[str, int] = dataclasses.field(default_factory=lambda: dict(ALL_FAULTS))
+    max_faults: int = 2
+    majority_loss: float = 0.0
+
+    def nemesis(self, cluster: ProcessCluster, seed: int) -> Nemesis:
+        return Nemesis(
+            cluster,
+            random.Random(seed),
+            weights=self.weights,
+            max_faults=self.max_faults,
+            majority_loss=self.majority_loss,
+        )
+
+    def shortfalls(self, nemesis: Nemesis) -> list[str]:
+        """What this schedule was meant to do and the run did not (a vacuous run)."""
+        problems = []
+        missing = set(self.weights) - nemesis.kinds_injected()
+        if missing:
+            problems.append(f"the nemesis never injected {sorted(missing)}")
+        if self.max_faults > 1 and nemesis.max_overlap < 2:
+            problems.append("no two faults ever overlapped")
+        if self.majority_loss > 0 and nemesis.majority_losses == 0:
+            problems.append("the majority was never lost")
+        return problems
 
 
 @pytest.fixture
 def make_cluster(tmp_path: Path) -> Iterator[MakeCluster]:
-    """Builds started 3-node durable clusters of ``app`` whose nodes can be partitioned;
-    SIGKILLs every process after."""
+    """Builds started durable clusters of ``app`` (3 or 5 nodes) whose nodes can be
+    partitioned; SIGKILLs every process after."""
     made: list[ProcessCluster] = []
 
-    def make(app: str) -> ProcessCluster:
+    def make(app: str, nodes: int = 3) -> ProcessCluster:
         directory, manifest = create_cluster(
-            tmp_path / f"cluster{len(made)}", nodes=3, app=app, storage="durable"
+            tmp_path / f"cluster{len(made)}", nodes=nodes, app=app, storage="durable"
         )
         cluster = ProcessCluster(directory, manifest)
         made.append(cluster)
@@ -87,11 +126,18 @@ def run_for(seconds: float) -> None:
 
 
 def kv_run(
-    make_cluster: MakeCluster, seed: int, seconds: float, clients: int = 6, op_timeout: float = 4.0
+    make_cluster: MakeCluster,
+    seed: int,
+    seconds: float,
+    *,
+    nodes: int = 3,
+    schedule: Schedule = Schedule(),
+    clients: int = 6,
+    op_timeout: float = 4.0,
 ) -> None:
-    cluster = make_cluster("kvstore")
+    cluster = make_cluster("kvstore", nodes)
     workload = KvClients(cluster.addresses, clients, ["a", "b", "c"], seed, op_timeout=op_timeout)
-    nemesis = Nemesis(cluster, random.Random(seed), weights=FAULTS)
+    nemesis = schedule.nemesis(cluster, seed)
     started = time.monotonic()
     try:
         workload.start()
@@ -109,6 +155,8 @@ def kv_run(
         "workload": "kv",
         "seed": seed,
         "seconds": seconds,
+        "nodes": nodes,
+        "nemesis": dataclasses.asdict(schedule),
         "started": started,
         "counts": counts,
         "check_seconds": check_s,
@@ -130,8 +178,7 @@ def kv_run(
         problems.append(f"not linearizable on key {verdict.key!r} (checked by {verdict.by})")
     if min(counts.get(k, 0) for k in ("get_ok", "set_ok", "cas_ok")) == 0:
         problems.append(f"no progress of some kind: {counts}")
-    if {e.action for e in nemesis.events} < {"kill", "pause", "partition"}:
-        problems.append("the nemesis did not inject every kind of fault")
+    problems += schedule.shortfalls(nemesis)
     if verdict.ok and not _catches_a_bad_read(history):
         problems.append("the checker accepted this history with a read of a never-written value")
     if problems:
@@ -139,8 +186,19 @@ def kv_run(
         path = save_failure(f"kv-seed{seed}", report, cluster)
         raise AssertionError(f"{'; '.join(problems)}; saved to {path}")
     print(
-        f"kv seed {seed}: {len(history)} ops {counts}, {len(nemesis.events)} fault events, "
+        f"kv {nodes} nodes seed {seed}: {len(history)} ops {counts}, {describe(nemesis)}, "
         f"checked ({verdict.by}) in {check_s:.2f}s"
+    )
+
+
+def describe(nemesis: Nemesis) -> str:
+    """The run's fault statistics, for the test output."""
+    starts = [e for e in nemesis.events if e.action in KINDS]
+    return (
+        f"{len(starts)} faults ({sum(e.was_leader for e in starts)} on the leader; "
+        f"{', '.join(f'{k} {sum(e.action == k for e in starts)}' for k in KINDS)}), "
+        f"{len(nemesis.events)} events, up to {nemesis.max_overlap} at once, "
+        f"majority lost {nemesis.majority_losses}x"
     )
 
 
@@ -158,10 +216,17 @@ def _catches_a_bad_read(history: list[Operation]) -> bool:
 
 
 def counter_run(
-    make_cluster: MakeCluster, seed: int, seconds: float, clients: int = 4, op_timeout: float = 6.0
+    make_cluster: MakeCluster,
+    seed: int,
+    seconds: float,
+    *,
+    nodes: int = 3,
+    schedule: Schedule = Schedule(),
+    clients: int = 4,
+    op_timeout: float = 6.0,
 ) -> None:
-    cluster = make_cluster("counter")
-    nemesis = Nemesis(cluster, random.Random(seed), weights=FAULTS)
+    cluster = make_cluster("counter", nodes)
+    nemesis = schedule.nemesis(cluster, seed)
     sessions: list[RaftClient] = []
     works: list[Workload] = []
     try:
@@ -193,11 +258,14 @@ def counter_run(
         problems.append(f"final {final} outside [{ok}, {ok} + {unknown}]: not exactly-once")
     if ok == 0:
         problems.append("no increment succeeded")
+    problems += schedule.shortfalls(nemesis)
     if problems:
         report = {
             "workload": "counter",
             "seed": seed,
             "seconds": seconds,
+            "nodes": nodes,
+            "nemesis": dataclasses.asdict(schedule),
             "final": final,
             "acknowledged": ok,
             "unknown": unknown,
@@ -208,12 +276,17 @@ def counter_run(
         }
         path = save_failure(f"counter-seed{seed}", report, cluster)
         raise AssertionError(f"{'; '.join(problems)}; saved to {path}")
-    print(f"counter seed {seed}: final {final}, {ok} acknowledged, {unknown} unknown")
+    print(
+        f"counter {nodes} nodes seed {seed}: final {final}, {ok} acknowledged, "
+        f"{unknown} unknown, {describe(nemesis)}"
+    )
 
 
 def test_kv_history_stays_linearizable_under_faults(make_cluster: MakeCluster) -> None:
-    """Short client deadlines, so failovers leave operations with unknown outcomes."""
-    kv_run(make_cluster, seed=1, seconds=20, op_timeout=1.5)
+    """5 nodes, every fault kind, up to 3 at once, now and then without a majority;
+    short client deadlines, so failovers leave operations with unknown outcomes."""
+    schedule = Schedule(max_faults=3, majority_loss=0.4)
+    kv_run(make_cluster, seed=1, seconds=20, nodes=5, schedule=schedule, op_timeout=1.5)
 
 
 def test_a_failing_run_is_saved_as_json(
@@ -245,26 +318,57 @@ def test_a_failing_run_is_saved_as_json(
 
 
 def test_counter_exactly_once_under_faults(make_cluster: MakeCluster) -> None:
-    """Short deadlines, so failovers leave increments with unknown outcomes."""
-    counter_run(make_cluster, seed=1, seconds=12, op_timeout=1.5)
+    """3 nodes, every fault kind, two at once, often without a majority (2 of 3 down);
+    short deadlines, so failovers leave increments with unknown outcomes."""
+    schedule = Schedule(max_faults=2, majority_loss=0.5)
+    counter_run(make_cluster, seed=1, seconds=12, schedule=schedule, op_timeout=1.5)
+
+
+#: The long runs: (nodes, seed, max faults at once, odds of breaking the majority).
+LONG_KV = [(3, 2, 1, 0.0), (5, 3, 2, 0.0), (3, 4, 2, 0.4), (5, 5, 3, 0.25), (5, 6, 2, 0.0)]
+LONG_COUNTER = [(3, 2, 2, 0.4), (5, 3, 2, 0.0), (5, 4, 3, 0.3), (3, 5, 1, 0.0)]
 
 
 @pytest.mark.long
-@pytest.mark.parametrize("seed", [2, 3, 4, 5])
-def test_kv_long(make_cluster: MakeCluster, seed: int) -> None:
-    kv_run(make_cluster, seed=seed, seconds=60, clients=8, op_timeout=1.5 if seed % 2 else 4.0)
+@pytest.mark.parametrize(("nodes", "seed", "max_faults", "majority_loss"), LONG_KV)
+def test_kv_long(
+    make_cluster: MakeCluster, nodes: int, seed: int, max_faults: int, majority_loss: float
+) -> None:
+    schedule = Schedule(max_faults=max_faults, majority_loss=majority_loss)
+    kv_run(
+        make_cluster,
+        seed=seed,
+        seconds=60,
+        nodes=nodes,
+        schedule=schedule,
+        clients=8,
+        op_timeout=1.5 if seed % 2 else 4.0,
+    )
 
 
 @pytest.mark.long
-@pytest.mark.parametrize("seed", [2, 3, 4])
-def test_counter_long(make_cluster: MakeCluster, seed: int) -> None:
-    counter_run(make_cluster, seed=seed, seconds=45, clients=6, op_timeout=1.5 if seed % 2 else 6.0)
+@pytest.mark.parametrize(("nodes", "seed", "max_faults", "majority_loss"), LONG_COUNTER)
+def test_counter_long(
+    make_cluster: MakeCluster, nodes: int, seed: int, max_faults: int, majority_loss: float
+) -> None:
+    schedule = Schedule(max_faults=max_faults, majority_loss=majority_loss)
+    counter_run(
+        make_cluster,
+        seed=seed,
+        seconds=45,
+        nodes=nodes,
+        schedule=schedule,
+        clients=6,
+        op_timeout=1.5 if seed % 2 else 6.0,
+    )
 
 
-def test_partition_hook_cuts_the_leader_off(make_cluster: MakeCluster) -> None:
-    """The partition the nemesis uses really cuts real processes apart: the isolated
-    leader is replaced by one of the others, writes go on through the majority, and
-    after healing the old leader catches up."""
+def test_one_way_cut_of_the_leader(make_cluster: MakeCluster) -> None:
+    """The one-sided partition the nemesis uses really cuts one direction between real
+    processes: the leader's outgoing frames are lost, its incoming ones are not. The
+    others stop hearing it and elect one of themselves; the old leader still hears
+    them, so it learns the new term and steps down *while cut*; writes go on through the
+    majority, and after healing the old leader catches up."""
     cluster = make_cluster("kvstore")
     leader = cluster.leader()
     before = cluster.status(leader)
@@ -273,12 +377,17 @@ def test_partition_hook_cuts_the_leader_off(make_cluster: MakeCluster) -> None:
     with RaftClient(cluster.addresses, config=client_config(cluster.addresses), tick_ms=10).connect(
         WAIT
     ) as client:
-        set_partition(cluster, {leader: others, **{m: [leader] for m in others}})
+        set_cuts(cluster, {(leader, m) for m in others})
         cluster.leader(expect=others, not_leader=leader)
+
+        def stepped_down() -> bool:
+            st = cluster.status(leader)
+            return st is not None and st.role.lower() != "leader" and st.term > before.term
+
+        wait_for(stepped_down, "the cut-off leader hearing the new term")
         client.call(KvSet("k", "during").to_native(), timeout=WAIT)
         got = KvGet("k").parse_result(client.query(KvGet("k").to_native(), timeout=WAIT))
         assert got.value == "during"
         heal(cluster)
     statuses = wait_for(lambda: cluster.caught_up(cluster.members()), "catching up")
-    assert statuses[leader].term > before.term, "the old leader never saw the new term"
     assert statuses[leader].applied_index > before.applied_index

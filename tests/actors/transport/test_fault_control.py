@@ -11,11 +11,13 @@ import pytest
 
 from actors.config import ConfigError, config_from_dict
 from actors.transport import (
+    DropRules,
     FaultControlledPeerTransport,
     PeerFrameHandler,
     PeerTransport,
     TransportStats,
     read_drop_rules,
+    read_rules,
 )
 from protocol.ids import MemberId
 
@@ -150,3 +152,35 @@ def test_config_option_is_relative_to_the_config_file(tmp_path: Path) -> None:
     assert cfg.fault_control == tmp_path / "faults/n1.json"
     with pytest.raises(ConfigError, match="fault_control"):
         config_from_dict({**base, "fault_control": 3}, tmp_path)
+
+
+def test_one_sided_rules_cut_one_direction_only(tmp_path: Path) -> None:
+    """``drop_out`` loses what this node sends to a member, ``drop_in`` what it
+    receives from one; ``drop`` is both."""
+    control = tmp_path / "n1.json"
+    wrapper, inner, received = make(control)
+    control.write_text(json.dumps({"drop_out": ["n2"], "drop_in": ["n3"]}))
+    assert wrapper.send(N2, b"lost") and wrapper.send(N3, b"sent")
+    inner.handler(N2, b"heard")
+    inner.handler(N3, b"unheard")
+    assert inner.sent == [(N3, b"sent")] and received == [(N2, b"heard")]
+    assert wrapper.cut_frames == 2
+    assert read_rules(control) == DropRules(frozenset({N2}), frozenset({N3}))
+    assert read_drop_rules(control) == frozenset()
+
+
+@pytest.mark.parametrize(
+    ("text", "rules"),
+    [
+        ('{"drop": ["n2"], "drop_in": ["n3"]}', DropRules(frozenset({N2}), frozenset({N2, N3}))),
+        ('{"drop_out": "n2", "drop_in": [4, "n3"]}', DropRules(frozenset(), frozenset({N3}))),
+        ("[]", DropRules()),
+        ("garbage", DropRules()),
+    ],
+)
+def test_rules_merge_both_ways_and_ignore_malformed_keys(
+    tmp_path: Path, text: str, rules: DropRules
+) -> None:
+    path = tmp_path / "f.json"
+    path.write_text(text)
+    assert read_rules(path) == rules
