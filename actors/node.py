@@ -34,7 +34,7 @@ from actors.link import RemoteRef, core_endpoint, registry_endpoint
 from actors.messages import PeerFrame, Reannounce, Tick
 from actors.registry import ClientFrame, start_registry_actor
 from actors.retry import RetrySchedulerActor
-from actors.security import NodeCurve, node_curve
+from actors.security import NodeCurve, link_options, node_curve
 from actors.session import SessionActor
 from actors.status import StatusBoard
 from actors.storage import DurableStorage, MemoryStorage, StorageWriter
@@ -230,7 +230,7 @@ class Node:
                 core_endpoint(cfg.member_id),
                 lambda sender, frame: _from_registry(consensus, frame, cfg.max_frame_bytes),
                 bind=link.bind,
-                options=ZmqOptions(max_frame_bytes=cfg.max_frame_bytes),
+                options=link_options(self._curve, cfg.max_frame_bytes),
             )
             far = registry_endpoint(cfg.member_id)
             self._link.add_peer(far, link.registry_address)

@@ -27,7 +27,7 @@ from actors.config import NodeConfig, load_config
 from actors.link import RemoteRef, core_endpoint, registry_endpoint
 from actors.messages import Tick
 from actors.registry import ClientFrame, start_registry_actor
-from actors.security import node_curve
+from actors.security import link_options, node_curve
 from actors.transport import ZmqClientTransport, ZmqOptions, ZmqPeerTransport
 from protocol.actions import LeadershipChanged, decode_server_action
 from protocol.admin import NodeStatus
@@ -61,7 +61,7 @@ class RegistryNode:
             registry_endpoint(cfg.member_id),
             self._from_core,
             bind=self.link_bind,
-            options=ZmqOptions(max_frame_bytes=cfg.max_frame_bytes),
+            options=link_options(curve, cfg.max_frame_bytes),
         )
         self._link.add_peer(core_endpoint(cfg.member_id), self.core_address)
         wiring.consensus = RemoteRef(self._link, core_endpoint(cfg.member_id))

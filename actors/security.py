@@ -2,7 +2,8 @@
 
 See :mod:`actors.transport.curve` for the model: one server key pair shared by the
 cluster's binding sockets, one key pair per member (its identity on the peer port), and
-directories of allowed member, client and admin public keys.
+directories of allowed member, client and admin public keys. The link between a node
+and a registry in another process (:func:`link_options`) is secured like the peer port.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from actors.transport import (
     load_public_keys,
 )
 
-__all__ = ["NodeCurve", "node_curve"]
+__all__ = ["NodeCurve", "link_options", "node_curve"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +41,16 @@ class NodeCurve:
 
     def client_options(self, max_frame_bytes: int) -> ZmqOptions:
         return ZmqOptions(max_frame_bytes=max_frame_bytes, curve_server=self.client_server)
+
+
+def link_options(curve: NodeCurve | None, max_frame_bytes: int) -> ZmqOptions:
+    """Options for the link between a node and its registry in another process: with
+    CURVE, the same as the peer port (both ends read the member's config, so each
+    presents the server key pair, connects with the member's own key pair, and lets in
+    only member keys)."""
+    if curve is None:
+        return ZmqOptions(max_frame_bytes=max_frame_bytes)
+    return curve.peer_options(max_frame_bytes)
 
 
 def _keys(directory: Path | None) -> frozenset[bytes]:

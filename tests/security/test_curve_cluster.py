@@ -5,6 +5,7 @@ operations; and what a client sends is not readable on the wire."""
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,7 +14,13 @@ from typing import Any
 
 import pytest
 
-from actors.client import AdminError, RaftClient, admin_request, fetch_status
+from actors.client import (
+    AdminError,
+    RaftClient,
+    RequestTimeoutError,
+    admin_request,
+    fetch_status,
+)
 from actors.config import ConfigError, NodeConfig
 from actors.security import node_curve
 from actors.transport import (
@@ -214,3 +221,33 @@ def test_client_commands_are_unreadable_on_the_wire_with_curve(keys: KeyRing, cu
             client.connect(timeout=WAIT)
             assert client.call(["inc", 1, MARKER], timeout=WAIT) == 1
             assert (MARKER.encode() in relay.recorded()) is not curve
+
+
+def test_a_member_whose_key_is_not_allowed_is_not_counted(keys: KeyRing, tmp_path: Path) -> None:
+    """n3 runs with a key n1 and n2 do not allow (while it allows theirs): it hears the
+    leader, but its answers never arrive, so once n1 or n2 is gone nothing commits --
+    n3 does not count towards a majority."""
+    own = tmp_path / "n3-view"
+    own.mkdir()
+    for m in ("n1", "n2"):
+        shutil.copy(keys.root / "peers" / f"{m}.key", own / f"{m}.key")
+    shutil.copy(keys.root / "strangers" / "peer.key", own / "n3.key")
+    overrides = {
+        N3: {
+            "curve_node_key": keys.root / "strangers" / "peer.key_secret",
+            "curve_peer_keys": own,
+        }
+    }
+    with cluster_of(keys, overrides) as cluster:
+        leader = wait_for(
+            lambda: next((m for m in (N1, N2) if cluster.nodes[m].status().role == "leader"), None),
+            WAIT,
+            "a leader among n1 and n2",
+        )
+        client = client_of(cluster, keys.client(), cluster.client_addresses[:2])
+        client.connect(timeout=WAIT)
+        assert client.call(increment(1), timeout=WAIT) == 1
+        wait_for(lambda: cluster.nodes[N3].status().leader == leader, WAIT, "n3 hears the leader")
+        cluster.stop(N2 if leader == N1 else N1)
+        with pytest.raises(RequestTimeoutError):
+            client.call(increment(1), timeout=2.0)
