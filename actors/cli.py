@@ -5,15 +5,16 @@
     raft-actors node --config FILE [--app kvstore|counter]     one node, in the foreground
     raft-actors cluster up|status|down|kill|start ...          a local cluster of processes
     raft-actors kv set|get|delete|cas|watch ...                the kv store of a running cluster
+    raft-actors keys generate DIR NAME...                      CURVE key pairs
 
 Every level answers ``--help``. Exit codes: 0 success; 1 an error (the message on
 stderr says what and what to do); 2 bad arguments; 3 a clean negative answer (``kv get``
 of an absent key, a ``kv cas`` that did not swap, a ``kv watch --count N`` that saw fewer
 events in time); 130 interrupted.
 
-The subcommands live in :mod:`actors.cli_cluster`, :mod:`actors.cli_kv` and
-:mod:`actors.cli_node`; this module builds the parser and turns errors into messages
-and exit codes.
+The subcommands live in :mod:`actors.cli_cluster`, :mod:`actors.cli_kv`,
+:mod:`actors.cli_node` and :mod:`actors.cli_keys`; this module builds the parser and
+turns errors into messages and exit codes.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from actors import cli_cluster, cli_kv, cli_node
+from actors import cli_cluster, cli_keys, cli_kv, cli_node
 from actors.cli_common import EXIT_ERROR, EXIT_INTERRUPTED, CliError
 from actors.cluster import ClusterError
 from actors.config import ConfigError
@@ -46,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_node.add_parser(commands)
     cli_cluster.add_parser(commands)
     cli_kv.add_parser(commands)
+    cli_keys.add_parser(commands)
     return parser
 
 

@@ -20,6 +20,8 @@ from actors.cli_common import (
     EXIT_OK,
     CliError,
     Subcommands,
+    add_curve_args,
+    curve_from_args,
     positive_float,
     positive_int,
 )
@@ -42,6 +44,7 @@ from actors.cluster import (
     write_current,
 )
 from actors.config import ConfigError, load_config
+from actors.transport import CurveClient
 from protocol.admin import AdminOp, AdminResponse, NodeStatus
 from protocol.ids import MemberId
 
@@ -99,6 +102,12 @@ def add_parser(commands: Subcommands) -> None:
         metavar="FIELD=VALUE",
         help="an integer node setting for every node, e.g. election_timeout_ms=500 (repeatable)",
     )
+    up.add_argument(
+        "--curve",
+        action="store_true",
+        help="CURVE encryption and authentication: generate keys under DIR/keys (a "
+        "server key, one key per node, a client and an admin key) and require them",
+    )
     _add_timeout(up, 30.0, "seconds to wait for a leader")
     up.set_defaults(handler=cluster_up)
 
@@ -110,6 +119,7 @@ def add_parser(commands: Subcommands) -> None:
     )
     status.add_argument("--dir", metavar="DIR", help=_DIR_HELP)
     status.add_argument("--members", metavar="ADDR,...", type=_addresses, help=_MEMBERS_HELP)
+    add_curve_args(status)
     _add_timeout(status, 2.0, "seconds per node")
     status.set_defaults(handler=cluster_status)
 
@@ -155,6 +165,7 @@ def add_parser(commands: Subcommands) -> None:
     transfer.add_argument("member", nargs="?", metavar="MEMBER", help="member id, e.g. n2")
     transfer.add_argument("--dir", metavar="DIR", help=_DIR_HELP)
     transfer.add_argument("--members", metavar="ADDR,...", type=_addresses, help=_MEMBERS_HELP)
+    add_curve_args(transfer)
     _add_timeout(transfer, 20.0, "seconds to keep trying")
     transfer.set_defaults(handler=cluster_transfer_leader)
 
@@ -178,6 +189,7 @@ def add_parser(commands: Subcommands) -> None:
     for p, handler in ((add, cluster_add), (remove, cluster_remove)):
         p.add_argument("--dir", metavar="DIR", help=_DIR_HELP)
         p.add_argument("--members", metavar="ADDR,...", type=_addresses, help=_MEMBERS_HELP)
+        add_curve_args(p)
         _add_timeout(p, 60.0, "seconds to keep trying")
         p.set_defaults(handler=handler)
 
@@ -195,24 +207,24 @@ def _addresses(text: str) -> list[str]:
     return addresses
 
 
-def admin_fn(timeout: float) -> AdminFn:
+def admin_fn(timeout: float, curve: CurveClient | None = None) -> AdminFn:
     """Carry out an admin operation at the leader, found from client addresses."""
 
     def ask(addresses: Sequence[str], op: AdminOp, member: MemberId | None) -> AdminResponse:
         from actors.client import admin_request
 
-        return admin_request(addresses, op, member, timeout=timeout)
+        return admin_request(addresses, op, member, timeout=timeout, curve=curve)
 
     return ask
 
 
-def status_fn(timeout: float) -> StatusFn:
+def status_fn(timeout: float, curve: CurveClient | None = None) -> StatusFn:
     """Ask a node for its status over its client port."""
 
     def fetch(address: str) -> NodeStatus:
         from actors.client import fetch_status
 
-        status: NodeStatus = fetch_status(address, timeout=timeout)
+        status: NodeStatus = fetch_status(address, timeout=timeout, curve=curve)
         return status
 
     return fetch
@@ -242,7 +254,6 @@ def _check_configs(directory: Path, manifest: ClusterManifest) -> None:
 def cluster_up(args: argparse.Namespace) -> int:
     if args.nodes < 1:
         raise CliError("--nodes must be at least 1")
-    fetch = status_fn(1.0)
     requested = Path(args.dir) if args.dir else None
     if requested is not None and (requested / MANIFEST).is_file():
         directory = requested.resolve()
@@ -258,7 +269,7 @@ def cluster_up(args: argparse.Namespace) -> int:
     else:
         directory, manifest = create_cluster(
             requested, nodes=args.nodes, app=args.app, storage=args.storage,
-            settings=_settings(args.set),
+            settings=_settings(args.set), curve=args.curve,
         )  # fmt: skip
         try:
             _check_configs(directory, manifest)
@@ -267,6 +278,7 @@ def cluster_up(args: argparse.Namespace) -> int:
             raise
         print(f"cluster directory: {directory}")
     write_current(directory)
+    fetch = status_fn(1.0, curve_from_args(args, directory))
     for m in manifest.members:
         pid = spawn_member(directory, manifest, m.member_id)
         manifest = manifest.with_pid(m.member_id, pid)
@@ -383,8 +395,10 @@ def format_remote_status(statuses: dict[str, NodeStatus | None]) -> list[str]:
     return [_row(r, widths) for r in rows]
 
 
-def _fetch_all(addresses: Sequence[str], timeout: float) -> dict[str, NodeStatus | None]:
-    fetch = status_fn(timeout)
+def _fetch_all(
+    addresses: Sequence[str], timeout: float, curve: CurveClient | None = None
+) -> dict[str, NodeStatus | None]:
+    fetch = status_fn(timeout, curve)
 
     def ask(address: str) -> NodeStatus | None:
         try:
@@ -397,8 +411,10 @@ def _fetch_all(addresses: Sequence[str], timeout: float) -> dict[str, NodeStatus
         return {a: f.result() for a, f in futures.items()}
 
 
-def cluster_status_remote(addresses: Sequence[str], timeout: float) -> int:
-    statuses = _fetch_all(addresses, timeout)
+def cluster_status_remote(
+    addresses: Sequence[str], timeout: float, curve: CurveClient | None = None
+) -> int:
+    statuses = _fetch_all(addresses, timeout, curve)
     for line in format_remote_status(statuses):
         print(line)
     answered = sum(st is not None for st in statuses.values())
@@ -421,11 +437,11 @@ def _agreed_by_id(statuses: dict[str, NodeStatus | None], size: int) -> tuple[st
 
 def cluster_status(args: argparse.Namespace) -> int:
     if args.members:
-        return cluster_status_remote(args.members, args.timeout)
+        return cluster_status_remote(args.members, args.timeout, curve_from_args(args))
     directory = resolve_dir(args.dir)
     manifest = load_manifest(directory)
     pids = {m.member_id: live_pid(directory, m) for m in manifest.members}
-    fetch = status_fn(args.timeout)
+    fetch = status_fn(args.timeout, curve_from_args(args, directory))
 
     def ask(member_id: str, address: str) -> NodeStatus | None:
         if pids[member_id] is None:
@@ -491,7 +507,7 @@ def cluster_start(args: argparse.Namespace) -> int:
         pid = live_pid(directory, manifest.member(member_id))
         if pid is not None:
             raise CliError(f"{member_id} is already running (pid {pid})")
-    fetch = status_fn(1.0)
+    fetch = status_fn(1.0, curve_from_args(args, directory))
     for member_id in args.members:
         pid = spawn_member(directory, manifest, member_id)
         manifest = manifest.with_pid(member_id, pid)
@@ -511,20 +527,22 @@ def cluster_start(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _admin_addresses(args: argparse.Namespace) -> list[str]:
+def _admin_addresses(args: argparse.Namespace) -> tuple[list[str], CurveClient | None]:
+    """The members' client addresses and the CURVE settings to reach them with."""
     if args.members:
-        return list(args.members)
-    manifest = load_manifest(resolve_dir(args.dir))
-    return [m.client for m in manifest.members]
+        return list(args.members), curve_from_args(args)
+    directory = resolve_dir(args.dir)
+    manifest = load_manifest(directory)
+    return [m.client for m in manifest.members], curve_from_args(args, directory)
 
 
 def cluster_transfer_leader(args: argparse.Namespace) -> int:
     from actors.client import AdminError
 
-    addresses = _admin_addresses(args)
+    addresses, curve = _admin_addresses(args)
     member = MemberId(args.member) if args.member else None
     try:
-        response = admin_fn(args.timeout)(addresses, AdminOp.TRANSFER_LEADER, member)
+        response = admin_fn(args.timeout, curve)(addresses, AdminOp.TRANSFER_LEADER, member)
     except AdminError as exc:
         raise CliError(str(exc)) from None
     where = f" (clients at {response.leader_hint})" if response.leader_hint else ""
@@ -535,9 +553,16 @@ def cluster_transfer_leader(args: argparse.Namespace) -> int:
 def cluster_add(args: argparse.Namespace) -> int:
     from actors.client import AdminError, add_member
 
-    addresses = _admin_addresses(args)
+    addresses, curve = _admin_addresses(args)
     try:
-        add_member(addresses, MemberId(args.member), args.peer, args.client, timeout=args.timeout)
+        add_member(
+            addresses,
+            MemberId(args.member),
+            args.peer,
+            args.client,
+            timeout=args.timeout,
+            curve=curve,
+        )
     except AdminError as exc:
         raise CliError(str(exc)) from None
     print(f"{args.member} is a voting member")
@@ -547,9 +572,9 @@ def cluster_add(args: argparse.Namespace) -> int:
 def cluster_remove(args: argparse.Namespace) -> int:
     from actors.client import AdminError, remove_member
 
-    addresses = _admin_addresses(args)
+    addresses, curve = _admin_addresses(args)
     try:
-        remove_member(addresses, MemberId(args.member), timeout=args.timeout)
+        remove_member(addresses, MemberId(args.member), timeout=args.timeout, curve=curve)
     except AdminError as exc:
         raise CliError(str(exc)) from None
     print(f"removed {args.member}; its process can be stopped")

@@ -22,6 +22,8 @@ from actors.cli_common import (
     EXIT_OK,
     CliError,
     Subcommands,
+    add_curve_args,
+    curve_from_args,
     positive_float,
     positive_int,
 )
@@ -160,6 +162,7 @@ def add_parser(commands: Subcommands) -> None:
 
 
 def _target_args(p: argparse.ArgumentParser) -> None:
+    add_curve_args(p)
     p.add_argument(
         "--members",
         metavar="ADDR,...",
@@ -200,9 +203,11 @@ def _client(
     on_server_request: Callable[[Any], None] | None = None,
 ) -> Iterator[RaftClient]:
     members = members_from_args(args)  # before the import: "no cluster" needs no client
+    directory = None if args.members else resolve_dir(args.dir)
+    curve = curve_from_args(args, directory, admin=False)
     from actors.client import RaftClient
 
-    client = RaftClient(members, on_server_request=on_server_request)
+    client = RaftClient(members, on_server_request=on_server_request, curve=curve)
     try:
         try:
             client.connect(timeout=timeout)

@@ -14,7 +14,14 @@ import threading
 from types import FrameType
 from typing import Any
 
-from actors.cli_common import EXIT_ERROR, EXIT_OK, Subcommands, make_app
+from actors.cli_common import (
+    EXIT_ERROR,
+    EXIT_OK,
+    Subcommands,
+    add_curve_args,
+    curve_from_args,
+    make_app,
+)
 from actors.cluster import APPS
 from actors.config import load_config
 
@@ -47,6 +54,7 @@ def add_parser(commands: Subcommands) -> None:
         "learner and becomes a voter once caught up. Its data directory must be empty "
         "on the first start",
     )
+    add_curve_args(p)
     p.set_defaults(handler=run_node)
 
 
@@ -83,8 +91,9 @@ def run_node(args: argparse.Namespace) -> int:
         f" in {config.data_dir}" if config.data_dir is not None else "",
     )
     if args.join:
+        curve = curve_from_args(args)
         threading.Thread(
-            target=_ask_to_join, args=(node, args.join, stop), name="join", daemon=True
+            target=_ask_to_join, args=(node, args.join, stop, curve), name="join", daemon=True
         ).start()
     try:
         while not stop.wait(0.5):
@@ -95,15 +104,18 @@ def run_node(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _ask_to_join(node: Any, address: str, stop: threading.Event) -> None:
-    """Ask the cluster (at ``address`` and the configured members) to add this node."""
+def _ask_to_join(node: Any, address: str, stop: threading.Event, curve: Any = None) -> None:
+    """Ask the cluster (at ``address`` and the configured members) to add this node
+    (with CURVE: ``curve``, the ``--key``/``--server-key`` settings, an admin key)."""
     from actors.client import AdminError, add_member
 
     cfg = node.config
     addresses = [address, *(a.client for m, a in cfg.members.items() if m != cfg.member_id)]
     while not stop.is_set():
         try:
-            add_member(addresses, cfg.member_id, node.peer_address, node.client_address)
+            add_member(
+                addresses, cfg.member_id, node.peer_address, node.client_address, curve=curve
+            )
         except AdminError as exc:
             log.warning("not added yet (%s); asking again", exc)
             stop.wait(1.0)

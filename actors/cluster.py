@@ -6,6 +6,8 @@ A *cluster directory* holds everything about one local cluster::
     DIR/<member>.toml    each node's configuration (``raft-actors node --config``)
     DIR/<member>.log     each node's stdout and stderr
     DIR/data/<member>/   each node's log, hard state and snapshots (durable storage)
+    DIR/keys/            CURVE key files (``cluster up --curve`` only): ``server/``,
+                         ``peers/<member>``, ``clients/client``, ``admins/admin``
 
 Nodes run as detached processes (their own session and process group), so they outlive
 the command that started them; the manifest remembers their pids. Before signalling a
@@ -46,6 +48,7 @@ __all__ = [
     "alive",
     "clear_current",
     "create_cluster",
+    "curve_key_paths",
     "free_ports",
     "live_pid",
     "load_manifest",
@@ -265,11 +268,13 @@ def create_cluster(
     app: str,
     storage: Storage,
     settings: dict[str, int] | None = None,
+    curve: bool = False,
 ) -> tuple[Path, ClusterManifest]:
     """Make a cluster directory: free loopback ports, one TOML config per node, the
     manifest (no pids yet). ``directory=None`` makes a fresh temporary one; an existing
     directory must be empty. ``settings`` are extra ``NodeConfig`` fields for every
-    node (e.g. ``election_timeout_ms``)."""
+    node (e.g. ``election_timeout_ms``). ``curve``: generate CURVE keys under ``DIR/keys``
+    (see :func:`curve_key_paths`) and turn CURVE on in every config."""
     if nodes < 1:
         raise ClusterError("a cluster needs at least one node")
     if app not in APPS:
@@ -300,10 +305,20 @@ def create_cluster(
         for m in members
     )
     extra = "".join(f"{k} = {int(v)}\n" for k, v in sorted((settings or {}).items()))
+    if curve:
+        _make_curve_keys(directory, [m.member_id for m in members])
     for m in members:
         head = f"member_id = {_toml_str(m.member_id)}\nstorage = {_toml_str(storage)}\n"
         if storage == "durable":
             head += f"data_dir = {_toml_str('data/' + m.member_id)}\n"
+        if curve:
+            head += (
+                'curve_server_key = "keys/server/server.key_secret"\n'
+                f"curve_node_key = {_toml_str(f'keys/peers/{m.member_id}.key_secret')}\n"
+                'curve_peer_keys = "keys/peers"\n'
+                'curve_client_keys = "keys/clients"\n'
+                'curve_admin_keys = "keys/admins"\n'
+            )
         (directory / m.config).write_text(
             f"# node {m.member_id}: `raft-actors node --config {m.config} --app {app}`\n"
             + head
@@ -313,6 +328,30 @@ def create_cluster(
     manifest = ClusterManifest(app=app, storage=storage, members=members)
     save_manifest(directory, manifest)
     return directory, manifest
+
+
+def curve_key_paths(directory: Path, *, admin: bool = True) -> tuple[Path, Path] | None:
+    """For a cluster made with ``curve=True``: (the admin's -- or with ``admin=False``
+    the client's -- ``.key_secret`` file, the server's public ``.key`` file), which the
+    CLI uses to talk to it; else None."""
+    keys = directory / "keys"
+    own = keys / "admins" / "admin.key_secret" if admin else keys / "clients" / "client.key_secret"
+    server = keys / "server" / "server.key"
+    return (own, server) if own.is_file() and server.is_file() else None
+
+
+def _make_curve_keys(directory: Path, members: Sequence[str]) -> None:
+    from actors.transport import CurveError, generate_keys
+
+    keys = directory / "keys"
+    try:
+        generate_keys(keys / "server", "server")
+        for member in members:
+            generate_keys(keys / "peers", member)
+        generate_keys(keys / "clients", "client")
+        generate_keys(keys / "admins", "admin")
+    except CurveError as exc:
+        raise ClusterError(f"cannot make CURVE keys: {exc}") from None
 
 
 # ---------------------------------------------------------------- processes

@@ -14,7 +14,14 @@ from typing import Any, Literal
 
 from protocol.ids import MemberId
 
-__all__ = ["ENTRY_OVERHEAD_BYTES", "ConfigError", "MemberAddress", "NodeConfig", "load_config"]
+__all__ = [
+    "CURVE_KEYS",
+    "ENTRY_OVERHEAD_BYTES",
+    "ConfigError",
+    "MemberAddress",
+    "NodeConfig",
+    "load_config",
+]
 
 #: Room a command needs around its payload in a log entry and an AppendEntries frame.
 ENTRY_OVERHEAD_BYTES = 4096
@@ -56,6 +63,31 @@ class NodeConfig:
     snapshot_trailing_entries: int = 1_000
     max_frame_bytes: int = 4 * 1024 * 1024
     max_payload_bytes: int = 1024 * 1024
+    #: Limits a hostile client cannot exceed (each answered with a typed error).
+    #: Sessions one client connection may create.
+    max_sessions_per_connection: int = 8
+    #: Sessions this node tracks at once (live plus being created).
+    max_sessions: int = 100_000
+    #: Commands of one session proposed and not yet answered.
+    max_pending_requests_per_session: int = 1024
+    #: Responses one session may leave cached: a command more than this far above the
+    #: session's lowest pending request id is refused (``TOO_MANY_PENDING``).
+    max_cached_responses_per_session: int = 8192
+    #: Queries of one connection being answered at once.
+    max_pending_queries_per_connection: int = 256
+    #: CURVE (all optional; on when ``curve_server_key`` is set; see the README's
+    #: Security section). The cluster's server key pair (a ``.key_secret`` file shared
+    #: by every member: clients and peers know its public half).
+    curve_server_key: Path | None = None
+    #: This member's own key pair (``.key_secret``), its identity towards other members.
+    curve_node_key: Path | None = None
+    #: Directory of the members' public keys (``*.key``) allowed on the peer port.
+    curve_peer_keys: Path | None = None
+    #: Directory of the client public keys allowed on the client port.
+    curve_client_keys: Path | None = None
+    #: Directory of the admin public keys: allowed on the client port, and the only
+    #: keys whose admin requests (membership, leadership transfer) are honoured.
+    curve_admin_keys: Path | None = None
     #: Test-only: a JSON file of peers to cut off (``{"drop": ["n2"]}``), read by
     #: :class:`actors.transport.FaultControlledPeerTransport`; fault-injection tests
     #: use it to partition real processes. ``None`` (the default): no such wrapper.
@@ -63,6 +95,14 @@ class NodeConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.curve_server_key is not None and (
+            self.curve_node_key is None or self.curve_peer_keys is None
+        ):
+            raise ConfigError("CURVE (curve_server_key) needs curve_node_key and curve_peer_keys")
+        if self.curve_server_key is None and any(
+            getattr(self, name) is not None for name in CURVE_KEYS[1:]
+        ):
+            raise ConfigError("curve_* keys need curve_server_key (which turns CURVE on)")
         if self.member_id not in self.members:
             raise ConfigError(f"member_id {self.member_id!r} is not among members")
         if self.storage == "durable" and self.data_dir is None:
@@ -71,7 +111,18 @@ class NodeConfig:
             raise ConfigError(f"storage must be 'durable' or 'memory', not {self.storage!r}")
         if self.transport not in ("zmq", "memory"):
             raise ConfigError(f"transport must be 'zmq' or 'memory', not {self.transport!r}")
-        for name in ("tick_ms", "election_timeout_ms", "heartbeat_ms", "session_timeout_ms"):
+        for name in (
+            "tick_ms",
+            "election_timeout_ms",
+            "heartbeat_ms",
+            "session_timeout_ms",
+            "max_sessions_per_connection",
+            "max_sessions",
+            "max_pending_requests_per_session",
+            "max_cached_responses_per_session",
+            "max_pending_queries_per_connection",
+            "max_payload_bytes",
+        ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
         if self.heartbeat_ms >= self.election_timeout_ms:
@@ -86,6 +137,11 @@ class NodeConfig:
             )
 
     @property
+    def curve(self) -> bool:
+        """Whether CURVE encryption and authentication are on."""
+        return self.curve_server_key is not None
+
+    @property
     def address(self) -> MemberAddress:
         return self.members[self.member_id]
 
@@ -98,12 +154,20 @@ class NodeConfig:
         return replace(self, **changes)
 
 
+#: The path-valued CURVE keys (``curve_server_key`` first: it turns CURVE on).
+CURVE_KEYS = (
+    "curve_server_key",
+    "curve_node_key",
+    "curve_peer_keys",
+    "curve_client_keys",
+    "curve_admin_keys",
+)
+_PATHS = ("data_dir", "fault_control", *CURVE_KEYS)
 _SCALARS = {f.name for f in fields(NodeConfig)} - {
     "member_id",
     "members",
-    "data_dir",
-    "fault_control",
     "extra",
+    *_PATHS,
 }
 
 
@@ -143,10 +207,12 @@ def config_from_dict(raw: dict[str, Any], base_dir: Path = Path()) -> NodeConfig
         if not isinstance(addr, dict) or set(addr) != {"peer", "client"}:
             raise ConfigError(f"members.{name} needs exactly 'peer' and 'client'")
         members[MemberId(str(name))] = MemberAddress(str(addr["peer"]), str(addr["client"]))
-    data_dir = raw.pop("data_dir", None)
-    fault_control = raw.pop("fault_control", None)
-    if fault_control is not None and type(fault_control) is not str:
-        raise ConfigError(f"fault_control must be str, got {fault_control!r}")
+    paths: dict[str, Path | None] = {}
+    for name in _PATHS:
+        value = raw.pop(name, None)
+        if value is not None and type(value) is not str:
+            raise ConfigError(f"{name} must be str, got {value!r}")
+        paths[name] = (base_dir / value) if value is not None else None
     extra = raw.pop("extra", {})
     unknown = set(raw) - _SCALARS
     if unknown:
@@ -159,9 +225,8 @@ def config_from_dict(raw: dict[str, Any], base_dir: Path = Path()) -> NodeConfig
         return NodeConfig(
             member_id=member_id,
             members=members,
-            data_dir=(base_dir / data_dir) if data_dir is not None else None,
-            fault_control=(base_dir / fault_control) if fault_control is not None else None,
             extra=extra,
+            **paths,  # type: ignore[arg-type]
             **raw,
         )
     except TypeError as exc:

@@ -34,6 +34,7 @@ from actors.link import RemoteRef, core_endpoint, registry_endpoint
 from actors.messages import PeerFrame, Reannounce, Tick
 from actors.registry import ClientFrame, start_registry_actor
 from actors.retry import RetrySchedulerActor
+from actors.security import NodeCurve, link_options, node_curve
 from actors.session import SessionActor
 from actors.status import StatusBoard
 from actors.storage import DurableStorage, MemoryStorage, StorageWriter
@@ -47,6 +48,7 @@ from actors.transport import (
     PeerFrameHandler,
     PeerTransport,
     ZmqClientTransport,
+    ZmqOptions,
     ZmqPeerTransport,
 )
 from protocol.actions import decode_raft_action
@@ -120,6 +122,7 @@ class Node:
         self._clients: ClientTransport | None = None
         self._link: PeerTransport | None = None
         self._tickers: list[Ticker] = []
+        self._curve: NodeCurve | None = None
         self._next_reannounce = 0
         self._state = "new"
 
@@ -145,6 +148,7 @@ class Node:
     def _start(self) -> None:
         cfg = self.config
         self._started_at = time.monotonic()
+        self._curve = node_curve(cfg) if cfg.transport == "zmq" else None
         if cfg.storage == "durable":
             assert cfg.data_dir is not None
             self._storage = DurableStorage.open(cfg.data_dir)
@@ -211,7 +215,9 @@ class Node:
         wiring.consensus = to_consensus.ref = consensus
         if self.registry_link is None:
             self._clients = self._client_transport(
-                lambda connection, data: to_registry.tell(ClientFrame(connection, data))
+                lambda connection, data: to_registry.tell(
+                    ClientFrame(connection, data, self._admin_sender())
+                )
             )
             registry = start_registry_actor(cfg, self._clients, wiring, self.status)
             self._refs.append(registry)
@@ -224,7 +230,7 @@ class Node:
                 core_endpoint(cfg.member_id),
                 lambda sender, frame: _from_registry(consensus, frame, cfg.max_frame_bytes),
                 bind=link.bind,
-                max_frame_bytes=cfg.max_frame_bytes,
+                options=link_options(self._curve, cfg.max_frame_bytes),
             )
             far = registry_endpoint(cfg.member_id)
             self._link.add_peer(far, link.registry_address)
@@ -319,9 +325,12 @@ class Node:
                     bind=cfg.address.peer,
                     max_frame_bytes=cfg.max_frame_bytes,
                 )
-            return ZmqPeerTransport(
-                cfg.member_id, handler, bind=cfg.address.peer, max_frame_bytes=cfg.max_frame_bytes
+            options = (
+                ZmqOptions(max_frame_bytes=cfg.max_frame_bytes)
+                if self._curve is None
+                else self._curve.peer_options(cfg.max_frame_bytes)
             )
+            return ZmqPeerTransport(cfg.member_id, handler, bind=cfg.address.peer, options=options)
 
         if cfg.fault_control is not None:  # test-only: partitions for fault injection
             return FaultControlledPeerTransport(cfg.fault_control, make, on_frame)
@@ -338,9 +347,18 @@ class Node:
                 node=cfg.member_id,
                 max_frame_bytes=cfg.max_frame_bytes,
             )
-        return ZmqClientTransport(
-            on_frame, bind=cfg.address.client, max_frame_bytes=cfg.max_frame_bytes
+        options = (
+            ZmqOptions(max_frame_bytes=cfg.max_frame_bytes)
+            if self._curve is None
+            else self._curve.client_options(cfg.max_frame_bytes)
         )
+        return ZmqClientTransport(on_frame, bind=cfg.address.client, options=options)
+
+    def _admin_sender(self) -> bool:
+        """Whether the client frame being delivered (on the transport's I/O thread) may
+        carry admin requests: always without CURVE, else only from an admin key."""
+        clients = self._clients
+        return not isinstance(clients, ZmqClientTransport) or clients.is_admin()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop everything this node started; idempotent."""

@@ -31,7 +31,7 @@ from protocol.ids import MemberId, SessionId
 from protocol.registry import Registry, RegistryConfig, RegistryEffects
 from protocol.wire import CLIENT_MESSAGE_TYPES
 
-__all__ = ["ClientFrame", "RegistryActor", "start_registry_actor"]
+__all__ = ["ClientFrame", "RegistryActor", "registry_config", "start_registry_actor"]
 
 _ACCEPTED = (*CLIENT_MESSAGE_TYPES, StatusRequest, AdminRequest)
 
@@ -40,6 +40,8 @@ _ACCEPTED = (*CLIENT_MESSAGE_TYPES, StatusRequest, AdminRequest)
 class ClientFrame:
     connection: bytes
     data: bytes
+    #: Whether the sender may run admin requests (False: a non-admin CURVE key).
+    admin: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +52,19 @@ class _AdminAnswer:
     response: AdminResponse
 
 
+def registry_config(config: NodeConfig) -> RegistryConfig:
+    """The registry's timeouts and hostile-client limits from the node's config."""
+    return RegistryConfig(
+        session_timeout_ms=config.session_timeout_ms,
+        max_payload_bytes=config.max_payload_bytes,
+        max_sessions_per_connection=config.max_sessions_per_connection,
+        max_sessions=config.max_sessions,
+        max_pending_requests_per_session=config.max_pending_requests_per_session,
+        max_cached_responses_per_session=config.max_cached_responses_per_session,
+        max_pending_queries_per_connection=config.max_pending_queries_per_connection,
+    )
+
+
 def start_registry_actor(
     config: NodeConfig,
     transport: ClientTransport,
@@ -58,10 +73,7 @@ def start_registry_actor(
 ) -> pykka.ActorRef[Any]:
     """A registry actor for ``config``'s member, serving clients on ``transport``."""
     registry = Registry(
-        RegistryConfig(
-            session_timeout_ms=config.session_timeout_ms,
-            max_payload_bytes=config.max_payload_bytes,
-        ),
+        registry_config(config),
         lambda: SessionId(secrets.token_hex(16)),
     )
     return RegistryActor.start(
@@ -98,7 +110,7 @@ class RegistryActor(NodeActor):
 
     def handle(self, message: Any) -> None:
         if isinstance(message, ClientFrame):
-            self._frame(message.connection, message.data, wall_ms())
+            self._frame(message.connection, message.data, wall_ms(), message.admin)
         elif isinstance(message, Tick):
             self._carry_out(self.registry.on_tick(message.now_ms))
         elif isinstance(message, _AdminAnswer):
@@ -110,7 +122,7 @@ class RegistryActor(NodeActor):
             for action in message:
                 self._carry_out(self.registry.on_server_action(action, now))
 
-    def _frame(self, connection: bytes, data: bytes, now_ms: int) -> None:
+    def _frame(self, connection: bytes, data: bytes, now_ms: int, admin: bool = True) -> None:
         try:
             msg: Any = decode(data, _ACCEPTED, max_bytes=self.max_frame_bytes)
         except ProtocolError as exc:
@@ -122,7 +134,12 @@ class RegistryActor(NodeActor):
             self._send(connection, encode(StatusResponse(msg.correlation_id, self.status())))
             return
         if isinstance(msg, AdminRequest):
-            self._admin(connection, msg)
+            if admin:
+                self._admin(connection, msg)
+            else:
+                error = "admin requests need an admin key (CURVE)"
+                refusal = AdminResponse(msg.correlation_id, False, error, False, None)
+                self._send(connection, encode(refusal))
             return
         self._carry_out(self.registry.on_client_message(connection, msg, now_ms))
 

@@ -27,7 +27,8 @@ from actors.config import NodeConfig, load_config
 from actors.link import RemoteRef, core_endpoint, registry_endpoint
 from actors.messages import Tick
 from actors.registry import ClientFrame, start_registry_actor
-from actors.transport import ZmqClientTransport, ZmqPeerTransport
+from actors.security import link_options, node_curve
+from actors.transport import ZmqClientTransport, ZmqOptions, ZmqPeerTransport
 from protocol.actions import LeadershipChanged, decode_server_action
 from protocol.admin import NodeStatus
 from protocol.codec import ProtocolError
@@ -54,12 +55,13 @@ class RegistryNode:
 
     def start(self) -> RegistryNode:
         cfg = self.config
+        curve = node_curve(cfg)
         wiring = Wiring()
         self._link = ZmqPeerTransport(
             registry_endpoint(cfg.member_id),
             self._from_core,
             bind=self.link_bind,
-            max_frame_bytes=cfg.max_frame_bytes,
+            options=link_options(curve, cfg.max_frame_bytes),
         )
         self._link.add_peer(core_endpoint(cfg.member_id), self.core_address)
         wiring.consensus = RemoteRef(self._link, core_endpoint(cfg.member_id))
@@ -67,7 +69,9 @@ class RegistryNode:
         self._clients = ZmqClientTransport(
             lambda connection, data: registry_ref[0].tell(ClientFrame(connection, data)),
             bind=cfg.address.client,
-            max_frame_bytes=cfg.max_frame_bytes,
+            options=ZmqOptions(max_frame_bytes=cfg.max_frame_bytes)
+            if curve is None
+            else curve.client_options(cfg.max_frame_bytes),
         )
         self._registry = start_registry_actor(cfg, self._clients, wiring, self.status)
         registry_ref.append(self._registry)

@@ -202,14 +202,26 @@ class CloseSession:
 @message(tag=230)
 @dataclass(frozen=True, slots=True)
 class SessionCreated:
+    """The session exists and is bound to this connection.
+
+    ``max_payload_bytes``: the node's payload limit (0: not announced); the client
+    fails larger commands and queries locally (``TOO_LARGE``) from then on, since a
+    frame over the node's limit would be dropped unanswered.
+    """
+
     session_id: SessionId
     nonce: bytes
+    max_payload_bytes: int = 0
 
 
 @message(tag=231)
 @dataclass(frozen=True, slots=True)
 class SessionContinued:
+    """The session is bound to this connection (``max_payload_bytes`` as in
+    :class:`SessionCreated`)."""
+
     nonce: bytes
+    max_payload_bytes: int = 0
 
 
 @message(tag=232)

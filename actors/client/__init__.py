@@ -8,7 +8,12 @@ The errors a request, a query or a session can fail with are re-exported from
 
 from actors.client.admin import AdminError, add_member, admin_request, remove_member
 from actors.client.host import ClientStats, ConnectionFactory
-from actors.client.raft_client import RaftClient, zmq_connection_factory
+from actors.client.raft_client import (
+    RaftClient,
+    curve_client,
+    curve_connection_factory,
+    zmq_connection_factory,
+)
 from actors.client.status import fetch_status
 from protocol.client import (
     ClientClosedError,
@@ -40,6 +45,8 @@ __all__ = [
     "SessionRejectedError",
     "add_member",
     "admin_request",
+    "curve_client",
+    "curve_connection_factory",
     "fetch_status",
     "remove_member",
     "zmq_connection_factory",

@@ -13,7 +13,8 @@ import time
 from collections.abc import Sequence
 
 from actors.client.host import ConnectionFactory
-from actors.client.raft_client import zmq_connection_factory
+from actors.client.raft_client import client_factory
+from actors.transport import CurveClient
 from protocol.admin import AdminOp, AdminRequest, AdminResponse
 from protocol.codec import ProtocolError, decode, encode
 from protocol.ids import MemberId
@@ -72,13 +73,15 @@ def admin_request(
     client_address: str = "",
     timeout: float = 30.0,
     connection_factory: ConnectionFactory | None = None,
+    curve: CurveClient | None = None,
 ) -> AdminResponse:
     """Carry out ``op`` at the cluster's leader, found from ``addresses`` (client
     addresses of members); returns the successful :class:`AdminResponse` or raises
-    :class:`AdminError` (refused for good, or still refused/unanswered at ``timeout``)."""
+    :class:`AdminError` (refused for good, or still refused/unanswered at ``timeout``).
+    ``curve``: connect with CURVE (with an admin key where the cluster checks them)."""
     if not addresses:
         raise AdminError("no member address given")
-    factory = connection_factory or zmq_connection_factory
+    factory = client_factory(connection_factory, curve)
     deadline = time.monotonic() + timeout
     candidates = list(addresses)
     turn = 0
@@ -116,12 +119,13 @@ def add_member(
     *,
     timeout: float = 60.0,
     connection_factory: ConnectionFactory | None = None,
+    curve: CurveClient | None = None,
 ) -> AdminResponse:
     """Teach every member at ``addresses`` the new member's addresses
     (``LEARN_MEMBER``, best effort: a member that misses it cannot reach the new one
     should it lead later), then add it at the leader (learner, promoted once caught up).
     The new node must be running (started with ``join``) for the change to complete."""
-    factory = connection_factory or zmq_connection_factory
+    factory = client_factory(connection_factory, curve)
     for address in dict.fromkeys(addresses):
         request = AdminRequest(
             next(_correlation), AdminOp.LEARN_MEMBER, member, peer_address, client_address
@@ -144,6 +148,7 @@ def remove_member(
     *,
     timeout: float = 60.0,
     connection_factory: ConnectionFactory | None = None,
+    curve: CurveClient | None = None,
 ) -> AdminResponse:
     """Remove ``member`` at the leader (a leader removing itself hands leadership away
     first; the request follows it to the new leader)."""
@@ -153,4 +158,5 @@ def remove_member(
         member,
         timeout=timeout,
         connection_factory=connection_factory,
+        curve=curve,
     )

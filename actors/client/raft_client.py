@@ -23,17 +23,32 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from actors.client.delivery import ServerRequestDispatcher
 from actors.client.host import ClientStats, ConnectionFactory, SessionHost
-from actors.transport import ClientConnection, ConnectionFrameHandler, ZmqClientConnection
+from actors.transport import (
+    ClientConnection,
+    ConnectionFrameHandler,
+    CurveClient,
+    ZmqClientConnection,
+    ZmqOptions,
+    load_key_pair,
+    load_public_key,
+)
 from protocol.client import ClientClosedError, ClientConfig, ClientPhase, RequestTimeoutError
 from protocol.ids import RequestId, SessionId
 from protocol.session.user import MsgpackCodec, UserCodec
 
-__all__ = ["RaftClient", "zmq_connection_factory"]
+__all__ = [
+    "RaftClient",
+    "client_factory",
+    "curve_client",
+    "curve_connection_factory",
+    "zmq_connection_factory",
+]
 
 _numbers = itertools.count(1)
 #: How long ``call``/``query`` wait beyond the user's deadline for the session thread to
@@ -44,6 +59,33 @@ _GRACE_S = 1.0
 def zmq_connection_factory(on_frame: ConnectionFrameHandler) -> ClientConnection:
     """The default: a ZeroMQ DEALER connection (its own I/O thread and context)."""
     return ZmqClientConnection(on_frame, name="client")
+
+
+def curve_connection_factory(curve: CurveClient) -> ConnectionFactory:
+    """ZeroMQ DEALER connections that are CURVE clients with ``curve``'s keys."""
+    options = ZmqOptions(curve_client=curve)
+
+    def factory(on_frame: ConnectionFrameHandler) -> ClientConnection:
+        return ZmqClientConnection(on_frame, name="client", options=options)
+
+    return factory
+
+
+def client_factory(
+    connection_factory: ConnectionFactory | None, curve: CurveClient | None
+) -> ConnectionFactory:
+    """``connection_factory`` if given, else ZeroMQ connections (CURVE with ``curve``)."""
+    if connection_factory is not None:
+        if curve is not None:
+            raise ValueError("pass either connection_factory or curve, not both")
+        return connection_factory
+    return zmq_connection_factory if curve is None else curve_connection_factory(curve)
+
+
+def curve_client(key_file: str | Path, server_key_file: str | Path) -> CurveClient:
+    """A client's CURVE settings from its own ``.key_secret`` file and the cluster's
+    server public key file (``.key``); raises ``CurveError`` for a bad file."""
+    return CurveClient(load_key_pair(key_file), load_public_key(server_key_file))
 
 
 class RaftClient:
@@ -59,6 +101,8 @@ class RaftClient:
     ``connection_factory(on_frame)`` builds the transport (default: ZeroMQ; tests pass
     in-memory ones). ``config`` holds the protocol knobs; its ``members`` are replaced
     by ``members``. ``tick_ms`` is the resolution of timers (deadlines, keep-alives).
+    ``curve`` (see :func:`curve_client`): talk CURVE with the client's key pair and the
+    cluster's server public key (instead of ``connection_factory``).
 
     Nothing happens until :meth:`connect`. Use as a context manager to close it::
 
@@ -76,6 +120,7 @@ class RaftClient:
         connection_factory: ConnectionFactory | None = None,
         config: ClientConfig | None = None,
         tick_ms: int = 20,
+        curve: CurveClient | None = None,
     ) -> None:
         if isinstance(members, str):
             raise TypeError("members must be a sequence of addresses, not one string")
@@ -101,7 +146,7 @@ class RaftClient:
         self._host = SessionHost(
             self._config,
             decode_response=self._codec.decode_response,
-            connection_factory=connection_factory or zmq_connection_factory,
+            connection_factory=client_factory(connection_factory, curve),
             tick_ms=tick_ms,
             deliver=None if dispatcher is None else dispatcher.put,
             on_exit=self._on_host_exit,

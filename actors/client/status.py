@@ -7,7 +7,8 @@ import threading
 import time
 
 from actors.client.host import ConnectionFactory
-from actors.client.raft_client import zmq_connection_factory
+from actors.client.raft_client import client_factory
+from actors.transport import CurveClient
 from protocol.admin import NodeStatus, StatusRequest, StatusResponse
 from protocol.codec import ProtocolError, decode, encode
 
@@ -24,11 +25,13 @@ def fetch_status(
     *,
     timeout: float = 2.0,
     connection_factory: ConnectionFactory | None = None,
+    curve: CurveClient | None = None,
 ) -> NodeStatus:
     """One ``StatusRequest`` to the node at ``address`` (its client address) on a fresh
     connection; returns its :class:`~protocol.admin.NodeStatus`, or raises
     ``TimeoutError`` after ``timeout`` seconds. Any node answers, whatever its role.
-    Other frames on the connection are ignored."""
+    Other frames on the connection are ignored. ``curve``: connect with CURVE (a node
+    that refuses the key never answers: ``TimeoutError``)."""
     cid = next(_correlation)
     answered = threading.Event()
     answer: list[NodeStatus] = []
@@ -42,7 +45,7 @@ def fetch_status(
             answer.append(msg.status)
             answered.set()
 
-    conn = (connection_factory or zmq_connection_factory)(on_frame)
+    conn = client_factory(connection_factory, curve)(on_frame)
     try:
         conn.start()
         conn.connect(address)

@@ -18,10 +18,21 @@ from .base import (
     TransportError,
     TransportStats,
 )
+from .curve import (
+    CurveClient,
+    CurveError,
+    CurveKeyPair,
+    CurveServer,
+    curve_available,
+    generate_keys,
+    load_key_pair,
+    load_public_key,
+    load_public_keys,
+)
 from .fault_control import DropRules, FaultControlledPeerTransport, read_drop_rules, read_rules
 from .hub import Faults, HubStats, InMemoryHub
 from .inmemory import InMemoryClientConnection, InMemoryClientTransport, InMemoryPeerTransport
-from .zmq_transport import ZmqClientConnection, ZmqClientTransport, ZmqPeerTransport
+from .zmq_transport import ZmqClientConnection, ZmqClientTransport, ZmqOptions, ZmqPeerTransport
 
 __all__ = [
     "DEFAULT_MAX_FRAME_BYTES",
@@ -29,6 +40,10 @@ __all__ = [
     "ClientFrameHandler",
     "ClientTransport",
     "ConnectionFrameHandler",
+    "CurveClient",
+    "CurveError",
+    "CurveKeyPair",
+    "CurveServer",
     "DropRules",
     "FaultControlledPeerTransport",
     "Faults",
@@ -45,7 +60,13 @@ __all__ = [
     "TransportStats",
     "ZmqClientConnection",
     "ZmqClientTransport",
+    "ZmqOptions",
     "ZmqPeerTransport",
+    "curve_available",
+    "generate_keys",
+    "load_key_pair",
+    "load_public_key",
+    "load_public_keys",
     "read_drop_rules",
     "read_rules",
 ]

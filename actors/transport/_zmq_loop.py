@@ -176,6 +176,10 @@ class ZmqLoop:
     def _on_message(self, socket: zmq.Socket[Any], parts: list[bytes]) -> None:
         raise NotImplementedError
 
+    def _receive(self, socket: zmq.Socket[Any]) -> list[bytes]:
+        """One multipart message from ``socket`` (non-blocking; raises ``zmq.Again``)."""
+        return socket.recv_multipart(zmq.NOBLOCK)
+
     def _on_command(self, command: Command) -> None:
         raise NotImplementedError
 
@@ -255,7 +259,7 @@ class ZmqLoop:
             if self._stopping or socket.closed:
                 return
             try:
-                parts = socket.recv_multipart(zmq.NOBLOCK)
+                parts = self._receive(socket)
             except zmq.Again:
                 return
             try:

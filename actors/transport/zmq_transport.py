@@ -11,6 +11,12 @@ Wire layout:
   clients are counted, not silently lost); a client connection is a DEALER sending
   single-part messages. The ROUTER sees ``[routing id, frame]``.
 
+Optional CURVE (:mod:`.curve`, set in :class:`ZmqOptions`): the binding sockets (PULL,
+ROUTER) are CURVE servers that let in only allowed public keys, the connecting ones
+(PUSH, DEALER) CURVE clients; a ZAP handler on the transport's own I/O thread checks the
+keys, and the ROUTER tells for each message whether it came from an admin key
+(:meth:`ZmqClientTransport.is_admin`).
+
 Each transport has one I/O thread that owns all its sockets (:mod:`._zmq_loop`).
 Received frames over ``max_frame_bytes`` and messages of the wrong shape are dropped and
 counted; hostile bytes at a port (even non-ZMTP garbage, which libzmq rejects at the
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 import collections
 import threading
+from dataclasses import dataclass
 from typing import Any
 
 import zmq
@@ -36,11 +43,21 @@ from .base import (
     PeerFrameHandler,
     TransportError,
 )
+from .curve import (
+    ADMIN_USER,
+    CurveClient,
+    CurveServer,
+    ZapHandler,
+    configure_client,
+    configure_server,
+    curve_available,
+)
 
 __all__ = [
     "MAX_MEMBER_ID_BYTES",
     "ZmqClientConnection",
     "ZmqClientTransport",
+    "ZmqOptions",
     "ZmqPeerTransport",
 ]
 
@@ -49,6 +66,49 @@ MAX_MEMBER_ID_BYTES = 255
 MAX_BANNED_ROUTING_IDS = 65_536
 
 _SEND, _ADD, _REMOVE, _DISCONNECT, _CONNECT, _CLOSE = range(6)
+
+
+@dataclass(frozen=True, slots=True)
+class ZmqOptions:
+    """Settings shared by every ZeroMQ transport.
+
+    ``max_frame_bytes``: larger frames are dropped and counted, both ways. ``hwm``: the
+    sockets' high-water marks. ``queue_limit``: frames queued for the I/O thread before
+    sends are dropped. ``validator``: run on every received frame; one that raises drops
+    it (counted as a decode error). ``context``: a caller-owned ZeroMQ context (else
+    each transport makes and terminates its own; with CURVE servers, at most one
+    transport per context, as each binds the context's ZAP endpoint).
+    ``curve_server``: CURVE for the binding sockets (peer PULL, client ROUTER);
+    ``curve_client``: CURVE for the connecting ones (peer PUSH, client DEALER). A peer
+    transport needs both or neither.
+    """
+
+    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
+    hwm: int = DEFAULT_HWM
+    queue_limit: int = DEFAULT_QUEUE_LIMIT
+    validator: FrameValidator | None = None
+    context: zmq.Context[Any] | None = None
+    curve_server: CurveServer | None = None
+    curve_client: CurveClient | None = None
+
+    def __post_init__(self) -> None:
+        if (self.curve_server or self.curve_client) and not curve_available():
+            raise TransportError("CURVE was asked for, but this libzmq has no CURVE support")
+
+
+DEFAULT_OPTIONS = ZmqOptions()
+
+
+def _loop_init(loop: ZmqLoop, name: str, options: ZmqOptions) -> None:
+    ZmqLoop.__init__(
+        loop,
+        name,
+        context=options.context,
+        max_frame_bytes=options.max_frame_bytes,
+        hwm=options.hwm,
+        queue_limit=options.queue_limit,
+        validator=options.validator,
+    )
 
 
 def _member_bytes(member: MemberId) -> bytes:
@@ -63,7 +123,8 @@ class ZmqPeerTransport(ZmqLoop):
 
     ``bind`` is where this node listens (``tcp://127.0.0.1:0`` picks a free port; read
     :attr:`address` after :meth:`start`). ``on_frame(from_member, frame)`` runs on the
-    I/O thread. The claimed sender id is not authenticated (nor is anything else yet).
+    I/O thread. Without CURVE nothing is authenticated; with CURVE only peers holding
+    an allowed key get frames in (the claimed sender id is still not bound to the key).
     """
 
     def __init__(
@@ -72,19 +133,16 @@ class ZmqPeerTransport(ZmqLoop):
         on_frame: PeerFrameHandler,
         *,
         bind: str = "tcp://127.0.0.1:0",
-        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
-        hwm: int = DEFAULT_HWM,
-        queue_limit: int = DEFAULT_QUEUE_LIMIT,
-        validator: FrameValidator | None = None,
-        context: zmq.Context[Any] | None = None,
+        options: ZmqOptions = DEFAULT_OPTIONS,
     ) -> None:
-        super().__init__(
-            f"peer-{member_id}",
-            context=context,
-            max_frame_bytes=max_frame_bytes,
-            hwm=hwm,
-            queue_limit=queue_limit,
-            validator=validator,
+        if (options.curve_server is None) != (options.curve_client is None):
+            raise ValueError("a CURVE peer transport needs curve_server and curve_client")
+        _loop_init(self, f"peer-{member_id}", options)
+        self._options = options
+        self._zap = (
+            None
+            if options.curve_server is None
+            else ZapHandler("peers", options.curve_server, f"peer-{member_id}")
         )
         self._member_id = member_id
         self._member_raw = _member_bytes(member_id)
@@ -126,9 +184,13 @@ class ZmqPeerTransport(ZmqLoop):
     # -- I/O thread ------------------------------------------------------------------
 
     def _open(self, context: zmq.Context[Any]) -> None:
+        if self._zap is not None:
+            self._zap.open(context)
         pull = context.socket(zmq.PULL)
         self._pull = pull
         self._configure(pull, receives=True)
+        if self._options.curve_server is not None:
+            configure_server(pull, self._options.curve_server, "peers")
         try:
             pull.bind(bindable(self._bind))
         except zmq.ZMQError as exc:
@@ -136,7 +198,8 @@ class ZmqPeerTransport(ZmqLoop):
         self._address = pull.getsockopt_string(zmq.LAST_ENDPOINT)
 
     def _receivers(self) -> list[zmq.Socket[Any]]:
-        return [] if self._pull is None else [self._pull]
+        zap = [] if self._zap is None or self._zap.socket is None else [self._zap.socket]
+        return zap + ([] if self._pull is None else [self._pull])
 
     def _on_command(self, command: Command) -> None:
         op = command[0]
@@ -163,6 +226,8 @@ class ZmqPeerTransport(ZmqLoop):
             push = self._ctx.socket(zmq.PUSH)
             self._configure(push, receives=False)
             push.setsockopt(zmq.IMMEDIATE, 1)
+            if self._options.curve_client is not None:
+                configure_client(push, self._options.curve_client)
             try:
                 push.connect(address)
             except zmq.ZMQError as exc:
@@ -181,6 +246,9 @@ class ZmqPeerTransport(ZmqLoop):
             old[1].close(0)
 
     def _on_message(self, socket: zmq.Socket[Any], parts: list[bytes]) -> None:
+        if self._zap is not None and socket is self._zap.socket:
+            self._zap.handle(parts)
+            return
         if len(parts) != 2:
             self._malformed(f"{len(parts)} parts, want 2")
             return
@@ -207,6 +275,8 @@ class ZmqPeerTransport(ZmqLoop):
         self._push.clear()
         if self._pull is not None:
             self._pull.close(0)
+        if self._zap is not None:
+            self._zap.close()
 
 
 class ZmqClientTransport(ZmqLoop):
@@ -214,6 +284,10 @@ class ZmqClientTransport(ZmqLoop):
 
     ``on_frame(routing_id, frame)`` runs on the I/O thread. Client frames must be
     non-empty single-part messages; anything else is dropped as malformed.
+
+    With ``options.curve_server`` only allowed keys connect, and :meth:`is_admin` tells
+    (on the I/O thread, i.e. inside ``on_frame``) whether the message being handled
+    came from an admin key.
     """
 
     def __init__(
@@ -222,20 +296,12 @@ class ZmqClientTransport(ZmqLoop):
         *,
         bind: str = "tcp://127.0.0.1:0",
         name: str = "clients",
-        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
-        hwm: int = DEFAULT_HWM,
-        queue_limit: int = DEFAULT_QUEUE_LIMIT,
-        validator: FrameValidator | None = None,
-        context: zmq.Context[Any] | None = None,
+        options: ZmqOptions = DEFAULT_OPTIONS,
     ) -> None:
-        super().__init__(
-            name,
-            context=context,
-            max_frame_bytes=max_frame_bytes,
-            hwm=hwm,
-            queue_limit=queue_limit,
-            validator=validator,
-        )
+        _loop_init(self, name, options)
+        self._curve = options.curve_server
+        self._zap = None if self._curve is None else ZapHandler("clients", self._curve, name)
+        self._admin_now = self._curve is None
         self._on_frame = on_frame
         self._bind = bind
         self._address = bind
@@ -253,12 +319,26 @@ class ZmqClientTransport(ZmqLoop):
     def disconnect(self, routing_id: bytes) -> None:
         self._enqueue_control((_DISCONNECT, routing_id))
 
+    @property
+    def curve(self) -> bool:
+        """Whether CURVE authentication is on."""
+        return self._curve is not None
+
+    def is_admin(self) -> bool:
+        """Whether the message now being handed to ``on_frame`` came from an admin key
+        (always True without CURVE). Only meaningful inside ``on_frame``."""
+        return self._admin_now
+
     # -- I/O thread ------------------------------------------------------------------
 
     def _open(self, context: zmq.Context[Any]) -> None:
+        if self._zap is not None:
+            self._zap.open(context)
         router = context.socket(zmq.ROUTER)
         self._router = router
         self._configure(router, receives=True)
+        if self._curve is not None:
+            configure_server(router, self._curve, "clients")
         router.setsockopt(zmq.ROUTER_MANDATORY, 1)
         try:
             router.bind(bindable(self._bind))
@@ -267,7 +347,19 @@ class ZmqClientTransport(ZmqLoop):
         self._address = router.getsockopt_string(zmq.LAST_ENDPOINT)
 
     def _receivers(self) -> list[zmq.Socket[Any]]:
-        return [] if self._router is None else [self._router]
+        zap = [] if self._zap is None or self._zap.socket is None else [self._zap.socket]
+        return zap + ([] if self._router is None else [self._router])
+
+    def _receive(self, socket: zmq.Socket[Any]) -> list[bytes]:
+        if self._curve is None or socket is not self._router:
+            return socket.recv_multipart(zmq.NOBLOCK)
+        frames = socket.recv_multipart(zmq.NOBLOCK, copy=False)
+        try:
+            user = frames[-1].get("User-Id")
+        except zmq.ZMQError:  # pragma: no cover - CURVE connections always carry it
+            user = ""
+        self._admin_now = user == ADMIN_USER.decode()
+        return [f.bytes for f in frames]
 
     def _on_command(self, command: Command) -> None:
         op, routing_id = command[0], command[1]
@@ -289,6 +381,9 @@ class ZmqClientTransport(ZmqLoop):
                 self._banned.popitem(last=False)
 
     def _on_message(self, socket: zmq.Socket[Any], parts: list[bytes]) -> None:
+        if self._zap is not None and socket is self._zap.socket:
+            self._zap.handle(parts)
+            return
         if len(parts) != 2 or not parts[1]:
             self._malformed(f"{len(parts)} parts from a client, want routing id + 1 frame")
             return
@@ -307,6 +402,8 @@ class ZmqClientTransport(ZmqLoop):
     def _close(self) -> None:
         if self._router is not None:
             self._router.close(0)
+        if self._zap is not None:
+            self._zap.close()
 
 
 class ZmqClientConnection(ZmqLoop):
@@ -314,7 +411,8 @@ class ZmqClientConnection(ZmqLoop):
 
     Unlike peer links the DEALER queues (up to the high-water mark) while the TCP
     connection is being set up, so a request sent right after :meth:`connect` is not
-    lost; ``on_frame(frame)`` runs on the I/O thread.
+    lost; ``on_frame(frame)`` runs on the I/O thread. With ``options.curve_client`` the
+    DEALER is a CURVE client (a server that refuses its key never answers).
     """
 
     def __init__(
@@ -322,20 +420,10 @@ class ZmqClientConnection(ZmqLoop):
         on_frame: ConnectionFrameHandler,
         *,
         name: str = "client",
-        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
-        hwm: int = DEFAULT_HWM,
-        queue_limit: int = DEFAULT_QUEUE_LIMIT,
-        validator: FrameValidator | None = None,
-        context: zmq.Context[Any] | None = None,
+        options: ZmqOptions = DEFAULT_OPTIONS,
     ) -> None:
-        super().__init__(
-            name,
-            context=context,
-            max_frame_bytes=max_frame_bytes,
-            hwm=hwm,
-            queue_limit=queue_limit,
-            validator=validator,
-        )
+        _loop_init(self, name, options)
+        self._curve = options.curve_client
         self._on_frame = on_frame
         self._target_lock = threading.Lock()
         self._target: str | None = None
@@ -389,6 +477,8 @@ class ZmqClientConnection(ZmqLoop):
             assert self._ctx is not None
             dealer = self._ctx.socket(zmq.DEALER)
             self._configure(dealer, receives=True)
+            if self._curve is not None:
+                configure_client(dealer, self._curve)
             try:
                 dealer.connect(command[1])
             except zmq.ZMQError as exc:

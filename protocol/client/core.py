@@ -99,6 +99,8 @@ class ClientSessionCore:
 
     def __init__(self, config: ClientConfig) -> None:
         self._config = config
+        #: The client's payload limit, lowered to the node's once a node announces it.
+        self._max_payload = config.max_payload_bytes
         self._phase = ClientPhase.IDLE
         self._session_id: SessionId | None = None
         self._member = 0
@@ -180,8 +182,8 @@ class ClientSessionCore:
         self._next_request += 1
         if self._phase in _TERMINAL:
             self._fx.completed.append(Completion(rid, None, self._terminal_error()))
-        elif len(payload) > self._config.max_payload_bytes:
-            error = RequestFailedError(ErrorReason.TOO_LARGE, f"{len(payload)} bytes")
+        elif len(payload) > self._max_payload:
+            error = _too_large(payload, self._max_payload)
             self._fx.completed.append(Completion(rid, None, error))
         else:
             self._pending[rid] = _Pending(payload, deadline_ms)
@@ -200,8 +202,8 @@ class ClientSessionCore:
         self._next_query += 1
         if self._phase in _TERMINAL:
             self._fx.queries_completed.append(QueryCompletion(cid, None, self._terminal_error()))
-        elif len(payload) > self._config.max_payload_bytes:
-            error = RequestFailedError(ErrorReason.TOO_LARGE, f"{len(payload)} bytes")
+        elif len(payload) > self._max_payload:
+            error = _too_large(payload, self._max_payload)
             self._fx.queries_completed.append(QueryCompletion(cid, None, error))
         else:
             self._queries[cid] = _Pending(payload, deadline_ms)
@@ -311,6 +313,8 @@ class ClientSessionCore:
             if self._session_id is not None:
                 return  # we asked to continue; a stale creation answer is not ours
             self._session_id = msg.session_id
+        if 0 < msg.max_payload_bytes < self._max_payload:
+            self._lower_payload_limit(msg.max_payload_bytes)
         self._phase = ClientPhase.ACTIVE
         self._attempts = 0
         self._next_keep_alive_ms = now_ms + self._config.keep_alive_interval_ms
@@ -410,6 +414,17 @@ class ClientSessionCore:
             self._in_flight += 1
         self._send(ClientRequest(rid, lowest, pending.payload))
 
+    def _lower_payload_limit(self, limit: int) -> None:
+        """The node takes at most ``limit`` bytes: fail what is queued above it."""
+        self._max_payload = limit
+        for rid in [r for r, p in self._pending.items() if len(p.payload) > limit]:
+            pending = self._pending.pop(rid)  # (in-flight counts restart in _send_all)
+            self._fx.completed.append(Completion(rid, None, _too_large(pending.payload, limit)))
+        for cid in [c for c, q in self._queries.items() if len(q.payload) > limit]:
+            query = self._queries.pop(cid)
+            error = _too_large(query.payload, limit)
+            self._fx.queries_completed.append(QueryCompletion(cid, None, error))
+
     def _fill_window(self, now_ms: int) -> None:
         """Send unsent requests, in id order, while fewer than the window are in flight."""
         unsent = self._unsent
@@ -508,3 +523,7 @@ class ClientSessionCore:
     def _take(self) -> ClientEffects:
         fx, self._fx = self._fx, ClientEffects()
         return fx
+
+
+def _too_large(payload: bytes, limit: int) -> RequestFailedError:
+    return RequestFailedError(ErrorReason.TOO_LARGE, f"{len(payload)} bytes, limit {limit}")

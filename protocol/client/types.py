@@ -122,7 +122,8 @@ class ClientConfig:
     #: Requests sent and unanswered at once; later ones wait for earlier ones to
     #: complete (keep it at or below the cluster's pending-requests-per-session limit).
     max_in_flight: int = 1000
-    #: Larger payloads fail locally with ``RequestFailedError(TOO_LARGE)``.
+    #: Larger payloads fail locally with ``RequestFailedError(TOO_LARGE)``; a node
+    #: that takes less announces its own limit when a session opens, which then holds.
     max_payload_bytes: int = 1 << 20
     #: Out-of-order server requests kept while waiting for a gap to fill.
     max_buffered_server_requests: int = 10_000

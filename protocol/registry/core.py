@@ -222,7 +222,7 @@ class Registry(ConnectionTable):
             conn.waiting = msg
             self._waiting.setdefault(msg.session_id, set()).add(conn.routing_id)
         else:
-            self._bind(conn, s, SessionContinued(msg.nonce), now_ms)
+            self._bind(conn, s, SessionContinued(msg.nonce, self._config.max_payload_bytes), now_ms)
 
     def _keep_alive(self, conn: ConnectionRecord, msg: KeepAlive) -> None:
         if conn.session_id == msg.session_id:
@@ -234,6 +234,7 @@ class Registry(ConnectionTable):
         rid = msg.request_id
         s = None if conn.session_id is None else self._sessions[conn.session_id]
         reason: ErrorReason | None = None
+        detail = ""
         if s is None:
             reason = ErrorReason.NO_SESSION
         elif len(msg.payload) > self._config.max_payload_bytes:
@@ -244,8 +245,10 @@ class Registry(ConnectionTable):
             return  # a resend of a request already proposed: its answer will come
         elif len(s.in_flight) >= self._config.max_pending_requests_per_session:
             reason = ErrorReason.TOO_MANY_PENDING
+        elif rid - msg.lowest_pending_request_id >= self._config.max_cached_responses_per_session:
+            reason, detail = ErrorReason.TOO_MANY_PENDING, "too many responses left cached"
         if reason is not None:
-            self._send(conn.routing_id, RequestError(rid, reason, "", None))
+            self._send(conn.routing_id, RequestError(rid, reason, detail, None))
             return
         assert s is not None
         s.in_flight.add(rid)
@@ -334,7 +337,9 @@ class Registry(ConnectionTable):
         conn = self._connections.get(pending.connection)
         if conn is not None and conn.creating.get(pending.nonce) == sid:
             del conn.creating[pending.nonce]
-            self._bind(conn, s, SessionCreated(sid, pending.nonce), now_ms)
+            self._bind(
+                conn, s, SessionCreated(sid, pending.nonce, self._config.max_payload_bytes), now_ms
+            )
 
     def _rejected(self, action: RejectSession) -> None:
         pending = self._pending.pop(action.session_id, None)

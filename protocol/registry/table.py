@@ -93,6 +93,11 @@ class ConnectionTable:
     # ------------------------------------------------------------------ inspection
 
     @property
+    def config(self) -> RegistryConfig:
+        """The limits and timeouts this table enforces."""
+        return self._config
+
+    @property
     def is_leader(self) -> bool:
         return self._role is NodeRole.LEADER
 
@@ -176,7 +181,9 @@ class ConnectionTable:
             if s is None:
                 self._reject(routing_id, RejectReason.SESSION_EXPIRED, msg.nonce)
             else:
-                self._bind(conn, s, SessionContinued(msg.nonce), now_ms)
+                self._bind(
+                    conn, s, SessionContinued(msg.nonce, self._config.max_payload_bytes), now_ms
+                )
             self._prune(conn)
 
     def _stop_waiting(self, conn: ConnectionRecord) -> None:

@@ -40,6 +40,11 @@ class RegistryConfig:
     max_sessions: int = 100_000
     #: Client requests of one session proposed and not yet answered.
     max_pending_requests_per_session: int = 1024
+    #: How far a command's id may lie above the session's lowest pending request id.
+    #: The state machine caches a session's responses from its lowest pending id up, so
+    #: this bounds that cache (a client that never advances its lowest pending id is
+    #: refused with ``TOO_MANY_PENDING`` instead of growing it without end).
+    max_cached_responses_per_session: int = 8192
     #: Queries of one connection sent to consensus and not yet answered.
     max_pending_queries_per_connection: int = 256
     #: Queries of all connections sent to consensus and not yet answered.

@@ -83,7 +83,7 @@ def worker_main(argv: list[str]) -> int:
     import zmq
 
     from actors.client import ClientConfig, RaftClient
-    from actors.transport import ZmqClientConnection
+    from actors.transport import ZmqClientConnection, ZmqOptions
 
     spec = json.loads(argv[0])
     addresses: list[str] = spec["addresses"]
@@ -92,7 +92,9 @@ def worker_main(argv: list[str]) -> int:
     context = zmq.Context()
 
     def factory(on_frame: Any) -> ZmqClientConnection:
-        return ZmqClientConnection(on_frame, name="bench-client", context=context)
+        return ZmqClientConnection(
+            on_frame, name="bench-client", options=ZmqOptions(context=context)
+        )
 
     config = ClientConfig(tuple(addresses), max_in_flight=max(window, 1))
     clients = []

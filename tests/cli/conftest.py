@@ -124,5 +124,5 @@ def fake_cluster(monkeypatch: pytest.MonkeyPatch, reaper: Reaper) -> FakeCluster
     """``cluster ...`` commands run stand-in nodes and see :class:`FakeCluster` status."""
     fake = FakeCluster()
     monkeypatch.setattr(actors.cluster, "node_command", fake.command)
-    monkeypatch.setattr(actors.cli_cluster, "status_fn", lambda timeout: fake.status)
+    monkeypatch.setattr(actors.cli_cluster, "status_fn", lambda timeout, curve=None: fake.status)
     return fake

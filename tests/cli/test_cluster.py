@@ -305,7 +305,7 @@ def test_cli_cluster_up_without_a_leader_in_time_stops_the_nodes(
     def no_answer(address: str) -> NoReturn:
         raise TimeoutError(f"{address} does not answer")
 
-    monkeypatch.setattr(cli_cluster, "status_fn", lambda timeout: no_answer)
+    monkeypatch.setattr(cli_cluster, "status_fn", lambda timeout, curve=None: no_answer)
     started: list[int] = []
 
     def spawn(*args: Any, **kwargs: Any) -> int:

@@ -483,3 +483,37 @@ def test_busy_servers_make_requests_wait_not_fail(reason: ErrorReason) -> None:
     assert core.on_message(RequestError(R(1), reason, "", None), 1) == ClientEffects()
     assert core.pending_request_ids == (1,)
     assert core.on_tick(100).send == [ClientRequest(R(1), R(1), b"a")]
+
+
+def test_the_node_s_announced_payload_limit_lowers_the_client_s() -> None:
+    """A node that takes less than the client's limit says so when the session opens:
+    larger commands and queries then fail at once (TOO_LARGE), queued ones included,
+    instead of being sent in frames the node drops unanswered."""
+    core = make(max_payload_bytes=100)
+    core.start(0)
+    big, _ = core.submit(b"x" * 50, 0)
+    small, _ = core.submit(b"x" * 10, 0)
+    big_query, _ = core.query(b"q" * 50, 0)
+    (msg,) = core.on_connected(0).send
+    assert isinstance(msg, CreateSession)
+    fx = core.on_message(SessionCreated(SID, msg.nonce, 20), 0)
+    (done,) = fx.completed
+    assert done.request_id == big and isinstance(done.error, RequestFailedError)
+    assert done.error.reason is ErrorReason.TOO_LARGE and "limit 20" in str(done.error)
+    (query_done,) = fx.queries_completed
+    assert query_done.correlation_id == big_query
+    assert isinstance(query_done.error, RequestFailedError)
+    assert [m for m in fx.send if isinstance(m, ClientRequest)] == [
+        ClientRequest(small, small, b"x" * 10)
+    ]
+    _, fx = core.submit(b"x" * 21, 0)
+    assert isinstance(fx.completed[0].error, RequestFailedError) and not fx.send
+    _, fx = core.query(b"x" * 21, 0)
+    assert isinstance(fx.queries_completed[0].error, RequestFailedError) and not fx.send
+    # A larger announcement later (another node) never raises the client's own limit.
+    core.on_message(SessionClosed(CloseReason.NOT_LEADER, MEMBERS[1]), 0)
+    (cont,) = core.on_connected(0).send
+    assert isinstance(cont, ContinueSession)
+    core.on_message(SessionContinued(cont.nonce, 1000), 0)
+    _, fx = core.submit(b"x" * 21, 0)
+    assert isinstance(fx.completed[0].error, RequestFailedError)

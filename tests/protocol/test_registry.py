@@ -51,6 +51,8 @@ from protocol.wire import (
 from tests.protocol.registry_helpers import HINT, SELF, follow, lead, make_registry
 
 A, B = b"conn-a", b"conn-b"
+#: The payload limit every session-open answer announces (the default config's).
+LIMIT = RegistryConfig().max_payload_bytes
 S1 = SessionId("s1")
 R = RequestId
 
@@ -60,7 +62,9 @@ def created(reg: Registry, conn: bytes = A, now: int = 0, nonce: bytes = b"n") -
     (action,) = fx.propose
     assert isinstance(action, CreateSessionAction)
     fx = reg.on_server_action(SessionCreationConfirmed(action.session_id, {"k": "v"}), now)
-    assert fx.send == [(conn, SessionCreated(action.session_id, nonce))]
+    assert fx.send == [
+        (conn, SessionCreated(action.session_id, nonce, reg.config.max_payload_bytes))
+    ]
     return action.session_id
 
 
@@ -99,7 +103,7 @@ def test_create_session_is_proposed_once_per_nonce_and_bound_when_confirmed() ->
     assert fx.propose == [CreateSessionAction(S1, {"k": "v"})] and not fx.send
     assert reg.on_client_message(A, CreateSession({"k": "v"}, b"n"), 1).propose == []
     fx = reg.on_server_action(SessionCreationConfirmed(S1, {"k": "v"}), 2)
-    assert fx.send == [(A, SessionCreated(S1, b"n"))]
+    assert fx.send == [(A, SessionCreated(S1, b"n", LIMIT))]
     assert reg.session_of(A) == S1 and reg.connection_of(S1) == A
 
 
@@ -241,13 +245,13 @@ def test_continue_moves_the_session_to_the_new_connection() -> None:
     fx = reg.on_client_message(B, ContinueSession(sid, b"c"), 0)
     assert fx.send == [
         (A, SessionClosed(CloseReason.MOVED, None)),
-        (B, SessionContinued(b"c")),
+        (B, SessionContinued(b"c", LIMIT)),
     ]
     assert reg.connection_of(sid) == B and reg.session_of(A) is None
     assert reg.status().connections == 1  # A held nothing else and was forgotten
     # continuing again on the same connection is harmless
     assert reg.on_client_message(B, ContinueSession(sid, b"d"), 0).send == [
-        (B, SessionContinued(b"d"))
+        (B, SessionContinued(b"d", LIMIT))
     ]
 
 
@@ -269,7 +273,7 @@ def test_continues_wait_for_the_sessions_of_a_new_leader() -> None:
     fx = reg.on_server_action(SessionsSnapshot(3, {known: {}}), 10)
     assert sorted(fx.send) == sorted(
         [
-            (A, SessionContinued(b"a")),
+            (A, SessionContinued(b"a", LIMIT)),
             (B, SessionRejected(RejectReason.SESSION_EXPIRED, None, b"b", "")),
         ]
     )
@@ -311,7 +315,7 @@ def test_server_requests_are_sent_or_held_until_the_session_is_continued() -> No
     reg.on_server_action(SendServerRequest(sid, R(2), b"2"), 0)  # a resend fits
     fx = reg.on_client_message(B, ContinueSession(sid, b"c"), 0)
     assert fx.send == [
-        (B, SessionContinued(b"c")),
+        (B, SessionContinued(b"c", LIMIT)),
         (B, ServerRequest(R(2), b"2")),
         (B, ServerRequest(R(3), b"3")),
     ]
@@ -496,7 +500,7 @@ def test_bad_frames_close_the_connection_and_good_frames_are_handled() -> None:
     assert fx.send == [(A, SessionClosed(CloseReason.PROTOCOL_ERROR, None))]
     assert fx.close == [A] and reg.connection_of(sid) is None
     fx = reg.on_frame(B, encode(ContinueSession(sid, b"c")), 0)
-    assert fx.send == [(B, SessionContinued(b"c"))]
+    assert fx.send == [(B, SessionContinued(b"c", LIMIT))]
 
 
 def test_status_counts_the_table() -> None:
@@ -514,3 +518,21 @@ def test_config_rejects_non_positive_limits() -> None:
     with pytest.raises(ValueError, match="max_sessions"):
         RegistryConfig(max_sessions=0)
     assert RegistryConfig(max_payload_bytes=10).max_frame_bytes > 10
+
+
+def test_requests_far_above_the_lowest_pending_id_are_refused_bounding_the_cache() -> None:
+    """The state machine caches a session's responses from its lowest pending id up; a
+    client that never advances that id would grow the cache without end."""
+    reg = make_registry(max_cached_responses_per_session=3)
+    lead(reg)
+    sid = created(reg)
+    assert reg.on_client_message(A, ClientRequest(R(3), R(1), b""), 0).propose == [
+        ClientRequestAction(sid, R(3), R(1), b"")
+    ]
+    fx = reg.on_client_message(A, ClientRequest(R(4), R(1), b""), 0)
+    (sent,) = fx.send
+    assert not fx.propose
+    assert sent[1] == RequestError(
+        R(4), ErrorReason.TOO_MANY_PENDING, "too many responses left cached", None
+    )
+    assert reg.on_client_message(A, ClientRequest(R(4), R(2), b""), 0).propose

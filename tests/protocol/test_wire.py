@@ -53,8 +53,8 @@ GOLDEN: list[tuple[Any, str]] = [
     (Query(7, b"q"), "9401cccc07c40171"),
     (ServerRequestAck(RequestId(4)), "9301cccd04"),
     (CloseSession(), "9201ccce"),
-    (SessionCreated(S, b"\x01"), "9401cce6a435653535c40101"),
-    (SessionContinued(b"\x02"), "9301cce7c40102"),
+    (SessionCreated(S, b"\x01", 1024), "9501cce6a435653535c40101cd0400"),
+    (SessionContinued(b"\x02", 7), "9401cce7c4010207"),
     (
         SessionRejected(RejectReason.NOT_LEADER, HINT, b"\x03", ""),
         "9601cce801a97463703a2f2f683a31c40103a0",

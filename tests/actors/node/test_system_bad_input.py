@@ -7,6 +7,7 @@ Last, the largest command a node accepts must still fit the peer frames (in-memo
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -15,7 +16,7 @@ import msgpack
 import pytest
 import zmq
 
-from actors.client import RequestFailedError, RequestTimeoutError
+from actors.client import RequestFailedError
 from actors.config import ENTRY_OVERHEAD_BYTES, ConfigError
 from actors.node import Node
 from examples.counter import increment
@@ -233,13 +234,16 @@ def test_oversized_payloads_and_unknown_sessions_get_typed_answers() -> None:
         with pytest.raises(RequestFailedError) as failed:
             client.query(["get", "x" * (2 * MAX_PAYLOAD)], timeout=WAIT)
         assert failed.value.reason is ErrorReason.TOO_LARGE
-        # Over the frame limit: the transport drops the frame unread, the client says so.
-        # Over the frame limit: libzmq drops the connection without delivering the frame,
-        # so the server cannot answer; the client sees its own deadline pass (and its
-        # session carries on over a fresh connection).
+        # Over the frame limit too: the node announced its payload limit when the
+        # session opened, so the client fails the command at once instead of sending
+        # a frame the transport would drop unanswered (and the caller waiting for its
+        # deadline).
         huge = ["inc", 1, "x" * (2 * MAX_FRAME)]
-        with pytest.raises(RequestTimeoutError):
-            client.call(huge, timeout=1.0)
+        started = time.monotonic()
+        with pytest.raises(RequestFailedError) as failed:
+            client.call(huge, timeout=WAIT)
+        assert failed.value.reason is ErrorReason.TOO_LARGE
+        assert time.monotonic() - started < WAIT / 2  # answered, not timed out
         assert client.call(increment(1), timeout=WAIT) == 2
 
         leader = cluster.leader()

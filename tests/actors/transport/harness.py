@@ -25,6 +25,7 @@ from actors.transport import (
     Transport,
     ZmqClientConnection,
     ZmqClientTransport,
+    ZmqOptions,
     ZmqPeerTransport,
 )
 from protocol.ids import MemberId
@@ -168,14 +169,16 @@ class ZmqHarness(Harness):
     def _make_peer(
         self, member: MemberId, handler: PeerFrameHandler, bind: str | None, kw: dict[str, Any]
     ) -> PeerTransport:
-        return ZmqPeerTransport(member, handler, bind=bind or "tcp://127.0.0.1:0", **kw)
+        return ZmqPeerTransport(
+            member, handler, bind=bind or "tcp://127.0.0.1:0", options=ZmqOptions(**kw)
+        )
 
     def server(
         self, *, max_frame_bytes: int | None = None, validator: FrameValidator | None = None
     ) -> tuple[ClientTransport, Inbox]:
         inbox = Inbox()
         kw = _limits(max_frame_bytes, validator)
-        return self._keep(ZmqClientTransport(inbox.client, **kw)), inbox
+        return self._keep(ZmqClientTransport(inbox.client, options=ZmqOptions(**kw))), inbox
 
     def client(self) -> tuple[ClientConnection, Inbox]:
         inbox = Inbox()

@@ -23,6 +23,7 @@ from actors.transport import (
     TransportError,
     ZmqClientConnection,
     ZmqClientTransport,
+    ZmqOptions,
     ZmqPeerTransport,
 )
 from actors.transport._zmq_loop import MAXMSGSIZE_SLACK
@@ -47,7 +48,9 @@ def ctx() -> Iterator[zmq.Context[Any]]:
 @pytest.fixture
 def peer() -> Iterator[tuple[ZmqPeerTransport, Inbox]]:
     inbox = Inbox()
-    transport = ZmqPeerTransport(MemberId("victim"), inbox.peer, max_frame_bytes=LIMIT)
+    transport = ZmqPeerTransport(
+        MemberId("victim"), inbox.peer, options=ZmqOptions(max_frame_bytes=LIMIT)
+    )
     transport.start()
     try:
         yield transport, inbox
@@ -58,7 +61,7 @@ def peer() -> Iterator[tuple[ZmqPeerTransport, Inbox]]:
 @pytest.fixture
 def server() -> Iterator[tuple[ZmqClientTransport, Inbox]]:
     inbox = Inbox()
-    transport = ZmqClientTransport(inbox.client, max_frame_bytes=LIMIT)
+    transport = ZmqClientTransport(inbox.client, options=ZmqOptions(max_frame_bytes=LIMIT))
     transport.start()
     try:
         yield transport, inbox
@@ -170,7 +173,7 @@ def test_malformed_server_messages_are_counted_by_the_client(ctx: zmq.Context[An
     router.setsockopt(zmq.RCVTIMEO, int(WAIT_S * 1000))
     port = router.bind_to_random_port("tcp://127.0.0.1")
     inbox = Inbox()
-    client = ZmqClientConnection(inbox.connection, max_frame_bytes=LIMIT)
+    client = ZmqClientConnection(inbox.connection, options=ZmqOptions(max_frame_bytes=LIMIT))
     client.start()
     try:
         client.connect(f"tcp://127.0.0.1:{port}")
@@ -215,14 +218,14 @@ def test_bind_failures_raise_typed_errors_and_leave_no_thread() -> None:
             server.start()
     assert transport_threads() == []
     with pytest.raises(ValueError):
-        ZmqPeerTransport(MemberId("n"), Inbox().peer, max_frame_bytes=0)
+        ZmqPeerTransport(MemberId("n"), Inbox().peer, options=ZmqOptions(max_frame_bytes=0))
     with pytest.raises(ValueError):
         ZmqPeerTransport(MemberId("x" * 300), Inbox().peer)
 
 
 def test_a_shared_context_is_left_open(ctx: zmq.Context[Any]) -> None:
     inbox = Inbox()
-    a = ZmqPeerTransport(MemberId("a"), inbox.peer, context=ctx)
+    a = ZmqPeerTransport(MemberId("a"), inbox.peer, options=ZmqOptions(context=ctx))
     a.start()
     a.stop()
     assert not ctx.closed
@@ -237,7 +240,7 @@ def test_a_full_outbox_drops_instead_of_blocking(ctx: zmq.Context[Any]) -> None:
         entered.set()
         release.wait(WAIT_S)
 
-    b = ZmqPeerTransport(MemberId("b"), stuck, queue_limit=10)
+    b = ZmqPeerTransport(MemberId("b"), stuck, options=ZmqOptions(queue_limit=10))
     b.start()
     try:
         push = raw(ctx, zmq.PUSH, b.address)

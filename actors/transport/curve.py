@@ -1,0 +1,216 @@
+"""CURVE encryption and authentication for the ZeroMQ transports (optional).
+
+Key files are ZeroMQ certificates as written by :func:`generate_keys` (pyzmq's
+``zmq.auth.create_certificates``): ``NAME.key`` holds a public key, ``NAME.key_secret``
+the pair. A directory of allowed keys is read as every ``*.key`` file in it (the
+``*.key_secret`` files next to them are ignored).
+
+The model (see the README's Security section):
+
+* Every member's *binding* sockets (the peer PULL and the client ROUTER) are CURVE
+  servers with one **server key pair shared by the cluster**, so a client or a peer
+  needs only one server public key whichever member it talks to (clients follow leader
+  hints to any member).
+* Every connecting socket (a peer's PUSH, a client's DEALER) proves who it is with its
+  own key pair; the server lets it in only if its public key is in the allowed set
+  (:class:`CurveServer`). The check is a ZAP handler that the transport's own I/O thread
+  answers (:class:`ZapHandler`), so no extra thread runs.
+* On the client port a key is either a client or an admin key; the ZAP answer names
+  the role as the connection's ZeroMQ ``User-Id``, so every received message says
+  whether it came from an admin key (admin requests are refused otherwise).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import zmq
+import zmq.auth
+from zmq.utils import z85 as _z85
+
+from ._common import LOG, log_rate_limited
+
+__all__ = [
+    "ADMIN_USER",
+    "CLIENT_USER",
+    "CurveClient",
+    "CurveError",
+    "CurveKeyPair",
+    "CurveServer",
+    "ZapHandler",
+    "curve_available",
+    "generate_keys",
+    "load_key_pair",
+    "load_public_key",
+    "load_public_keys",
+]
+
+#: ``User-Id`` of a connection authenticated with an admin key / any other allowed key.
+ADMIN_USER = b"admin"
+CLIENT_USER = b"client"
+ZAP_ENDPOINT = "inproc://zeromq.zap.01"
+_ZAP_VERSION = b"1.0"
+
+
+class CurveError(ValueError):
+    """A key file or key directory that cannot be used (or libzmq lacks CURVE)."""
+
+
+def curve_available() -> bool:
+    """Whether this libzmq was built with CURVE (libsodium)."""
+    return bool(zmq.has("curve"))
+
+
+@dataclass(frozen=True, slots=True)
+class CurveKeyPair:
+    """A Z85-encoded (40-byte) public and secret key."""
+
+    public: bytes
+    secret: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class CurveServer:
+    """A binding socket's CURVE settings: its key pair and whom it lets in.
+
+    ``allowed`` are the Z85 public keys that may connect; ``admins`` may connect too and
+    are reported as :data:`ADMIN_USER` (the others as :data:`CLIENT_USER`).
+    """
+
+    keys: CurveKeyPair
+    allowed: frozenset[bytes]
+    admins: frozenset[bytes] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class CurveClient:
+    """A connecting socket's CURVE settings: its own key pair and the server's public key."""
+
+    keys: CurveKeyPair
+    server_public: bytes
+
+
+def _check(key: bytes | None, path: Path) -> bytes:
+    if key is None or len(key) != 40:
+        raise CurveError(f"{path}: not a CURVE key file")
+    return key
+
+
+def load_key_pair(path: str | Path) -> CurveKeyPair:
+    """Read a ``*.key_secret`` file (public and secret key)."""
+    path = Path(path)
+    try:
+        public, secret = zmq.auth.load_certificate(path)
+    except (OSError, ValueError) as exc:
+        raise CurveError(f"{path}: {exc}") from None
+    if secret is None:
+        raise CurveError(f"{path}: holds no secret key (use the .key_secret file)")
+    return CurveKeyPair(_check(public, path), _check(secret, path))
+
+
+def load_public_key(path: str | Path) -> bytes:
+    """Read the public key of a ``*.key`` (or ``*.key_secret``) file."""
+    path = Path(path)
+    try:
+        public, _ = zmq.auth.load_certificate(path)
+    except (OSError, ValueError) as exc:
+        raise CurveError(f"{path}: {exc}") from None
+    return _check(public, path)
+
+
+def load_public_keys(directory: str | Path) -> frozenset[bytes]:
+    """Every public key in ``directory``'s ``*.key`` files."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise CurveError(f"{directory}: not a directory of public keys")
+    return frozenset(load_public_key(p) for p in sorted(directory.glob("*.key")))
+
+
+def generate_keys(directory: str | Path, name: str) -> tuple[Path, Path]:
+    """Write a fresh key pair as ``directory/NAME.key`` and ``NAME.key_secret`` (mode
+    0600); returns both paths. Refuses to overwrite an existing pair."""
+    if not name or "/" in name or name.startswith("."):
+        raise CurveError(f"bad key name {name!r}")
+    if not curve_available():
+        raise CurveError("this libzmq has no CURVE support")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    public, secret = directory / f"{name}.key", directory / f"{name}.key_secret"
+    if public.exists() or secret.exists():
+        raise CurveError(f"{public} or {secret} exists already")
+    made_public, made_secret = zmq.auth.create_certificates(str(directory), name)
+    os.chmod(made_secret, 0o600)
+    return Path(made_public), Path(made_secret)
+
+
+def configure_server(socket: zmq.Socket[Any], curve: CurveServer, domain: str) -> None:
+    """Make a binding ``socket`` a CURVE server checked by the ZAP handler for ``domain``."""
+    socket.setsockopt(zmq.ZAP_DOMAIN, domain.encode())
+    socket.setsockopt(zmq.CURVE_SECRETKEY, curve.keys.secret)
+    socket.setsockopt(zmq.CURVE_SERVER, 1)
+
+
+def configure_client(socket: zmq.Socket[Any], curve: CurveClient) -> None:
+    """Make a connecting ``socket`` a CURVE client of ``curve.server_public``."""
+    socket.setsockopt(zmq.CURVE_SERVERKEY, curve.server_public)
+    socket.setsockopt(zmq.CURVE_PUBLICKEY, curve.keys.public)
+    socket.setsockopt(zmq.CURVE_SECRETKEY, curve.keys.secret)
+
+
+class ZapHandler:
+    """Answers libzmq's ZAP requests for one context on the owning I/O thread.
+
+    Only CURVE handshakes of the configured domain with an allowed public key pass;
+    everything else (NULL or PLAIN mechanisms, unknown keys, malformed requests) is
+    refused, and counted in :attr:`refused`.
+    """
+
+    def __init__(self, domain: str, curve: CurveServer, name: str) -> None:
+        self.domain = domain.encode()
+        self.curve = curve
+        self.name = name
+        self.refused = 0
+        self.socket: zmq.Socket[Any] | None = None
+
+    def open(self, context: zmq.Context[Any]) -> zmq.Socket[Any]:
+        socket: zmq.Socket[Any] = context.socket(zmq.REP)
+        socket.setsockopt(zmq.LINGER, 0)
+        socket.bind(ZAP_ENDPOINT)
+        self.socket = socket
+        return socket
+
+    def close(self) -> None:
+        if self.socket is not None:
+            self.socket.close(0)
+            self.socket = None
+
+    def handle(self, parts: list[bytes]) -> None:
+        """Answer one ZAP request (``parts`` as received on :attr:`socket`)."""
+        assert self.socket is not None
+        if len(parts) < 2:
+            return  # cannot even name the request; libzmq never sends this
+        request_id = parts[1]
+        status, text, user = b"400", b"malformed request", b""
+        if len(parts) >= 6 and parts[0] == _ZAP_VERSION:
+            domain, mechanism, credentials = parts[2], parts[5], parts[6:]
+            key = credentials[0] if len(credentials) == 1 and len(credentials[0]) == 32 else None
+            if domain != self.domain or mechanism != b"CURVE" or key is None:
+                status, text = b"400", b"CURVE with a key is required"
+            else:
+                z85 = _z85.encode(key)
+                if z85 in self.curve.admins:
+                    status, text, user = b"200", b"OK", ADMIN_USER
+                elif z85 in self.curve.allowed:
+                    status, text, user = b"200", b"OK", CLIENT_USER
+                else:
+                    status, text = b"400", b"key not allowed"
+        if status != b"200":
+            self.refused += 1
+            log_rate_limited(self.refused, "%s: refused a connection (%s)", self.name, text)
+        try:
+            self.socket.send_multipart([_ZAP_VERSION, request_id, status, text, user, b""])
+        except zmq.ZMQError as exc:  # pragma: no cover - inproc REP send does not fail
+            LOG.error("%s: cannot answer a ZAP request: %s", self.name, exc)
