@@ -196,6 +196,7 @@ class SessionHost:
         self.phase = ClientPhase.IDLE
         #: Set once the session is open or the client failed/closed before that.
         self.opened = threading.Event()
+        self._open_reported = False  # loop thread: ``opened`` was set
         #: Set once the session ended on the loop (nothing is left waiting).
         self.finished = threading.Event()
         #: Why the session never opened (when ``opened`` is set and it did not).
@@ -257,29 +258,35 @@ class SessionHost:
         self.next_tick_ms = now + self._tick_ms
         if self._done:
             return
-        self._guarded(lambda: self._apply(self._core.on_tick(now)))
+        try:
+            self._apply(self._core.on_tick(now))
+        except Exception:  # a bug is logged, never the end of the loop
+            LOG.exception("%s: handling a tick failed", self._name)
         if self._closing_until is not None and now >= self._closing_until:
             self.shutdown()  # no confirmation of the close: stop anyway
 
-    def readable(self) -> None:
-        """Read what the current DEALER has, until ``EAGAIN`` and ``ZMQ_EVENTS`` shows
-        nothing waiting (which re-arms its descriptor), or a bounded batch (then the
-        loop is asked to come back)."""
+    def readable(self, signalled: bool = False) -> None:
+        """Read what the current DEALER has, until ``ZMQ_EVENTS`` shows nothing waiting
+        or a ``recv`` finds nothing (either re-arms its descriptor), or a bounded batch
+        (then the loop is asked to come back). ``signalled``: the descriptor fired, so
+        a message is likely: try ``recv`` before asking (one system call less)."""
         link = self._link
         if not isinstance(link, _ZmqLink):
             return
         socket = link.socket
         getsockopt, recv = socket.getsockopt, socket.recv
         max_bytes = self._loop.max_frame_bytes
+        ask = not signalled
         for _ in range(_BATCH):
             if self._done or self._link is not link:
                 return  # a frame made us reconnect (or close): the socket is gone
-            # asking first is cheaper than the exception of an empty recv
-            if not getsockopt(_EVENTS) & _POLLIN:
+            # asking is cheaper than the exception of an empty recv
+            if ask and not getsockopt(_EVENTS) & _POLLIN:
                 return
+            ask = True
             try:
                 frame = recv(_NOBLOCK)
-            except zmq.Again:  # pragma: no cover - EVENTS said a message is waiting
+            except zmq.Again:  # a wake-up for something else
                 return
             if getsockopt(_RCVMORE):  # servers send single-part messages only
                 while getsockopt(_RCVMORE):
@@ -411,12 +418,14 @@ class SessionHost:
             now = self._loop.now_ms()
             fx = self._core.on_connected(now) if opened else self._core.on_disconnected(now)
         core = self._core
-        self.session_id = core.session_id
         self.phase = phase = core.phase
-        if phase in _STARTED and not self.opened.is_set():
-            if phase is not ClientPhase.ACTIVE:
-                self.open_error = core.failure
-            self.opened.set()
+        if not self._open_reported:
+            self.session_id = core.session_id
+            if phase in _STARTED:
+                if phase is not ClientPhase.ACTIVE:
+                    self.open_error = core.failure
+                self._open_reported = True
+                self.opened.set()
 
     def _open(self, address: str) -> bool:
         """Drop the current connection and open a new one to ``address``."""

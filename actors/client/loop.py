@@ -296,7 +296,7 @@ class ClientLoop:
                 else:
                     host = fds.get(fd)
                     if host is not None:
-                        host.readable()
+                        host.readable(signalled=True)
             for _ in range(len(inbox)):
                 fn, args = inbox.popleft()
                 try:
