@@ -62,6 +62,8 @@ LOG = logging.getLogger("actors.client")
 _numbers = itertools.count(1)
 #: Longest sleep when no session is hosted (a tick of a new session comes sooner).
 _IDLE_MS = 1_000
+#: Queued items handled per turn before the loop reads its sockets and timers again.
+_MAX_ITEMS = 4096
 #: Seconds to wait for the thread to end on close, beyond the sessions' close timeout.
 _JOIN_SLACK_S = 2.0
 
@@ -78,7 +80,10 @@ class ClientLoop:
     Share one among many clients with ``RaftClient(members, loop=loop)``; the loop
     starts with the first client's ``connect`` (or :meth:`start`). :meth:`close` closes
     every session still hosted (their pending futures fail with ``ClientClosedError``)
-    and stops the thread. Use it as a context manager::
+    and stops the thread. The futures of every hosted client are resolved on this
+    thread, so their done-callbacks hold up all of its sessions: keep them short
+    (``submit`` is fine there; a blocking ``call``/``query`` is refused). Use it as a
+    context manager::
 
         with ClientLoop() as loop:
             clients = [RaftClient(members, loop=loop).connect() for _ in range(100)]
@@ -297,7 +302,11 @@ class ClientLoop:
                     host = fds.get(fd)
                     if host is not None:
                         host.readable(signalled=True)
-            for _ in range(len(inbox)):
+            # everything queued, also what arrives meanwhile (bounded: a done-callback
+            # may submit again and again), so timers fire after the I/O that is in
+            for _ in range(_MAX_ITEMS):
+                if not inbox:
+                    break
                 fn, args = inbox.popleft()
                 try:
                     fn(*args)
