@@ -1,4 +1,5 @@
-"""The client library: :class:`RaftClient` (a session with a cluster) and
+"""The client library: :class:`RaftClient` (a session with a cluster),
+:class:`ClientLoop` (one thread hosting many clients' sessions),
 :func:`fetch_status` (one node's status, no session) and :func:`admin_request`
 (leadership transfer, membership changes).
 
@@ -8,6 +9,7 @@ The errors a request, a query or a session can fail with are re-exported from
 
 from actors.client.admin import AdminError, add_member, admin_request, remove_member
 from actors.client.host import ClientStats, ConnectionFactory
+from actors.client.loop import ClientLoop
 from actors.client.raft_client import (
     RaftClient,
     curve_client,
@@ -33,6 +35,7 @@ __all__ = [
     "ClientClosedError",
     "ClientConfig",
     "ClientError",
+    "ClientLoop",
     "ClientPhase",
     "ClientStats",
     "ConnectionFactory",

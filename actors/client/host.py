@@ -1,31 +1,36 @@
-"""The session thread: the one place that owns a client's :class:`ClientSessionCore`.
+"""One client session on a :class:`~actors.client.loop.ClientLoop`: the one place that
+owns a client's :class:`ClientSessionCore`.
 
-Everything that touches the core goes through one queue read by one thread (not a
-pykka actor: a queue with a timeout gives ticks for free, and the client then needs no
-actor system): transport frames, ticks every ``tick_ms``, user submissions and queries,
-"handled" reports from the delivery thread, and close. The thread carries out the
-core's effects: it opens connections, encodes and sends messages, resolves the user's
-futures and hands server requests to the delivery thread.
+Everything that touches the core runs on the loop's thread (not a pykka actor: the
+loop's poll timeout gives ticks for free, and the client then needs no actor system):
+received frames, ticks every ``tick_ms``, user submissions and queries (posted by the
+user's thread), "handled" reports from the delivery thread, and close. The host carries
+out the core's effects: it opens connections, encodes and sends messages, resolves the
+user's futures and hands server requests to the delivery thread.
 
-Connections: every ``connect`` effect builds a *new* connection from the factory, with
-a frame handler bound to a generation number, and stops the old one; frames of an older
-generation that are still in the queue are ignored (counted as stale). So a late
+Connections: every ``connect`` effect makes a *new* connection and drops the old one.
+By default that is a ZeroMQ DEALER made, polled, written and closed on the loop thread
+(:class:`_ZmqLink`): a closed socket's frames are gone with it. With a
+``connection_factory`` it is that transport's connection, on its own thread, with a
+frame handler bound to a generation number that posts frames to the loop; frames of an
+older generation still queued are ignored (counted as stale). Either way a late
 ``NotLeader`` from a node the client already left cannot send it away from the leader.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-import queue
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from actors.transport import ClientConnection, ConnectionFrameHandler
+import zmq
+
+from actors.transport import ClientConnection, ConnectionFrameHandler, CurveClient
+from actors.transport._zmq_loop import MAXMSGSIZE_SLACK
+from actors.transport.curve import configure_client
 from protocol.client import (
     ClientClosedError,
     ClientConfig,
@@ -45,6 +50,9 @@ from protocol.wire import (
     decode_server_message,
 )
 
+if TYPE_CHECKING:
+    from actors.client.loop import ClientLoop
+
 __all__ = ["ClientStats", "ConnectionFactory", "SessionHost"]
 
 LOG = logging.getLogger("actors.client")
@@ -52,10 +60,10 @@ LOG = logging.getLogger("actors.client")
 #: Builds a (not yet started) connection that passes received frames to the handler.
 ConnectionFactory = Callable[[ConnectionFrameHandler], ClientConnection]
 
-_FRAME, _SUBMIT, _QUERY, _HANDLED, _CLOSE = range(5)
-#: Queue items handled before the next tick check.
-_BATCH = 512
+#: Frames read from one socket per poll before the loop turns to other work.
+_BATCH = 256
 _STARTED = (ClientPhase.ACTIVE, ClientPhase.FAILED, ClientPhase.CLOSED)
+_EVENTS, _POLLIN, _RCVMORE, _NOBLOCK = zmq.EVENTS, zmq.POLLIN, zmq.RCVMORE, zmq.NOBLOCK
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +74,8 @@ class ClientStats:
     connects: int
     #: Frames decoded and handed to the session core.
     frames_in: int
-    #: Frames that did not decode as a server message: dropped.
+    #: Frames that did not decode as a server message (or were oversized or
+    #: multi-part): dropped.
     bad_frames: int
     #: Frames of a connection the client had already left: ignored.
     stale_frames: int
@@ -76,20 +85,94 @@ class ClientStats:
     handler_errors: int
 
 
-class SessionHost:
-    """Hosts one :class:`ClientSessionCore` on its own thread (see the module docstring).
+class _Link(Protocol):
+    """The current connection, as the host uses it (on the loop thread)."""
 
-    ``deliver`` receives batches of server requests in order (the delivery thread's
-    queue); ``None`` means there is no handler, and requests count as handled at once.
-    ``on_exit`` runs on the thread when it ends (the client stops its delivery thread).
+    def send(self, frame: bytes) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+class _ZmqLink:
+    """A DEALER owned by the loop thread: made, polled, written and closed only there."""
+
+    __slots__ = ("_fd", "_host", "_loop", "dropped", "socket")
+
+    def __init__(
+        self, loop: ClientLoop, host: SessionHost, address: str, curve: CurveClient | None
+    ) -> None:
+        socket = loop.context.socket(zmq.DEALER)
+        try:
+            if curve is not None:
+                configure_client(socket, curve)
+            socket.setsockopt(zmq.LINGER, 0)
+            socket.setsockopt(zmq.SNDHWM, loop.hwm)
+            socket.setsockopt(zmq.RCVHWM, loop.hwm)
+            socket.setsockopt(zmq.RECONNECT_IVL, 100)
+            socket.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+            socket.setsockopt(zmq.MAXMSGSIZE, loop.max_frame_bytes + MAXMSGSIZE_SLACK)
+            socket.connect(address)
+        except zmq.ZMQError:
+            socket.close(0)
+            raise
+        self._loop = loop
+        self._host = host
+        self.socket = socket
+        #: Frames not sent because the high-water mark was reached.
+        self.dropped = 0
+        self._fd: int = socket.getsockopt(zmq.FD)
+        loop.register(self._fd, host)
+
+    def send(self, frame: bytes) -> None:
+        try:
+            self.socket.send(frame, zmq.NOBLOCK)
+        except zmq.Again:  # the high-water mark: lost like on the network, resent later
+            self.dropped += 1
+        # a send may consume the descriptor's signal of a message that arrived
+        self._loop.check(self._host)
+
+    def stop(self) -> None:
+        self._loop.unregister(self._fd)
+        self.socket.close(0)
+
+
+class _ForeignLink:
+    """A connection from a ``connection_factory``: its own thread posts frames to us."""
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: ClientConnection) -> None:
+        self._conn = conn
+
+    def send(self, frame: bytes) -> None:
+        self._conn.send(frame)
+
+    def stop(self) -> None:
+        try:
+            self._conn.stop()
+        except Exception:  # pragma: no cover - stop() never raises by contract
+            LOG.exception("stopping a client connection failed")
+
+
+class SessionHost:
+    """Hosts one :class:`ClientSessionCore` on a :class:`ClientLoop` (see the module
+    docstring).
+
+    ``connection_factory`` None means ZeroMQ sockets on the loop thread. ``deliver``
+    receives batches of server requests in order (the delivery thread's queue);
+    ``None`` means there is no handler, and requests count as handled at once.
+    ``on_exit`` runs on the loop thread when the session ends (the client stops its
+    delivery thread).
     """
 
     def __init__(
         self,
         config: ClientConfig,
         *,
+        loop: ClientLoop,
         decode_response: Callable[[bytes], Any],
-        connection_factory: ConnectionFactory,
+        connection_factory: ConnectionFactory | None,
+        curve: CurveClient | None = None,
         tick_ms: int,
         deliver: Callable[[list[ServerRequest]], None] | None,
         on_exit: Callable[[], None],
@@ -97,29 +180,32 @@ class SessionHost:
     ) -> None:
         self._core = ClientSessionCore(config)
         self._config = config
+        self._loop = loop
         self._decode_response = decode_response
         self._factory = connection_factory
+        self._curve = curve
         self._tick_ms = tick_ms
         self._deliver = deliver
         self._on_exit = on_exit
         self._name = name
-        self._inbox: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._accepting = True  # guarded by _lock: user items are still taken
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._t0 = time.monotonic()
-        # session thread only:
-        self._conn: ClientConnection | None = None
+        # loop thread only:
+        self._link: _Link | None = None
         self._generation = 0
         self._requests: dict[RequestId, Future[Any]] = {}
         self._queries: dict[int, Future[Any]] = {}
         self._closing_until: int | None = None
         self._done = False
-        # written by the session thread, read anywhere:
+        self.next_tick_ms = 0
+        # written by the loop thread, read anywhere:
         self.session_id: SessionId | None = None
         self.phase = ClientPhase.IDLE
         #: Set once the session is open or the client failed/closed before that.
         self.opened = threading.Event()
+        self._open_reported = False  # loop thread: ``opened`` was set
+        #: Set once the session ended on the loop (nothing is left waiting).
+        self.finished = threading.Event()
         #: Why the session never opened (when ``opened`` is set and it did not).
         self.open_error: ClientError | None = None
         self.connects = 0
@@ -129,144 +215,177 @@ class SessionHost:
 
     # ------------------------------------------------------------------ any thread
 
-    @property
-    def thread(self) -> threading.Thread:
-        return self._thread
-
     def start(self) -> None:
-        self._thread.start()
-
-    def join(self, timeout: float) -> None:
-        """Wait up to ``timeout`` s for the thread to end (not from the thread itself)."""
-        thread = self._thread
-        if thread.ident is not None and thread is not threading.current_thread():
-            thread.join(max(timeout, 0.0))
-            if thread.is_alive():  # pragma: no cover - a wedged transport
-                LOG.error("%s: the session thread did not stop in time", self._name)
+        """Host the session on the loop (``ClientClosedError`` if the loop is closed)."""
+        self._loop.attach(self)
 
     def deadline_ms(self, timeout_s: float | None) -> int | None:
         """The session clock's deadline ``timeout_s`` from now (rounded up, so a
         timeout never fires before the user's deadline)."""
-        if timeout_s is None:
-            return None
-        return math.ceil((time.monotonic() - self._t0 + timeout_s) * 1000)
+        return None if timeout_s is None else self._loop.deadline_ms(timeout_s)
 
     def submit(self, payload: bytes, deadline_ms: int | None, future: Future[Any]) -> bool:
         """Queue a command; False if the client is closing (the caller fails the future)."""
-        return self._post((_SUBMIT, payload, deadline_ms, future))
+        with self._lock:
+            if self._accepting:
+                self._loop.post(self._submit, payload, deadline_ms, future)
+                return True
+        return False
 
     def query(self, payload: bytes, deadline_ms: int | None, future: Future[Any]) -> bool:
         """Queue a query; False if the client is closing."""
-        return self._post((_QUERY, payload, deadline_ms, future))
+        with self._lock:
+            if self._accepting:
+                self._loop.post(self._query, payload, deadline_ms, future)
+                return True
+        return False
 
     def handled(self, request_id: RequestId) -> None:
         """The delivery thread finished the server requests up to ``request_id``."""
-        self._inbox.put((_HANDLED, request_id))
+        self._loop.post(self._handled, request_id)
 
     def close(self, timeout_s: float) -> None:
-        """Ask the thread to close the session (once) and to end."""
+        """Ask the loop to close the session (once); see :attr:`finished`."""
         with self._lock:
             if not self._accepting:
                 return
             self._accepting = False
-            self._inbox.put((_CLOSE, timeout_s))
+            self._loop.post(self._close, timeout_s)
 
-    def _post(self, item: tuple[Any, ...]) -> bool:
-        with self._lock:
-            if self._accepting:
-                self._inbox.put(item)
-                return True
-        return False
+    # ------------------------------------------------------------------ loop thread
 
-    # ------------------------------------------------------------------ session thread
+    def begin(self) -> None:
+        """Start the session (called by the loop)."""
+        now = self._loop.now_ms()
+        self.next_tick_ms = now + self._tick_ms
+        self._loop.schedule_tick(self.next_tick_ms)
+        self._guarded(lambda: self._apply(self._core.start(now)))
 
-    def _now(self) -> int:
-        return int((time.monotonic() - self._t0) * 1000)
-
-    def _run(self) -> None:
-        try:
-            self._apply(self._core.start(self._now()))
-            next_tick = self._now() + self._tick_ms
-            while not self._done:
-                wait_s = max(next_tick - self._now(), 0) / 1000
-                try:
-                    item: tuple[Any, ...] | None = self._inbox.get(timeout=wait_s)
-                except queue.Empty:
-                    item = None
-                if item is not None:
-                    self._handle(item)
-                    for _ in range(_BATCH):
-                        if self._done:
-                            break
-                        try:
-                            self._handle(self._inbox.get_nowait())
-                        except queue.Empty:
-                            break
-                now = self._now()
-                if now >= next_tick and not self._done:
-                    next_tick = now + self._tick_ms
-                    self._tick(now)
-                    if self._closing_until is not None and now >= self._closing_until:
-                        self._done = True  # no confirmation of the close: stop anyway
-        except Exception:  # pragma: no cover - every item is guarded
-            LOG.exception("%s: the session thread failed", self._name)
-        finally:
-            self._shutdown()
-
-    def _tick(self, now: int) -> None:
+    def tick(self, now: int) -> None:
+        self.next_tick_ms = now + self._tick_ms
+        if self._done:
+            return
         try:
             self._apply(self._core.on_tick(now))
-        except Exception:  # a bug is logged, never the end of the session thread
+        except Exception:  # a bug is logged, never the end of the loop
             LOG.exception("%s: handling a tick failed", self._name)
+        if self._closing_until is not None and now >= self._closing_until:
+            self.shutdown()  # no confirmation of the close: stop anyway
 
-    def _handle(self, item: tuple[Any, ...]) -> None:
+    def readable(self, signalled: bool = False) -> None:
+        """Read what the current DEALER has, until ``ZMQ_EVENTS`` shows nothing waiting
+        or a ``recv`` finds nothing (either re-arms its descriptor), or a bounded batch
+        (then the loop is asked to come back). ``signalled``: the descriptor fired, so
+        a message is likely: try ``recv`` before asking (one system call less)."""
+        link = self._link
+        if not isinstance(link, _ZmqLink):
+            return
+        socket = link.socket
+        getsockopt, recv = socket.getsockopt, socket.recv
+        max_bytes = self._loop.max_frame_bytes
+        ask = not signalled
+        for _ in range(_BATCH):
+            if self._done or self._link is not link:
+                return  # a frame made us reconnect (or close): the socket is gone
+            # asking is cheaper than the exception of an empty recv
+            if ask and not getsockopt(_EVENTS) & _POLLIN:
+                return
+            ask = True
+            try:
+                frame = recv(_NOBLOCK)
+            except zmq.Again:  # a wake-up for something else
+                return
+            if getsockopt(_RCVMORE):  # servers send single-part messages only
+                while getsockopt(_RCVMORE):
+                    recv()
+                self._bad_frame("a multi-part message")
+            elif len(frame) > max_bytes:
+                self._bad_frame(f"an oversized frame ({len(frame)} bytes)")
+            else:
+                self._guarded(self._frame, frame)
+        self._loop.check(self)  # the batch is used up: more may be waiting
+
+    def shutdown(self) -> None:
+        """Stop the connection, fail whatever is still waiting, release the waiters."""
+        with self._lock:
+            self._accepting = False
+        if self._done:
+            return
+        self._done = True
+        self._drop_connection()
+        closed = ClientClosedError("client closed")
+        leftovers = [*self._requests.values(), *self._queries.values()]
+        self._requests.clear()
+        self._queries.clear()
+        for future in leftovers:
+            self._resolve(future, None, closed)
+        self.phase = self._core.phase
+        if not self.opened.is_set():
+            self.open_error = self._core.failure or closed
+            self.opened.set()
+        self._loop.detach(self)
         try:
-            kind = item[0]
-            if kind == _FRAME:
-                self._frame(item[1], item[2])
-            elif kind == _SUBMIT:
-                self._submit(item[1], item[2], item[3])
-            elif kind == _QUERY:
-                self._query(item[1], item[2], item[3])
-            elif kind == _HANDLED:
-                self._apply(self._core.on_server_requests_handled(item[1], self._now()))
-            elif kind == _CLOSE:
-                self._close(item[1])
-        except Exception:
+            self._on_exit()
+        except Exception:  # pragma: no cover - the client's own hook
+            LOG.exception("%s: exit hook failed", self._name)
+        self.finished.set()
+
+    def _guarded(self, fn: Callable[..., None], *args: Any) -> None:
+        try:
+            fn(*args)
+        except Exception:  # a bug is logged, never the end of the loop
             LOG.exception("%s: handling an event failed", self._name)
 
-    def _frame(self, generation: int, frame: bytes) -> None:
+    def _bad_frame(self, why: object) -> None:
+        self.bad_frames += 1
+        if self.bad_frames & (self.bad_frames - 1) == 0:  # 1st, 2nd, 4th, 8th...
+            LOG.warning("%s: dropped a bad frame (%d so far): %s", self._name, self.bad_frames, why)
+
+    def _foreign_frame(self, generation: int, frame: bytes) -> None:
+        if self._done:
+            return
         if generation != self._generation:
             self.stale_frames += 1
             return
+        self._frame(frame)
+
+    def _frame(self, frame: bytes) -> None:
         try:
             msg = decode_server_message(frame)
         except ProtocolError as exc:
-            self.bad_frames += 1
-            if self.bad_frames & (self.bad_frames - 1) == 0:  # 1st, 2nd, 4th, 8th...
-                LOG.warning(
-                    "%s: dropped a bad frame (%d so far): %s", self._name, self.bad_frames, exc
-                )
+            self._bad_frame(exc)
             return
         self.frames_in += 1
         if self._closing_until is not None:
             if isinstance(msg, SessionClosed | NotLeader):
-                self._done = True  # the server has our CloseSession (or has no session)
+                self.shutdown()  # the server has our CloseSession (or has no session)
             return
-        self._apply(self._core.on_message(msg, self._now()))
+        self._apply(self._core.on_message(msg, self._loop.now_ms()))
 
     def _submit(self, payload: bytes, deadline_ms: int | None, future: Future[Any]) -> None:
-        rid, fx = self._core.submit(payload, self._now(), deadline_ms)
+        if self._done:
+            self._resolve(future, None, ClientClosedError("client closed"))
+            return
+        rid, fx = self._core.submit(payload, self._loop.now_ms(), deadline_ms)
         self._requests[rid] = future
         self._apply(fx)
 
     def _query(self, payload: bytes, deadline_ms: int | None, future: Future[Any]) -> None:
-        cid, fx = self._core.query(payload, self._now(), deadline_ms)
+        if self._done:
+            self._resolve(future, None, ClientClosedError("client closed"))
+            return
+        cid, fx = self._core.query(payload, self._loop.now_ms(), deadline_ms)
         self._queries[cid] = future
         self._apply(fx)
 
+    def _handled(self, request_id: RequestId) -> None:
+        if not self._done:
+            self._apply(self._core.on_server_requests_handled(request_id, self._loop.now_ms()))
+
     def _close(self, timeout_s: float) -> None:
-        now = self._now()
+        if self._done:
+            return
+        now = self._loop.now_ms()
         fx = self._core.close(now)
         told = any(isinstance(m, CloseSession) for m in fx.send)
         self._apply(fx)
@@ -274,7 +393,7 @@ class SessionHost:
             patience = min(timeout_s * 1000, self._config.handshake_timeout_ms)
             self._closing_until = now + max(int(patience), 0)
         else:
-            self._done = True
+            self.shutdown()
 
     # ------------------------------------------------------------------ effects
 
@@ -285,14 +404,17 @@ class SessionHost:
             opened: bool | None = None
             if fx.connect is not None:
                 opened = self._open(fx.connect)
-            conn = self._conn
-            if conn is not None:
+            link = self._link
+            if link is not None and fx.send:
                 for msg in fx.send:
-                    conn.send(encode(msg))
-            for c in fx.completed:
-                self._resolve(self._requests.pop(c.request_id, None), c.response, c.error)
-            for q in fx.queries_completed:
-                self._resolve(self._queries.pop(q.correlation_id, None), q.response, q.error)
+                    link.send(encode(msg))
+            if fx.completed:
+                requests = self._requests
+                for c in fx.completed:
+                    self._resolve(requests.pop(c.request_id, None), c.response, c.error)
+            if fx.queries_completed:
+                for q in fx.queries_completed:
+                    self._resolve(self._queries.pop(q.correlation_id, None), q.response, q.error)
             if fx.deliver:
                 if self._deliver is not None:
                     self._deliver(fx.deliver)
@@ -300,46 +422,52 @@ class SessionHost:
                     self.handled(fx.deliver[-1].request_id)
             if opened is None:
                 break
-            now = self._now()
+            now = self._loop.now_ms()
             fx = self._core.on_connected(now) if opened else self._core.on_disconnected(now)
-        self.session_id = self._core.session_id
-        self.phase = phase = self._core.phase
-        if phase in _STARTED and not self.opened.is_set():
-            if phase is not ClientPhase.ACTIVE:
-                self.open_error = self._core.failure
-            self.opened.set()
+        core = self._core
+        self.phase = phase = core.phase
+        if not self._open_reported:
+            self.session_id = core.session_id
+            if phase in _STARTED:
+                if phase is not ClientPhase.ACTIVE:
+                    self.open_error = core.failure
+                self._open_reported = True
+                self.opened.set()
 
     def _open(self, address: str) -> bool:
         """Drop the current connection and open a new one to ``address``."""
         self._generation += 1
         self._drop_connection()
-        inbox, generation = self._inbox, self._generation
-
-        def on_frame(frame: bytes) -> None:
-            inbox.put((_FRAME, generation, frame))
-
-        conn: ClientConnection | None = None
         try:
-            conn = self._factory(on_frame)
-            conn.start()
-            conn.connect(address)
+            self._link = self._new_link(address)
         except Exception as exc:
             LOG.warning("%s: cannot connect to %s: %s", self._name, address, exc)
-            if conn is not None:
-                conn.stop()
             return False
-        self._conn = conn
         self.connects += 1
         LOG.debug("%s: connected to %s", self._name, address)
         return True
 
+    def _new_link(self, address: str) -> _Link:
+        if self._factory is None:
+            return _ZmqLink(self._loop, self, address, self._curve)
+        post, frame, generation = self._loop.post, self._foreign_frame, self._generation
+
+        def on_frame(data: bytes) -> None:
+            post(frame, generation, data)
+
+        conn = self._factory(on_frame)
+        try:
+            conn.start()
+            conn.connect(address)
+        except Exception:
+            conn.stop()
+            raise
+        return _ForeignLink(conn)
+
     def _drop_connection(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            try:
-                conn.stop()
-            except Exception:  # pragma: no cover - stop() never raises by contract
-                LOG.exception("%s: stopping a connection failed", self._name)
+        link, self._link = self._link, None
+        if link is not None:
+            link.stop()
 
     def _resolve(
         self, future: Future[Any] | None, response: bytes | None, error: Exception | None
@@ -361,31 +489,3 @@ class SessionHost:
                 future.set_exception(error)
         except InvalidStateError:
             pass  # the user cancelled the future: nobody is waiting
-
-    def _shutdown(self) -> None:
-        """Stop the connection, fail whatever is still waiting, release the waiters."""
-        with self._lock:
-            self._accepting = False
-        self._done = True
-        self._drop_connection()
-        closed = ClientClosedError("client closed")
-        leftovers = [*self._requests.values(), *self._queries.values()]
-        self._requests.clear()
-        self._queries.clear()
-        while True:
-            try:
-                item = self._inbox.get_nowait()
-            except queue.Empty:
-                break
-            if item[0] in (_SUBMIT, _QUERY):
-                leftovers.append(item[3])
-        for future in leftovers:
-            self._resolve(future, None, closed)
-        self.phase = self._core.phase
-        if not self.opened.is_set():
-            self.open_error = self._core.failure or closed
-            self.opened.set()
-        try:
-            self._on_exit()
-        except Exception:  # pragma: no cover - the client's own hook
-            LOG.exception("%s: exit hook failed", self._name)

@@ -2,15 +2,18 @@
 
 Threads (all daemon, all ended by :meth:`RaftClient.close`):
 
-* the **session thread** (``raft-client-N``, :mod:`actors.client.host`) owns the pure
-  :class:`~protocol.client.ClientSessionCore`: frames, ticks, submissions and acks all
-  go through its queue, so the core needs no locks;
+* the **loop thread** (``raft-client-N``, :mod:`actors.client.loop`) hosts the session
+  (:mod:`actors.client.host`): it owns the pure
+  :class:`~protocol.client.ClientSessionCore` and the ZeroMQ socket, so frames, ticks,
+  submissions and acks all run there and the core needs no locks. Clients made with a
+  shared :class:`~actors.client.loop.ClientLoop` use that loop's thread instead;
 * the **delivery thread** (``raft-client-N-delivery``, only with ``on_server_request``)
   runs the handler, so a handler may itself call the client;
-* the connection's own I/O thread (ZeroMQ), replaced on every reconnect.
+* with a ``connection_factory`` (e.g. the in-memory transport), that connection's own
+  I/O thread, replaced on every reconnect.
 
-Futures are resolved on the session thread, so their done-callbacks run there: keep
-them short and never block in them (a blocking ``call``/``query`` there is refused with
+Futures are resolved on the loop thread, so their done-callbacks run there: keep them
+short and never block in them (a blocking ``call``/``query`` there is refused with
 ``RuntimeError`` because it could never complete).
 """
 
@@ -29,6 +32,7 @@ from typing import Any
 
 from actors.client.delivery import ServerRequestDispatcher
 from actors.client.host import ClientStats, ConnectionFactory, SessionHost
+from actors.client.loop import ClientLoop
 from actors.transport import (
     ClientConnection,
     ConnectionFrameHandler,
@@ -57,7 +61,9 @@ _GRACE_S = 1.0
 
 
 def zmq_connection_factory(on_frame: ConnectionFrameHandler) -> ClientConnection:
-    """The default: a ZeroMQ DEALER connection (its own I/O thread and context)."""
+    """A ZeroMQ DEALER connection with its own I/O thread and context (for
+    :func:`fetch_status` and the admin calls; a RaftClient given this factory, or none,
+    uses a DEALER on its loop thread instead)."""
     return ZmqClientConnection(on_frame, name="client")
 
 
@@ -98,9 +104,11 @@ class RaftClient:
     is acknowledged to the cluster only after it returned (if it raises, the error is
     logged and the request still counts as handled). ``codec`` encodes commands and
     queries and decodes responses and payloads (default: msgpack values).
-    ``connection_factory(on_frame)`` builds the transport (default: ZeroMQ; tests pass
-    in-memory ones). ``config`` holds the protocol knobs; its ``members`` are replaced
-    by ``members``. ``tick_ms`` is the resolution of timers (deadlines, keep-alives).
+    ``connection_factory(on_frame)`` builds the transport (default: a ZeroMQ DEALER on
+    the loop thread; tests pass in-memory ones). ``config`` holds the protocol knobs;
+    its ``members`` are replaced by ``members``. ``tick_ms`` is the resolution of timers
+    (deadlines, keep-alives). ``loop``: a :class:`ClientLoop` shared with other clients
+    (one thread for all of them); default: a private loop, closed with the client.
     ``curve`` (see :func:`curve_client`): talk CURVE with the client's key pair and the
     cluster's server public key (instead of ``connection_factory``).
 
@@ -121,6 +129,7 @@ class RaftClient:
         config: ClientConfig | None = None,
         tick_ms: int = 20,
         curve: CurveClient | None = None,
+        loop: ClientLoop | None = None,
     ) -> None:
         if isinstance(members, str):
             raise TypeError("members must be a sequence of addresses, not one string")
@@ -143,10 +152,18 @@ class RaftClient:
                 name=f"{self.name}-delivery",
             )
         dispatcher = self._dispatcher
+        self._own_loop = loop is None
+        self._loop = loop if loop is not None else ClientLoop(name=self.name)
+        if connection_factory is not None and curve is not None:
+            raise ValueError("pass either connection_factory or curve, not both")
+        if connection_factory is zmq_connection_factory:
+            connection_factory = None  # the same DEALER, without a thread of its own
         self._host = SessionHost(
             self._config,
+            loop=self._loop,
             decode_response=self._codec.decode_response,
-            connection_factory=client_factory(connection_factory, curve),
+            connection_factory=connection_factory,
+            curve=curve,
             tick_ms=tick_ms,
             deliver=None if dispatcher is None else dispatcher.put,
             on_exit=self._on_host_exit,
@@ -171,7 +188,11 @@ class RaftClient:
             self._state = "running"
             if self._dispatcher is not None:
                 self._dispatcher.start()
+        try:
             self._host.start()
+        except ClientClosedError:  # the shared loop was closed
+            self.close(timeout=1.0)
+            raise
         if not self._host.opened.wait(timeout):
             self.close(timeout=1.0)
             members = ", ".join(self._config.members)
@@ -195,8 +216,12 @@ class RaftClient:
         if state == "new":
             return
         deadline = time.monotonic() + timeout
-        self._host.close(timeout)
-        self._host.join(deadline - time.monotonic())
+        if self._own_loop:
+            self._loop.close(timeout)
+        else:
+            self._host.close(timeout)
+            if not self._loop.in_loop_thread():
+                self._host.finished.wait(max(deadline - time.monotonic(), 0.0))
         if self._dispatcher is not None:
             self._dispatcher.stop()
             self._dispatcher.join(deadline - time.monotonic())
@@ -287,8 +312,9 @@ class RaftClient:
         )
 
     def threads(self) -> list[threading.Thread]:
-        """This client's own threads that are still alive (not the connection's)."""
-        own = [self._host.thread]
+        """This client's own threads that are still alive (not the connection's, nor a
+        shared loop's)."""
+        own = [self._loop.thread] if self._own_loop else []
         if self._dispatcher is not None:
             own.append(self._dispatcher.thread)
         return [t for t in own if t.is_alive()]
@@ -297,16 +323,14 @@ class RaftClient:
 
     def _deadline(self, timeout: float | None) -> int | None:
         """Check the call is allowed; the session clock's deadline for ``timeout``."""
-        with self._lock:
-            state = self._state
-        if state == "new":
+        if self._state == "new":  # (one attribute read: no lock needed)
             raise RuntimeError("call connect() first")
         if timeout is not None and not timeout >= 0:
             raise ValueError(f"timeout must be None or >= 0, not {timeout!r}")
         return self._host.deadline_ms(timeout)
 
     def _refuse_on_session_thread(self, what: str) -> None:
-        if threading.current_thread() is self._host.thread:
+        if self._loop.in_loop_thread():
             raise RuntimeError(
                 f"{what}() inside a future's done-callback would wait for itself; "
                 "use submit()/query_async() there"

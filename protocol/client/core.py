@@ -279,7 +279,9 @@ class ClientSessionCore:
         if self._phase not in _CONNECTED:
             return self._take()
         self._last_heard_ms = now_ms
-        match msg:
+        match msg:  # (the hot case first: the cases are disjoint types)
+            case ClientResponse():
+                self._complete(msg.request_id, msg.payload, None)
             case SessionCreated() | SessionContinued():
                 self._handshake_done(msg, now_ms)
             case SessionRejected():
@@ -288,8 +290,6 @@ class ClientSessionCore:
                 self._session_closed(msg, now_ms)
             case NotLeader():
                 self._reconnect(msg.leader_hint, now_ms)
-            case ClientResponse():
-                self._complete(msg.request_id, msg.payload, None)
             case RequestError():
                 self._request_error(msg, now_ms)
             case QueryResponse():

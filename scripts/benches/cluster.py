@@ -1,7 +1,8 @@
 """``scripts/bench cluster``: a real 3-node cluster on loopback under N concurrent clients.
 
     scripts/bench cluster [--seconds S] [--quick] [--clients 1,8,64] [--workers W]
-                          [--window K] [--payload BYTES] [--storage durable,memory]
+                          [--window K] [--loop shared|private] [--payload BYTES]
+                          [--storage durable,memory]
                           [--command inc0|inc1]
 
 For each storage kind (durable: SQLite + fsync, then in-memory) it starts 3 node
@@ -15,8 +16,9 @@ Client side, so that one GIL does not cap it: N ``RaftClient`` sessions spread o
 ``--workers`` client processes (default 4; fewer when N is smaller). Each client is
 closed-loop with ``--window`` commands in flight (default 1: it sends the next command
 when the previous one's response arrived, so N clients = N commands in flight). The
-clients of one worker share a ZeroMQ context; each still has its own session thread and
-connection thread.
+clients of one worker share one ``ClientLoop`` (one thread, one ZeroMQ context, a
+DEALER per session), as an application with many sessions would; ``--loop private``
+gives each client its own loop thread (the default for a lone ``RaftClient``).
 
 The command: the counter expects ``["inc", n]`` and ignores further elements, so the
 command is ``["inc", n, "xxx..."]`` padded to exactly ``--payload`` bytes of msgpack
@@ -80,27 +82,19 @@ def worker_main(argv: list[str]) -> int:
     """A client process: ``cluster.py worker SPEC`` (JSON). Opens its clients, says
     ``ready``, waits for ``go`` with the measuring window on stdin, runs closed-loop
     until the window ends, reports one JSON line and exits."""
-    import zmq
-
-    from actors.client import ClientConfig, RaftClient
-    from actors.transport import ZmqClientConnection, ZmqOptions
+    from actors.client import ClientConfig, ClientLoop, RaftClient
 
     spec = json.loads(argv[0])
     addresses: list[str] = spec["addresses"]
     window: int = spec["window"]
     cmd = spec["command"]
-    context = zmq.Context()
-
-    def factory(on_frame: Any) -> ZmqClientConnection:
-        return ZmqClientConnection(
-            on_frame, name="bench-client", options=ZmqOptions(context=context)
-        )
+    shared = ClientLoop(name="bench-clients") if spec.get("loop", "shared") == "shared" else None
 
     config = ClientConfig(tuple(addresses), max_in_flight=max(window, 1))
     clients = []
     try:
         for _ in range(spec["clients"]):
-            client = RaftClient(addresses, config=config, connection_factory=factory)
+            client = RaftClient(addresses, config=config, loop=shared)
             clients.append(client.connect(_SETUP_S))
         _say({"ready": True})
         go = json.loads(sys.stdin.readline() or "null")
@@ -129,7 +123,7 @@ def worker_main(argv: list[str]) -> int:
                 else:
                     counts["outside"] += 1
             if now < end:
-                one(client)  # on the client's session thread: submit never blocks
+                one(client)  # on the client's loop thread: submit never blocks
             else:
                 with lock:
                     running[0] -= 1
@@ -145,7 +139,8 @@ def worker_main(argv: list[str]) -> int:
     finally:
         for client in clients:
             client.close(timeout=2.0)
-        context.term()
+        if shared is not None:
+            shared.close(timeout=2.0)
     return 0
 
 
@@ -243,7 +238,13 @@ def run_clients(
     mine = []
     for i in range(procs):
         share = n // procs + (1 if i < n % procs else 0)
-        spec = {"addresses": addresses, "clients": share, "window": args.window, "command": cmd}
+        spec = {
+            "addresses": addresses,
+            "clients": share,
+            "window": args.window,
+            "command": cmd,
+            "loop": args.loop,
+        }
         w = Worker(spec)
         workers.append(w)
         mine.append(w)
@@ -334,7 +335,8 @@ def table(rows: list[Row], args: argparse.Namespace) -> str:
     note = (
         f"\n3 nodes on loopback, counter app, {args.payload}-byte `{args.command}` commands, "
         f"{args.seconds:g} s per row, window {args.window} per client, up to "
-        f"{args.workers} client processes; {os.cpu_count()} CPUs.\n"
+        f"{args.workers} client processes ({args.loop} client loops); "
+        f"{os.cpu_count()} CPUs.\n"
     )
     return head + body + note
 
@@ -364,6 +366,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--clients", type=_clients, default=[1, 8, 64], help="e.g. 1,8,64")
     parser.add_argument("--workers", type=int, default=4, help="client processes (default 4)")
     parser.add_argument("--window", type=int, default=1, help="commands in flight per client")
+    parser.add_argument(
+        "--loop",
+        choices=("shared", "private"),
+        default="shared",
+        help="clients of a worker share one ClientLoop (default) or have one each",
+    )
     parser.add_argument("--payload", type=int, default=100, help="command bytes (default 100)")
     parser.add_argument("--command", choices=("inc0", "inc1"), default="inc0")
     parser.add_argument("--storage", default="durable,memory", help="durable,memory")
