@@ -21,7 +21,7 @@ from actors.client import ClientConfig, RaftClient, RequestTimeoutError, fetch_s
 from actors.cluster import ClusterManifest, alive, spawn_member, tail, wait_for_leader
 from protocol.admin import NodeStatus
 
-__all__ = ["PAD", "WAIT", "ProcessCluster", "Workload", "client_for", "wait_for"]
+__all__ = ["PAD", "WAIT", "ProcessCluster", "Workload", "client_for", "ours", "wait_for"]
 
 #: Bound for anything a healthy cluster does (elections, catch-up, a failover).
 WAIT = 20.0
@@ -112,9 +112,12 @@ class ProcessCluster:
         )
 
     def kill_all(self) -> None:
-        """SIGKILL every process this cluster ever started (stopped ones too)."""
+        """SIGKILL every process this cluster ever started (stopped ones too) that is
+        still running. A pid whose process already ended (and was reaped) may belong to
+        someone else by now -- another test run on this machine -- so only our own
+        children are signalled (:func:`ours`)."""
         for pid in self.started:
-            if alive(pid):
+            if ours(pid):
                 for kill in (os.killpg, os.kill):
                     try:
                         kill(pid, signal.SIGKILL)
@@ -124,10 +127,24 @@ class ProcessCluster:
                     except PermissionError:
                         continue
         deadline = time.monotonic() + 10
-        while any(alive(p) for p in self.started) and time.monotonic() < deadline:
+        while any(ours(p) for p in self.started) and time.monotonic() < deadline:
             time.sleep(0.02)
-        survivors = [p for p in self.started if alive(p)]
+        survivors = [p for p in self.started if ours(p)]
         assert not survivors, f"node processes survived SIGKILL: {survivors}"
+
+
+def ours(pid: int) -> bool:
+    """Whether ``pid`` is a running child of this process. Pids are reused once a dead
+    child is reaped, so "alive" alone could name a stranger's process."""
+    if not alive(pid):
+        return False
+    if not Path("/proc/self/stat").exists():
+        return True  # no /proc (not Linux): trust alive()
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return False  # gone meanwhile
+    return int(fields[1]) == os.getpid()
 
 
 def client_for(cluster: ProcessCluster, **kwargs: Any) -> RaftClient:

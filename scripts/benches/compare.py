@@ -387,11 +387,11 @@ def table(results: list[Result], checks: list[Agreement], args: argparse.Namespa
             lines.append("| " + " | ".join(cells) + " |")
     via = "the leader node" if args.via == "leader" else "a follower node (forwarded)"
     mode = (
-        "default `appendEntriesUseBatch=True` (new entries go out on the next 100 ms tick)"
+        "its default `appendEntriesUseBatch=True` (new entries go out on the next 100 ms tick)"
         if args.batch
-        else "`appendEntriesUseBatch=False` (each write is sent to the followers at once; "
-        "its default batching mode waits for a 100 ms tick and is far slower closed-loop: "
-        "`--pysyncobj-batch`)"
+        else "`appendEntriesUseBatch=False` (each write goes to the followers at once;\n"
+        "  its default batching mode waits for a 100 ms tick and is far slower closed-loop:\n"
+        "  see `--pysyncobj-batch`)"
     )
     agreement_lines = "".join(
         f"- PySyncObj {c.storage}: replicas "
@@ -417,7 +417,8 @@ What is measured and guaranteed:
   (a retried write is not applied twice, its cached response is returned), and reads
   (not measured here) are linearizable queries through the log.
 - PySyncObj has no client: the calls are made inside {via} (a callback per applied
-  entry), in the same process (one GIL) as that node's Raft work. Mode: {mode}.
+  entry), in the same process (one GIL) as that node's Raft work.
+  PySyncObj mode: {mode}.
   No sessions: a call retried after a lost answer may be applied twice; reads of the
   local object are not linearizable (a follower or a deposed leader can be stale).
 - durable: raft-actors writes each entry to SQLite and fsyncs before it counts (survives
