@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from actors.admin import AdminCommand, AdminDesk
@@ -288,20 +289,29 @@ class ConsensusActor(NodeActor):
             hs = None
         elif rd.entries and hs is None:
             hs, self._unsaved = self._unsaved, None
+        after_sync = rd.persisted_messages
         if (rd.entries or hs is not None) and self._failed is None:
             if hs is not None:
                 self._stored_vote = (hs.term, hs.voted_for)
                 self._unsaved = None
+            then = None
+            if after_sync and not self._after_sync:
+                # The writer thread sends these the moment the write is durable, one
+                # hop sooner than through this actor's inbox (a follower's
+                # acknowledgement is on every command's critical path). Only when
+                # nothing older still waits here, so acknowledgements stay in order.
+                then = self._sender([(m.receiver, encode(m)) for m in after_sync])
+                after_sync = []
             try:
-                self._submitted = self.writer.submit(rd.entries, hs)
+                self._submitted = self.writer.submit(rd.entries, hs, then=then)
             except StorageError as exc:
                 self._on_storage_failed(exc)
-        if rd.persisted_messages:
+        if after_sync:
             if self._durable >= self._submitted:
-                for msg in rd.persisted_messages:
+                for msg in after_sync:
                     self._send(msg)
             else:
-                self._after_sync.append((self._submitted, rd.persisted_messages))
+                self._after_sync.append((self._submitted, after_sync))
         if rd.committed_entries:
             assert wiring.session is not None
             wiring.session.tell(ApplyEntries(rd.committed_entries))
@@ -351,6 +361,15 @@ class ConsensusActor(NodeActor):
             for msg in held:
                 if msg.term == self.core.term:
                     self._send(msg)
+
+    def _sender(self, frames: list[tuple[MemberId, bytes]]) -> Callable[[], None]:
+        peers = self.peers
+
+        def send() -> None:
+            for to, frame in frames:
+                peers.send(to, frame)
+
+        return send
 
     def _send(self, msg: RaftMessage) -> None:
         self.peers.send(msg.receiver, encode(msg))
