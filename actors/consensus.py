@@ -7,19 +7,22 @@ what had to wait for the disk when the writer says it is durable, pass committed
 to the session actor, confirmed reads to the session actor, role changes to everyone.
 
 Proposals arriving while a batch is being handled are collected and proposed together
-(one ``_Flush`` message per burst), so a busy leader appends many commands per entry
-batch and per fsync.
+(one ``_Flush`` message per burst, queued behind whatever is already in the inbox; with
+an empty inbox the flush happens at once), so a busy leader appends many commands per
+entry batch and per fsync, and an idle one adds no extra hop.
 """
 
 from __future__ import annotations
 
 import itertools
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from actors.admin import AdminCommand, AdminDesk
 from actors.base import NodeActor, Wiring, member_logger
 from actors.clock import wall_ms
+from actors.handoff import Drain
 from actors.messages import (
     Applied,
     ApplyEntries,
@@ -50,7 +53,8 @@ from protocol.bridge import to_session_command
 from protocol.codec import ProtocolError, decode, encode
 from protocol.ids import MemberId
 from protocol.raft import HardState, RaftCore, SnapshotMeta
-from protocol.raft.messages import RAFT_MESSAGE_TYPES, RaftMessage
+from protocol.raft.messages import RAFT_MESSAGE_TYPES, AppendEntries, Heartbeat, RaftMessage
+from protocol.raft.progress import ProgressState
 from protocol.raft.types import Refusal, Refused, Role
 from protocol.session import GetRequestsForRetry
 from protocol.wire import ErrorReason, RejectReason
@@ -112,6 +116,8 @@ class ConsensusActor(NodeActor):
         self.bad_frames = 0
         self._stored_vote = (core.term, core.voted_for)
         self._unsaved: HardState | None = None
+        #: Commit-only appends held until the next tick (see _send_commit_notices).
+        self._commit_notices: dict[MemberId, AppendEntries] = {}
         self.admin = AdminDesk(
             core, client_addresses, 3 * core.options.election_ticks, learn=self._learn
         )
@@ -120,24 +126,18 @@ class ConsensusActor(NodeActor):
 
     def handle(self, message: Any) -> None:
         core = self.core
-        if isinstance(message, PeerFrame):
-            try:
-                msg: RaftMessage = decode(
-                    message.frame, RAFT_MESSAGE_TYPES, max_bytes=self.max_frame_bytes
-                )
-            except ProtocolError as exc:
-                self._bad_frame("a bad frame from %s: %s", message.sender, exc)
-                return
-            if msg.sender != message.sender or msg.receiver != core.id:
-                self._bad_frame("a misaddressed %s", type(msg).__name__)
-                return
-            core.step(msg)
+        if isinstance(message, Drain):  # every peer frame that arrived in one burst
+            for frame in message.source.take():
+                self._on_peer_frame(frame)
+        elif isinstance(message, PeerFrame):
+            self._on_peer_frame(message)
         elif isinstance(message, _Flush):
             self._flush_scheduled = False
             self._flush()
             return
         elif isinstance(message, Tick):
             core.tick()
+            self._send_commit_notices()
             if self.admin.pending is not None:
                 self.admin.on_tick()
         elif isinstance(message, Persisted):
@@ -172,6 +172,19 @@ class ConsensusActor(NodeActor):
             self._collect(message)
         self._schedule_flush()
 
+    def _on_peer_frame(self, message: PeerFrame) -> None:
+        try:
+            msg: RaftMessage = decode(
+                message.frame, RAFT_MESSAGE_TYPES, max_bytes=self.max_frame_bytes
+            )
+        except ProtocolError as exc:
+            self._bad_frame("a bad frame from %s: %s", message.sender, exc)
+            return
+        if msg.sender != message.sender or msg.receiver != self.core.id:
+            self._bad_frame("a misaddressed %s", type(msg).__name__)
+            return
+        self.core.step(msg)
+
     def _bad_frame(self, what: str, *args: Any) -> None:
         """Count a dropped peer frame; log the 1st, 2nd, 4th, 8th, ... (a flood of
         garbage must not flood the log too)."""
@@ -187,7 +200,14 @@ class ConsensusActor(NodeActor):
             self.client_addresses[member] = client_address
 
     def _schedule_flush(self) -> None:
-        if not self._flush_scheduled and (self._proposals or self.core.has_ready()):
+        if self._flush_scheduled or not (self._proposals or self.core.has_ready()):
+            return
+        if self.inbox_empty():
+            # Nothing else is waiting: act now (no round trip through the inbox, which
+            # would only add latency on a lightly loaded node).
+            self._flush()
+        else:
+            # Let what is already queued join this batch: the flush runs after it.
             self._flush_scheduled = True
             self.actor_ref.tell(_FLUSH)
 
@@ -250,7 +270,15 @@ class ConsensusActor(NodeActor):
         wiring = self.wiring
         if rd.snapshot is not None:
             self._install(rd.snapshot.meta, rd.snapshot.data)
+        notices = self._commit_notices
         for msg in rd.messages:
+            if type(msg) is AppendEntries:
+                if not msg.entries and self._replicating(msg.receiver):
+                    notices[msg.receiver] = msg  # see _send_commit_notices
+                    continue
+                notices.pop(msg.receiver, None)  # carries the commit index itself
+            elif type(msg) is Heartbeat:
+                notices.pop(msg.receiver, None)  # so does a heartbeat
             self._send(msg)
         hs = rd.hard_state
         if hs is not None and not rd.entries and (hs.term, hs.voted_for) == self._stored_vote:
@@ -261,20 +289,29 @@ class ConsensusActor(NodeActor):
             hs = None
         elif rd.entries and hs is None:
             hs, self._unsaved = self._unsaved, None
+        after_sync = rd.persisted_messages
         if (rd.entries or hs is not None) and self._failed is None:
             if hs is not None:
                 self._stored_vote = (hs.term, hs.voted_for)
                 self._unsaved = None
+            then = None
+            if after_sync and not self._after_sync:
+                # The writer thread sends these the moment the write is durable, one
+                # hop sooner than through this actor's inbox (a follower's
+                # acknowledgement is on every command's critical path). Only when
+                # nothing older still waits here, so acknowledgements stay in order.
+                then = self._sender([(m.receiver, encode(m)) for m in after_sync])
+                after_sync = []
             try:
-                self._submitted = self.writer.submit(rd.entries, hs)
+                self._submitted = self.writer.submit(rd.entries, hs, then=then)
             except StorageError as exc:
                 self._on_storage_failed(exc)
-        if rd.persisted_messages:
+        if after_sync:
             if self._durable >= self._submitted:
-                for msg in rd.persisted_messages:
+                for msg in after_sync:
                     self._send(msg)
             else:
-                self._after_sync.append((self._submitted, rd.persisted_messages))
+                self._after_sync.append((self._submitted, after_sync))
         if rd.committed_entries:
             assert wiring.session is not None
             wiring.session.tell(ApplyEntries(rd.committed_entries))
@@ -298,6 +335,41 @@ class ConsensusActor(NodeActor):
         if rd.soft_state is not None:
             self._leadership(rd.soft_state.role, rd.soft_state.leader, rd.soft_state.term)
         self._post_status()
+
+    def _replicating(self, member: MemberId) -> bool:
+        progress = self.core.progress.get(member)
+        return progress is not None and progress.state == ProgressState.REPLICATE
+
+    def _send_commit_notices(self) -> None:
+        """Send the held commit-only appends (once per tick at most).
+
+        When the commit index advances, the core sends every follower it has nothing new
+        for an AppendEntries without entries, only to tell it the commit index (and the
+        follower answers it). On a leader serving a stream of commands these are half
+        of all peer messages, and needless: the next append with entries carries the
+        commit index too. So the newest such notice per follower is held here and sent
+        at the next tick, unless an append or heartbeat to that follower went out first.
+        Followers learn the commit index at most one tick later; the leader's own
+        commitment, the client's answer and flow control (only followers in the
+        replicate state get their notices held, never probes) are not affected."""
+        notices = self._commit_notices
+        if not notices:
+            return
+        held = list(notices.values())
+        notices.clear()
+        if self.core.role == Role.LEADER:
+            for msg in held:
+                if msg.term == self.core.term:
+                    self._send(msg)
+
+    def _sender(self, frames: list[tuple[MemberId, bytes]]) -> Callable[[], None]:
+        peers = self.peers
+
+        def send() -> None:
+            for to, frame in frames:
+                peers.send(to, frame)
+
+        return send
 
     def _send(self, msg: RaftMessage) -> None:
         self.peers.send(msg.receiver, encode(msg))

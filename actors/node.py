@@ -30,6 +30,7 @@ from actors.base import Wiring, member_logger
 from actors.clock import Ticker
 from actors.config import NodeConfig
 from actors.consensus import ConsensusActor
+from actors.handoff import Coalescer
 from actors.link import RemoteRef, core_endpoint, registry_endpoint
 from actors.messages import PeerFrame, Reannounce, Tick
 from actors.registry import ClientFrame, start_registry_actor
@@ -178,8 +179,12 @@ class Node:
         # Transports and the writer call into actors that do not exist yet: they get
         # late-bound forwarders, pointed at the actors before anything is started.
         to_consensus, to_registry = _Late(), _Late()
+        # Frames from a transport thread reach their actor through a Coalescer: one
+        # actor message per burst, handled as one batch (see actors.handoff).
+        peer_frames: Coalescer[PeerFrame] = Coalescer()
+        client_frames: Coalescer[ClientFrame] = Coalescer()
         self._peers = self._peer_transport(
-            lambda sender, frame: to_consensus.tell(PeerFrame(sender, frame))
+            lambda sender, frame: peer_frames.put(PeerFrame(sender, frame))
         )
         self._writer = StorageWriter(
             storage.log,
@@ -213,15 +218,17 @@ class Node:
         self._refs.extend([session, retry, consensus])
         wiring.session, wiring.retry = session, retry
         wiring.consensus = to_consensus.ref = consensus
+        peer_frames.target = to_consensus
         if self.registry_link is None:
             self._clients = self._client_transport(
-                lambda connection, data: to_registry.tell(
+                lambda connection, data: client_frames.put(
                     ClientFrame(connection, data, self._admin_sender())
                 )
             )
             registry = start_registry_actor(cfg, self._clients, wiring, self.status)
             self._refs.append(registry)
             wiring.registry = to_registry.ref = registry
+            client_frames.target = to_registry
         else:
             # The registry runs in another process (actors.registry_node): RaftActions
             # arrive over the link, ServerActions leave through it.

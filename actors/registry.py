@@ -21,10 +21,11 @@ from actors.admin import AdminCommand
 from actors.base import NodeActor, Wiring, member_logger
 from actors.clock import wall_ms
 from actors.config import NodeConfig
+from actors.handoff import Drain
 from actors.link import RemoteRef
 from actors.messages import Tick
 from actors.transport import ClientTransport
-from protocol.actions import SERVER_ACTION_TYPES
+from protocol.actions import SERVER_ACTION_TYPES, RaftAction
 from protocol.admin import AdminRequest, AdminResponse, NodeStatus, StatusRequest, StatusResponse
 from protocol.codec import ProtocolError, decode, encode
 from protocol.ids import MemberId, SessionId
@@ -107,9 +108,23 @@ class RegistryActor(NodeActor):
         self.transport = transport
         self.log = member_logger(__name__, member_id)
         self.bad_frames = 0
+        #: While a burst of frames is handled: the RaftActions it produced, proposed
+        #: together at its end.
+        self._batch: list[RaftAction] | None = None
 
     def handle(self, message: Any) -> None:
-        if isinstance(message, ClientFrame):
+        if isinstance(message, Drain):  # every client frame that arrived in one burst
+            frames = message.source.take()
+            now = wall_ms()
+            self._batch = []
+            try:
+                for frame in frames:
+                    self._frame(frame.connection, frame.data, now, frame.admin)
+            finally:
+                batch, self._batch = self._batch, None
+                if batch:
+                    self._propose(batch)
+        elif isinstance(message, ClientFrame):
             self._frame(message.connection, message.data, wall_ms(), message.admin)
         elif isinstance(message, Tick):
             self._carry_out(self.registry.on_tick(message.now_ms))
@@ -162,11 +177,17 @@ class RegistryActor(NodeActor):
         for connection, msg in fx.send:
             self._send(connection, encode(msg))
         if fx.propose:
-            consensus = self.wiring.consensus
-            assert consensus is not None
-            consensus.tell(fx.propose[0] if len(fx.propose) == 1 else fx.propose)
+            if self._batch is not None:
+                self._batch.extend(fx.propose)  # one message for the whole burst
+            else:
+                self._propose(fx.propose)
         for connection in fx.close:
             self.transport.disconnect(connection)
+
+    def _propose(self, actions: list[RaftAction]) -> None:
+        consensus = self.wiring.consensus
+        assert consensus is not None
+        consensus.tell(actions[0] if len(actions) == 1 else actions)
 
     def _send(self, connection: bytes, frame: bytes) -> None:
         self.transport.send(connection, frame)

@@ -65,6 +65,7 @@ class _Append:
     entries: tuple[LogEntry, ...]
     hard_state: HardState | None
     configuration: Configuration | None
+    then: Callable[[], None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,11 +119,17 @@ class StorageWriter:
         entries: Sequence[LogEntry] = (),
         hard_state: HardState | None = None,
         configuration: Configuration | None = None,
+        *,
+        then: Callable[[], None] | None = None,
     ) -> int:
         """Queue entries (contiguous, terms not decreasing) and/or a new hard state.
 
         ``configuration`` (if given) is saved with the hard state, atomically. Returns
         the submission's sequence number, reported back in :attr:`Persisted.seq`.
+        ``then`` (if given) runs on the writer thread as soon as this submission is
+        durable, before ``on_persisted`` is called: what may only happen after the
+        write (e.g. sending an acknowledgement) does not wait for another thread. It
+        must be quick and thread-safe; an exception from it is logged and ignored.
         """
         batch = tuple(entries)
         if batch:
@@ -130,7 +137,7 @@ class StorageWriter:
         with self._lock:
             self._check()
             self._seq += 1
-            self._queue.put(_Append(self._seq, batch, hard_state, configuration))
+            self._queue.put(_Append(self._seq, batch, hard_state, configuration, then))
             return self._seq
 
     def compact(self, index: int, term: int) -> int:
@@ -214,6 +221,12 @@ class StorageWriter:
                 self._fail(exc)
                 return
             if work:
+                for op in work:
+                    if isinstance(op, _Append) and op.then is not None:
+                        try:
+                            op.then()
+                        except Exception:
+                            log.exception("a 'then' callback raised (ignored)")
                 with self._changed:
                     self._durable_seq = report.seq
                     self._persisted = report

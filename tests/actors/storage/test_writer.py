@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -225,3 +225,40 @@ def test_configuration_alone_keeps_the_hard_state(writers: list[StorageWriter]) 
     assert writer.wait(writer.submit(configuration=conf), WAIT)
     assert storage.stable.hard_state() == HardState(3, MemberId("b"), 0)
     assert storage.stable.configuration() == conf
+
+
+def test_then_runs_once_durable_before_the_report_and_never_after_a_failure(
+    writers: list[StorageWriter],
+) -> None:
+    log = FailingLog(fail_at=3)
+    events: list[str] = []
+    reported = threading.Semaphore(0)
+    failed = threading.Event()
+
+    def persisted(report: Persisted) -> None:
+        events.append(f"persisted {report.index}")
+        reported.release()
+
+    def failure(error: StorageError) -> None:
+        failed.set()
+
+    def then(name: str) -> Callable[[], None]:
+        def run() -> None:
+            # Durable already: the log holds the batch when ``then`` runs.
+            events.append(f"{name} at {log.last_index()}")
+
+        return run
+
+    def broken() -> None:
+        raise RuntimeError("then bug")
+
+    writer = StorageWriter(log, MemoryStorage().stable, persisted, failure).start()
+    writers.append(writer)
+    writer.submit(entries(1, 3, 1), then=then("first"))
+    assert reported.acquire(timeout=WAIT)
+    assert events == ["first at 2", "persisted 2"]
+    writer.submit(hard_state=HardState(2, None, 0), then=broken)  # its error is ignored
+    assert reported.acquire(timeout=WAIT)
+    writer.submit(entries(3, 5, 1), then=then("lost"))  # this append's sync fails
+    assert failed.wait(WAIT)
+    assert events == ["first at 2", "persisted 2", "persisted 2"]

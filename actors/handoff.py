@@ -1,0 +1,89 @@
+"""Coalescing hand-off from a transport thread to an actor: one actor message per burst.
+
+A transport's I/O thread receives frames one by one. Telling the actor each frame costs
+a pykka message per frame (an envelope, an inbox put, a wake-up, one turn of the
+actor's loop); under load the actor then handles, and flushes, each frame alone. A
+:class:`Coalescer` instead appends every item to a deque and tells the actor one
+:class:`Drain` only when none is already on its way. The actor takes *everything* queued
+when the ``Drain`` arrives (:meth:`Coalescer.take`), so a burst of frames costs one
+message and is handled as one batch (e.g. all the acknowledgements that arrived
+together advance the commit index once).
+
+Ordering: items come out in the order they were put in. Thread-safety rests on two
+atomic steps (``deque.append``/``popleft`` are atomic in CPython) and one rule: the
+consumer clears the "scheduled" flag *before* it takes, and the producer appends
+*before* it looks at the flag. So an item appended while a drain is running is either
+taken by that drain or announced by a fresh ``Drain``; none is ever left behind.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any, Generic, TypeVar
+
+from actors.base import Mailbox
+
+__all__ = ["Coalescer", "Drain"]
+
+T = TypeVar("T")
+
+#: Items one ``take`` returns at most; the rest get a new ``Drain`` (so the actor gets
+#: to its other messages, e.g. ticks, in between).
+MAX_TAKE = 4096
+
+
+class Drain:
+    """The one message a :class:`Coalescer` tells its actor: "take my items"."""
+
+    __slots__ = ("source",)
+
+    def __init__(self, source: Coalescer[Any]) -> None:
+        self.source = source
+
+
+class Coalescer(Generic[T]):
+    """Collects items from any thread for one actor; see the module docstring.
+
+    ``target`` is the actor's mailbox (anything with ``tell``), set at construction or
+    later through :attr:`target` (before the first item arrives; items put while it is
+    ``None`` wait until the next :meth:`put` after it is set).
+    """
+
+    def __init__(self, target: Mailbox | None = None, *, max_take: int = MAX_TAKE) -> None:
+        if max_take < 1:
+            raise ValueError("max_take must be >= 1")
+        self.target = target
+        self._max_take = max_take
+        self._items: deque[T] = deque()
+        self._scheduled = False
+        self._drain = Drain(self)
+
+    def put(self, item: T) -> None:
+        """Queue ``item`` and make sure a ``Drain`` is on its way (any thread)."""
+        self._items.append(item)
+        if not self._scheduled:
+            target = self.target
+            if target is None:
+                return
+            self._scheduled = True
+            try:
+                target.tell(self._drain)
+            except Exception:
+                self._scheduled = False
+                raise
+
+    def take(self) -> list[T]:
+        """Everything queued so far, oldest first (the actor's thread, on ``Drain``)."""
+        self._scheduled = False
+        items = self._items
+        out: list[T] = []
+        limit = self._max_take
+        while items and len(out) < limit:
+            out.append(items.popleft())
+        if items and not self._scheduled and self.target is not None:
+            self._scheduled = True
+            self.target.tell(self._drain)
+        return out
+
+    def __len__(self) -> int:
+        return len(self._items)
