@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from actors.admin import AdminCommand, AdminDesk
@@ -62,6 +63,7 @@ _ROLES = {
     Role.PRE_CANDIDATE: NodeRole.CANDIDATE,
     Role.CANDIDATE: NodeRole.CANDIDATE,
     Role.LEADER: NodeRole.LEADER,
+    Role.REMOVED: NodeRole.FOLLOWER,
 }
 
 
@@ -86,6 +88,7 @@ class ConsensusActor(NodeActor):
         board: StatusBoard,
         *,
         max_frame_bytes: int,
+        on_removed: Callable[[], None] | None = None,
     ) -> None:
         super().__init__()
         self.core = core
@@ -96,6 +99,8 @@ class ConsensusActor(NodeActor):
         self.wiring = wiring
         self.board = board
         self.max_frame_bytes = max_frame_bytes
+        #: Called once, on this actor's thread, when the core learns it was removed.
+        self.on_removed = on_removed
         self.log = member_logger(__name__, core.id)
         self._flush_scheduled = False
         self._proposals: list[tuple[RaftAction | None, bytes]] = []
@@ -207,6 +212,7 @@ class ConsensusActor(NodeActor):
                 result: Any = Refused(Refusal.TOO_BUSY, None, "storage failed")
             else:
                 result = self.core.propose([payload for _, payload in batch])
+                self.board.metrics.proposals += len(batch)
             if isinstance(result, Refused):
                 for action, _ in batch:
                     self._refuse(action, result)
@@ -276,6 +282,7 @@ class ConsensusActor(NodeActor):
             else:
                 self._after_sync.append((self._submitted, rd.persisted_messages))
         if rd.committed_entries:
+            self.board.metrics.commits += len(rd.committed_entries)
             assert wiring.session is not None
             wiring.session.tell(ApplyEntries(rd.committed_entries))
         if rd.read_states:
@@ -319,6 +326,7 @@ class ConsensusActor(NodeActor):
 
     def _leadership(self, role: Role, leader: MemberId | None, term: int) -> None:
         node_role = _ROLES[role]
+        self.board.metrics.on_role(role)
         if node_role != self._role or role == Role.LEADER:
             self.log.info("now %s in term %d (leader %s)", role.name.lower(), term, leader)
         self._role = node_role
@@ -329,6 +337,8 @@ class ConsensusActor(NodeActor):
             if ref is not None:
                 ref.tell(change)
         self.admin.on_leadership()
+        if role == Role.REMOVED and self.on_removed is not None:
+            self.on_removed()
         if node_role != NodeRole.LEADER:
             for action in self._reads.values():
                 self._to_registry(

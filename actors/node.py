@@ -32,7 +32,9 @@ from actors.config import NodeConfig
 from actors.consensus import ConsensusActor
 from actors.link import RemoteRef, core_endpoint, registry_endpoint
 from actors.messages import PeerFrame, Reannounce, Tick
+from actors.metrics import MetricsUnavailableError, require_prometheus
 from actors.registry import ClientFrame, start_registry_actor
+from actors.removal import REMOVED_FILE, RemovalFlag, removed_marker
 from actors.retry import RetrySchedulerActor
 from actors.session import SessionActor
 from actors.status import StatusBoard
@@ -122,6 +124,10 @@ class Node:
         self._tickers: list[Ticker] = []
         self._next_reannounce = 0
         self._state = "new"
+        self._core: RaftCore | None = None
+        #: Set once this node learns it was removed from the cluster.
+        self.removal = RemovalFlag(config.member_id, config.data_dir)
+        self._metrics_server: Any = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -147,6 +153,9 @@ class Node:
         self._started_at = time.monotonic()
         if cfg.storage == "durable":
             assert cfg.data_dir is not None
+            marker = removed_marker(cfg.data_dir)
+            if marker is not None:
+                raise NodeError(f"refusing to start: {marker} ({cfg.data_dir / REMOVED_FILE})")
             self._storage = DurableStorage.open(cfg.data_dir)
         else:
             self._storage = MemoryStorage()
@@ -155,7 +164,7 @@ class Node:
         machine = SessionStateMachine(self.state_machine, self.codec)
         if restored.snapshot is not None and restored.snapshot.index > 0:
             machine.restore(restored.snapshot_data)
-        core = RaftCore(cfg.member_id, self._raft_options(), random.Random(), restored)
+        core = self._core = RaftCore(cfg.member_id, self._raft_options(), random.Random(), restored)
         # What was restored shows in status() at once, not only after the first event.
         stats = machine.stats()
         self.board.update(
@@ -183,6 +192,7 @@ class Node:
             to_consensus.tell,
             to_consensus.tell,
             name=f"storage-writer-{cfg.member_id}",
+            on_sync=self.board.metrics.on_sync,
         )
         session = SessionActor.start(
             cfg.member_id,
@@ -205,6 +215,7 @@ class Node:
             wiring,
             self.board,
             max_frame_bytes=cfg.max_frame_bytes,
+            on_removed=lambda: self._on_removed(core.term),
         )
         self._refs.extend([session, retry, consensus])
         wiring.session, wiring.retry = session, retry
@@ -242,6 +253,45 @@ class Node:
         ]
         for ticker in self._tickers:
             ticker.start()
+        if cfg.metrics_port is not None:
+            self._start_metrics(cfg.metrics_port, cfg.metrics_host)
+
+    def _start_metrics(self, port: int, host: str) -> None:
+        try:
+            require_prometheus()
+        except MetricsUnavailableError as exc:
+            raise NodeError(str(exc)) from None
+        from actors.metrics_http import MetricsSource, start_metrics_server
+
+        transports = {}
+        if self._peers is not None:
+            transports["peer"] = self._peers.stats
+        if self._clients is not None:
+            transports["client"] = self._clients.stats
+        board = self.board
+        source = MetricsSource(
+            self.config.member_id,
+            board,
+            self._started_at,
+            self._core,
+            transports,
+            {"peer": lambda: board.read().peer_frames_dropped},
+        )
+        try:
+            self._metrics_server = start_metrics_server(source, port, host)
+        except OSError as exc:
+            raise NodeError(f"cannot serve metrics on {host}:{port}: {exc}") from None
+        self.log.info("metrics on %s", self._metrics_server.url)
+
+    def _on_removed(self, term: int) -> None:
+        """The core learnt this member was removed (on the consensus actor's thread)."""
+        self.removal.set(term)
+        self.log.warning(
+            "%s WAS REMOVED from the cluster (term %d): it takes no further part in Raft%s",
+            self.config.member_id,
+            term,
+            f"; {self.removal.error}" if self.removal.error else "",
+        )
 
     def _slow_tick(self, now: int) -> None:
         wiring = self.wiring
@@ -348,6 +398,8 @@ class Node:
             self._state = "stopped"
             return
         self._state = "stopped"
+        if self._metrics_server is not None:
+            self._metrics_server.stop()
         for ticker in self._tickers:
             ticker.stop(timeout)
         for transport in (self._clients, self._link, self._peers):
@@ -374,6 +426,12 @@ class Node:
         if self._clients is not None and self._clients.address:
             return self._clients.address
         return self.config.address.client
+
+    @property
+    def metrics_url(self) -> str | None:
+        """``http://host:port/metrics`` while the metrics endpoint runs, else None."""
+        server = self._metrics_server
+        return server.url if server is not None else None
 
     @property
     def peer_address(self) -> str:

@@ -24,6 +24,7 @@ from protocol.raft.messages import (
     RaftMessage,
     ReadIndexRequest,
     ReadIndexResponse,
+    RemovedNotice,
     RequestVote,
     RequestVoteResponse,
     TimeoutNow,
@@ -173,6 +174,7 @@ class RaftCore:
             TimeoutNow: self._on_timeout_now,
             ReadIndexRequest: self._on_read_index_request,
             ReadIndexResponse: self._on_read_index_response,
+            RemovedNotice: self._on_removed_notice,
         }
 
     # ================================================================ queries
@@ -211,8 +213,15 @@ class RaftCore:
 
     # ================================================================ inputs
 
+    @property
+    def removed(self) -> bool:
+        """Has this member learnt that it was removed (it then takes no part)?"""
+        return self.role == Role.REMOVED
+
     def tick(self) -> None:
         """One unit of logical time has passed."""
+        if self.role == Role.REMOVED:
+            return
         if self.role == Role.LEADER:
             self._tick_leader()
         else:
@@ -223,12 +232,19 @@ class RaftCore:
 
     def step(self, msg: RaftMessage) -> None:
         """Handle a message from a peer (any message; stale or odd ones are ignored)."""
-        if msg.receiver != self.id or msg.sender == self.id:
+        if msg.receiver != self.id or msg.sender == self.id or self.role == Role.REMOVED:
             return
         handler = self._handlers.get(type(msg))
         if handler is None:
             return
         term = msg.term
+        if (
+            self.role == Role.LEADER
+            and msg.sender not in self.progress
+            and (term <= self.term or (type(msg) is RequestVote and msg.pre_vote))
+        ):
+            self._from_non_member(msg)
+            return
         if term > self.term:
             if type(msg) is RequestVote:
                 in_lease = (
@@ -482,6 +498,26 @@ class RaftCore:
             else:
                 self._msgs.append(ReadIndexResponse(self.term, self.id, who, ctx, 0, False))
 
+    def _from_non_member(self, msg: RaftMessage) -> None:
+        """§4.2.3: a leader ignores servers outside its configuration (they cannot
+        disrupt it); once that configuration is committed it tells the sender so, since
+        it never sends a removed member the entry that removes it."""
+        if self.config_index <= self.log.commit:
+            self._msgs.append(RemovedNotice(self.term, self.id, msg.sender, self.config_index))
+
+    def _on_removed_notice(self, m: RemovedNotice) -> None:
+        # step() has dropped a notice of an older term (a deposed leader's word).
+        if self.config_index > m.config_index and self.id in self.config.members:
+            return  # a late notice: we were added again since
+        self._become_removed()
+
+    def _become_removed(self) -> None:
+        if self.role == Role.LEADER:
+            self._abort_leadership()
+        self.role = Role.REMOVED
+        self.leader = None
+        self._votes = {}
+
     def _campaign(self, pre_vote: bool, transfer: bool = False) -> None:
         """Start a (pre-)election (§3.4, §9.6)."""
         if pre_vote:
@@ -701,8 +737,9 @@ class RaftCore:
             self._release_waiting_reads()
         if self.config_index <= index and self.id not in self.config.voters:
             # §4.2.2: a leader removed from the configuration steps down once the
-            # change is committed.
-            self._become_follower(self.term, None)
+            # change is committed (and, having committed its own removal, knows it
+            # is out for good).
+            self._become_removed()
             return False
         return True
 

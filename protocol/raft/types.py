@@ -115,6 +115,9 @@ class Role(enum.IntEnum):
     PRE_CANDIDATE = 1
     CANDIDATE = 2
     LEADER = 3
+    #: Removed from the configuration (told by the leader, or a leader that removed
+    #: itself): takes no further part in Raft, for good.
+    REMOVED = 4
 
 
 @dataclass(frozen=True, slots=True)

@@ -97,7 +97,11 @@ def _apply(c: Cluster, tick: int, kind: str, a: int, b: int) -> None:
         # pick among the members the change makes sense for (when there are any)
         config = c.core(leader).config
         if kind == "add":
-            outside = [m for m in members if m not in config.members] or members
+            # A member told it was removed is out for good (a real node is restarted
+            # with an empty data directory to come back): add only the others.
+            told = {m for m in members if (core := c.nodes[m].core) is not None and core.removed}
+            outside = [m for m in members if m not in config.members and m not in told]
+            outside = outside or [m for m in members if m not in told] or members
             c.change(leader, ChangeKind.ADD_LEARNER, outside[a % len(outside)])
         elif kind == "promote":
             learners = list(config.learners) or members

@@ -13,6 +13,7 @@ from protocol.codec import encode
 from protocol.ids import MemberId
 from protocol.raft import (
     AppendEntries,
+    AppendEntriesResponse,
     ChangeKind,
     Configuration,
     EntryKind,
@@ -21,9 +22,12 @@ from protocol.raft import (
     Proposed,
     Refusal,
     Refused,
+    RequestVote,
+    RequestVoteResponse,
     Role,
 )
-from tests.protocol.raft.support import A, B, C, D, cluster, core, drain, elect
+from protocol.raft.messages import RemovedNotice
+from tests.protocol.raft.support import A, B, C, D, campaign, cluster, core, drain, elect
 
 S1 = MemberId("s1")
 
@@ -117,7 +121,7 @@ def test_leader_removing_itself_steps_down_after_commit() -> None:
     assert isinstance(cl.change("n1", ChangeKind.REMOVE, "n1"), Proposed)
     cl.stabilize()
     n1 = cl.core("n1")
-    assert n1.role == Role.FOLLOWER and not n1.promotable
+    assert n1.role == Role.REMOVED and n1.removed and not n1.promotable
     for _ in range(60):
         cl.tick()
     assert cl.leader() in (MemberId("n2"), MemberId("n3"))
@@ -159,3 +163,64 @@ def test_a_member_removed_by_an_uncommitted_entry_can_still_campaign() -> None:
     entry = LogEntry(1, 1, EntryKind.CONFIGURATION, encode(Configuration((B,))))
     f.step(AppendEntries(1, B, A, 0, 0, (entry,), 0))
     assert A not in f.config.voters and f.promotable
+
+
+def test_a_removed_member_is_told_and_stops_taking_part() -> None:
+    """The leader never sends the removed member its removal; it answers the member's
+    next message (here its pre-vote once heartbeats stop) with a RemovedNotice."""
+    cl = cluster(3)
+    elect(cl, "n1")
+    cl.change("n1", ChangeKind.REMOVE, "n3")
+    cl.stabilize()
+    n3 = cl.core("n3")
+    assert MemberId("n3") in n3.config.voters  # it never got the entry removing it
+    term = cl.core("n1").term
+    cl.run(100)
+    assert n3.role == Role.REMOVED and n3.removed
+    assert cl.core("n1").is_leader and cl.core("n1").term == term  # not disrupted
+    # From now on it ignores ticks and messages and sends nothing.
+    for _ in range(50):
+        n3.tick()
+    n3.step(AppendEntries(term + 5, MemberId("n1"), MemberId("n3"), 0, 0, (), 0))
+    assert drain(n3)[0] == [] and n3.role == Role.REMOVED and n3.term == term
+
+
+def test_the_leader_ignores_non_members_and_tells_only_once_committed() -> None:
+    lead = core(A, (A, B, C), pre_vote=False)
+    campaign(lead)
+    lead.step(RequestVoteResponse(lead.term, B, A, True))
+    drain(lead)
+    lead.step(AppendEntriesResponse(lead.term, B, A, True, lead.last_index))
+    drain(lead)
+    assert lead.is_leader and lead.commit_index == lead.last_index
+    stranger = MemberId("zz")
+    # A stranger's pre-vote (even for a later term) neither disrupts nor is answered
+    # with a vote; the committed configuration does not hold it: it is told.
+    lead.step(RequestVote(lead.term + 1, stranger, A, 99, 99, pre_vote=True))
+    msgs = drain(lead)[0]
+    assert msgs == [RemovedNotice(lead.term, A, stranger, 0)] and lead.is_leader
+    # While a removal is uncommitted the leader only ignores the member.
+    assert isinstance(lead.change_membership(MembershipChange(ChangeKind.REMOVE, C)), Proposed)
+    drain(lead)
+    lead.step(RequestVote(lead.term + 1, C, A, 99, 99, pre_vote=True))
+    assert not [m for m in drain(lead)[0] if isinstance(m, RemovedNotice)]
+
+
+def test_a_notice_from_an_older_term_is_ignored() -> None:
+    f = core(B, (A, B, C))
+    f.step(AppendEntries(5, A, B, 0, 0, (), 0))
+    f.step(RemovedNotice(4, C, B, 9))
+    assert f.role == Role.FOLLOWER and not f.removed
+    f.step(RemovedNotice(5, A, B, 9))
+    assert f.removed
+
+
+def test_a_late_notice_is_ignored_by_a_member_added_again() -> None:
+    f = core(B, (A, C))  # B is not in its own (old) configuration
+    readd = LogEntry(1, 5, EntryKind.CONFIGURATION, encode(Configuration((A, C), (B,))))
+    f.step(AppendEntries(5, A, B, 0, 0, (readd,), 0))
+    assert f.config_index == 1
+    f.step(RemovedNotice(5, A, B, 0))  # sent before the re-add, delivered after
+    assert not f.removed
+    f.step(RemovedNotice(5, A, B, 1))
+    assert f.removed
