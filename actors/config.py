@@ -63,6 +63,9 @@ class NodeConfig:
     #: Serve Prometheus metrics on ``http://metrics_host:metrics_port/metrics`` (needs
     #: the ``metrics`` extra; 0 picks a free port). ``None`` (the default): no endpoint.
     metrics_port: int | None = None
+    #: A learner is promoted to voter once its log reaches the leader's commit index or
+    #: is within this many entries of the leader's last entry (0: only the former).
+    promotion_lag_entries: int = 0
     metrics_host: str = "127.0.0.1"
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -82,6 +85,8 @@ class NodeConfig:
             raise ConfigError("heartbeat_ms must be shorter than election_timeout_ms")
         if self.keep_alive_ms >= self.session_timeout_ms:
             raise ConfigError("keep_alive_ms must be shorter than session_timeout_ms")
+        if self.promotion_lag_entries < 0:
+            raise ConfigError("promotion_lag_entries must be >= 0")
         if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
             raise ConfigError(f"metrics_port must be in 0..65535, not {self.metrics_port}")
         if self.max_payload_bytes + ENTRY_OVERHEAD_BYTES > self.max_frame_bytes:

@@ -88,7 +88,7 @@ class ConsensusActor(NodeActor):
         board: StatusBoard,
         *,
         max_frame_bytes: int,
-        on_removed: Callable[[], None] | None = None,
+        on_role: Callable[[Role], None] | None = None,
     ) -> None:
         super().__init__()
         self.core = core
@@ -99,8 +99,9 @@ class ConsensusActor(NodeActor):
         self.wiring = wiring
         self.board = board
         self.max_frame_bytes = max_frame_bytes
-        #: Called once, on this actor's thread, when the core learns it was removed.
-        self.on_removed = on_removed
+        #: Told every Raft role change, on this actor's thread (the node watches for
+        #: ``Role.REMOVED``); must not block.
+        self.on_role = on_role
         self.log = member_logger(__name__, core.id)
         self._flush_scheduled = False
         self._proposals: list[tuple[RaftAction | None, bytes]] = []
@@ -337,8 +338,8 @@ class ConsensusActor(NodeActor):
             if ref is not None:
                 ref.tell(change)
         self.admin.on_leadership()
-        if role == Role.REMOVED and self.on_removed is not None:
-            self.on_removed()
+        if self.on_role is not None:
+            self.on_role(role)
         if node_role != NodeRole.LEADER:
             for action in self._reads.values():
                 self._to_registry(

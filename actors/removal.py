@@ -11,6 +11,10 @@ member's next message with a :class:`~protocol.raft.messages.RemovedNotice`
   error instead of campaigning with a stale configuration. To add the member again,
   start it with an empty data directory (``node --join``);
 * sets :attr:`RemovalFlag.event`, which ``raft-actors node`` waits on to exit.
+
+Should a leader replicate to the member again while it still runs (it was added back
+under the same id before its process stopped, or the notice was late), the core turns
+follower again and the node clears the mark.
 """
 
 from __future__ import annotations
@@ -64,3 +68,12 @@ class RemovalFlag:
             except OSError as exc:
                 self.error = f"could not record the removal in {self.data_dir}: {exc}"
         self.event.set()
+
+    def clear(self) -> None:
+        """A leader replicates to this member again: it was added back."""
+        if self.data_dir is not None:
+            try:
+                (self.data_dir / REMOVED_FILE).unlink(missing_ok=True)
+            except OSError as exc:
+                self.error = f"could not clear the removal mark in {self.data_dir}: {exc}"
+        self.event.clear()

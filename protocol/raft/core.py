@@ -141,6 +141,8 @@ class RaftCore:
         self._votes: dict[MemberId, bool] = {}
         self._election_elapsed = 0
         self._heartbeat_elapsed = 0
+        #: Ticks since this core was made (for :meth:`last_contact_ticks`).
+        self.ticks = 0
         self._timeout = options.election_ticks
         self._reset_timeout()
         self._transferee: MemberId | None = None
@@ -203,6 +205,26 @@ class RaftCore:
             return self.id in self._config_at(self.log.commit)[0].voters
         return False
 
+    def caught_up(self, member: MemberId) -> bool:
+        """(Leader) Is ``member``'s log far enough along to promote it (see
+        ``RaftOptions.promotion_lag``)?"""
+        pr = self.progress.get(member)
+        if pr is None:
+            return False
+        log = self.log
+        return pr.match >= min(log.commit, log.last_index - self.options.promotion_lag)
+
+    def last_contact_ticks(self) -> dict[MemberId, int | None]:
+        """(Leader) Ticks since each follower's last successful AppendEntries or
+        heartbeat response (None: none yet this term); empty unless leading."""
+        if self.role != Role.LEADER:
+            return {}
+        now = self.ticks
+        return {
+            m: (now - pr.last_ack_tick if pr.last_ack_tick >= 0 else None)
+            for m, pr in list(self.progress.items())
+        }
+
     def snapshot_meta_for(self, index: int) -> SnapshotMeta:
         """The meta of a snapshot of the state after applying ``index``."""
         if not self.log.offset <= index <= self.log.applied:
@@ -222,6 +244,7 @@ class RaftCore:
         """One unit of logical time has passed."""
         if self.role == Role.REMOVED:
             return
+        self.ticks += 1
         if self.role == Role.LEADER:
             self._tick_leader()
         else:
@@ -232,12 +255,17 @@ class RaftCore:
 
     def step(self, msg: RaftMessage) -> None:
         """Handle a message from a peer (any message; stale or odd ones are ignored)."""
-        if msg.receiver != self.id or msg.sender == self.id or self.role == Role.REMOVED:
+        if msg.receiver != self.id or msg.sender == self.id:
             return
         handler = self._handlers.get(type(msg))
         if handler is None:
             return
         term = msg.term
+        if self.role == Role.REMOVED:
+            if term < self.term or type(msg) not in (AppendEntries, Heartbeat, InstallSnapshot):
+                return
+            # A leader replicates to it: it was added again (or the notice was late).
+            self._become_follower(term, msg.sender)
         if (
             self.role == Role.LEADER
             and msg.sender not in self.progress
@@ -343,7 +371,7 @@ class RaftCore:
         elif change.kind == ChangeKind.PROMOTE:
             if member not in cfg.learners:
                 return Refused(Refusal.INVALID, self.id, f"{member} is not a learner")
-            if self.progress[member].match < log.commit:
+            if not self.caught_up(member):
                 return Refused(Refusal.TOO_BUSY, self.id, f"{member} is still catching up")
             new = Configuration(
                 (*cfg.voters, member), tuple(m for m in cfg.learners if m != member)
@@ -512,6 +540,9 @@ class RaftCore:
         self._become_removed()
 
     def _become_removed(self) -> None:
+        """Stop taking part: no elections, no votes, no answers -- until a leader
+        replicates to this member again (it was added back, or the notice was stale),
+        which makes it a follower again."""
         if self.role == Role.LEADER:
             self._abort_leadership()
         self.role = Role.REMOVED
@@ -815,6 +846,7 @@ class RaftCore:
             if pr.decrease(m.index, retry):
                 self._send_append(m.sender)
             return
+        pr.last_ack_tick = self.ticks
         if not pr.update(m.index) and not (pr.state == ProgressState.PROBE and m.index == pr.match):
             return
         if pr.state != _REPLICATE:
@@ -853,6 +885,7 @@ class RaftCore:
         if pr is None:
             return
         pr.recent_active = True
+        pr.last_ack_tick = self.ticks
         pr.paused = False
         if pr.state == _REPLICATE and pr.inflight:
             # An append may have been lost: make room for one more (which, if there is

@@ -97,11 +97,7 @@ def _apply(c: Cluster, tick: int, kind: str, a: int, b: int) -> None:
         # pick among the members the change makes sense for (when there are any)
         config = c.core(leader).config
         if kind == "add":
-            # A member told it was removed is out for good (a real node is restarted
-            # with an empty data directory to come back): add only the others.
-            told = {m for m in members if (core := c.nodes[m].core) is not None and core.removed}
-            outside = [m for m in members if m not in config.members and m not in told]
-            outside = outside or [m for m in members if m not in told] or members
+            outside = [m for m in members if m not in config.members] or members
             c.change(leader, ChangeKind.ADD_LEARNER, outside[a % len(outside)])
         elif kind == "promote":
             learners = list(config.learners) or members

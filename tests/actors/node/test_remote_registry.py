@@ -99,3 +99,39 @@ def test_a_registry_in_its_own_process_serves_clients(
         assert [n.status().sessions for n in nodes] == [1, 1, 1]
     finally:
         client.close()
+
+
+def test_status_and_admin_through_a_registry_in_its_own_process(
+    split_cluster: tuple[list[Node], list[str]],
+) -> None:
+    from actors.client import admin_request, fetch_status
+    from protocol.admin import AdminOp
+
+    nodes, client_addresses = split_cluster
+    wait_for(lambda: any(n.status().role == "leader" for n in nodes), what="a leader")
+    client = RaftClient(client_addresses).connect(timeout=20)
+    try:
+        for i in range(1, 6):
+            assert client.call(increment(1), timeout=10) == i
+    finally:
+        client.close()
+    leader = next(n for n in nodes if n.status().role == "leader")
+
+    def truthful() -> bool:
+        statuses = [fetch_status(a, timeout=5) for a in client_addresses]
+        return (
+            all(
+                s.commit_index >= 5 and s.applied_index >= 5 and len(s.voters) == 3
+                for s in statuses
+            )
+            and sum(s.role == "leader" for s in statuses) == 1
+        )
+
+    # The registry processes answer with their node's real status (pushed over the link).
+    assert wait_for(truthful, what="truthful status from every registry process")
+    index = client_addresses.index(leader.client_address)
+    assert fetch_status(client_addresses[index], timeout=5).member_id == leader.member_id
+    # An admin request sent to a registry process is carried out by its node.
+    answer = admin_request(client_addresses, AdminOp.TRANSFER_LEADER, timeout=20)
+    assert answer.ok, answer
+    assert wait_for(lambda: leader.status().role == "follower", what="leadership moved")

@@ -64,3 +64,30 @@ def test_a_removed_in_memory_node_is_told_again_after_a_restart() -> None:
         assert node.removal.event.wait(20)
         assert wait_for(lambda: node.status().role == "removed")
         assert leader.status().role == "leader" and leader.status().term == term
+
+
+def test_a_removed_node_added_back_while_running_takes_part_again(tmp_path: Path) -> None:
+    with system_cluster(data_dir=tmp_path) as cluster:
+        leader = cluster.leader()
+        victim = next(n for n in cluster.nodes.values() if n is not leader)
+        assert wait_for(lambda: leader.remove_member(victim.member_id, timeout=10).ok)
+        assert victim.removal.event.wait(20)
+        marker = tmp_path / victim.member_id / REMOVED_FILE
+        assert marker.exists()
+        # Added back under the same id (with its old, still running state): the leader
+        # replicates to it again, so it is a follower again and the mark is cleared.
+        answer = wait_for(
+            lambda: (
+                (
+                    r := leader.add_member(
+                        victim.member_id, victim.peer_address, victim.client_address, timeout=20
+                    )
+                ).ok
+                and r
+            ),
+            what="re-add",
+        )
+        assert answer.ok
+        assert wait_for(lambda: victim.status().role == "follower")
+        assert not victim.removal.is_set and not marker.exists()
+        assert victim.member_id in leader.status().voters

@@ -17,6 +17,7 @@ from protocol.raft import (
     ChangeKind,
     Configuration,
     EntryKind,
+    Heartbeat,
     LogEntry,
     MembershipChange,
     Proposed,
@@ -178,11 +179,15 @@ def test_a_removed_member_is_told_and_stops_taking_part() -> None:
     cl.run(100)
     assert n3.role == Role.REMOVED and n3.removed
     assert cl.core("n1").is_leader and cl.core("n1").term == term  # not disrupted
-    # From now on it ignores ticks and messages and sends nothing.
+    # From now on it ignores ticks and messages (but a leader's) and sends nothing.
     for _ in range(50):
         n3.tick()
-    n3.step(AppendEntries(term + 5, MemberId("n1"), MemberId("n3"), 0, 0, (), 0))
+    n3.step(RequestVote(term + 5, MemberId("n2"), MemberId("n3"), 99, 99))
+    n3.step(AppendEntries(term - 1, MemberId("n1"), MemberId("n3"), 0, 0, (), 0))
     assert drain(n3)[0] == [] and n3.role == Role.REMOVED and n3.term == term
+    # A leader replicating to it again (it was added back) makes it a follower.
+    n3.step(Heartbeat(term, MemberId("n1"), MemberId("n3"), 0, 0))
+    assert n3.role == Role.FOLLOWER and n3.leader == MemberId("n1")
 
 
 def test_the_leader_ignores_non_members_and_tells_only_once_committed() -> None:
@@ -224,3 +229,38 @@ def test_a_late_notice_is_ignored_by_a_member_added_again() -> None:
     assert not f.removed
     f.step(RemovedNotice(5, A, B, 1))
     assert f.removed
+
+
+def test_promotion_lag_lets_a_learner_within_n_entries_be_promoted() -> None:
+    """``promotion_lag``: a learner within N entries of the leader's last entry may be
+    promoted before it reaches the commit index; 0 keeps the strict rule."""
+    for lag, expected in ((0, False), (5, True), (2, False)):
+        cl = cluster(3, spares=1, promotion_lag=lag)
+        elect(cl, "n1")
+        cl.change("n1", ChangeKind.ADD_LEARNER, "s1")
+        cl.stabilize()
+        cl.isolate("s1")
+        for i in range(4):
+            cl.propose("n1", [b"%d" % i])
+        cl.stabilize()
+        lead = cl.core("n1")
+        assert lead.commit_index == lead.last_index
+        assert lead.last_index - lead.progress[S1].match == 4
+        result = cl.change("n1", ChangeKind.PROMOTE, "s1")
+        assert isinstance(result, Proposed) is expected, (lag, result)
+        assert lead.caught_up(S1) is expected
+
+
+def test_the_leader_tracks_last_contact_per_follower_in_ticks() -> None:
+    cl = cluster(3)
+    assert cl.core("n1").last_contact_ticks() == {}  # not leading
+    elect(cl, "n1")
+    cl.run(5)
+    contact = cl.core("n1").last_contact_ticks()
+    assert set(contact) == {MemberId("n2"), MemberId("n3")}
+    assert all(t is not None and 0 <= t <= 2 for t in contact.values())
+    cl.isolate("n3")
+    cl.run(7)
+    contact = cl.core("n1").last_contact_ticks()
+    n3 = contact[MemberId("n3")]
+    assert n3 is not None and n3 >= 6 and (contact[MemberId("n2")] or 0) <= 2
