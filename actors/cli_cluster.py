@@ -365,7 +365,7 @@ def _agreed(statuses: dict[str, NodeStatus | None], size: int) -> tuple[str | No
 
 _REMOTE_HEADER = (
     "ADDRESS", "MEMBER", "ROLE", "TERM", "LEADER", "COMMIT/APPLIED", "LOG", "SNAPSHOT",
-    "VOTERS", "LEARNERS", "SESSIONS", "PENDING", "UPTIME",
+    "VOTERS", "LEARNERS", "SESSIONS", "PENDING", "UPTIME", "CONTACT",
 )  # fmt: skip
 
 
@@ -375,6 +375,12 @@ def _uptime(ms: int) -> str:
     return (
         f"{hours}h{rest // 60:02d}m{rest % 60:02d}s" if hours else f"{rest // 60}m{rest % 60:02d}s"
     )
+
+
+def _contact(contact: Sequence[tuple[str, int]]) -> str:
+    """``n2:10ms,n3:20ms`` (the leader's last contact with each follower), else ``-``."""
+    cells = [f"{m}:{'never' if ms < 0 else f'{ms}ms'}" for m, ms in contact]
+    return ",".join(cells) or "-"
 
 
 def format_remote_status(statuses: dict[str, NodeStatus | None]) -> list[str]:
@@ -390,6 +396,7 @@ def format_remote_status(statuses: dict[str, NodeStatus | None]) -> list[str]:
             f"{st.commit_index}/{st.applied_index}", str(st.last_log_index),
             str(st.snapshot_index), ",".join(st.voters) or "-", ",".join(st.learners) or "-",
             str(st.sessions), str(st.pending_server_requests), _uptime(st.uptime_ms),
+            _contact(st.last_contact_ms),
         ])  # fmt: skip
     widths = [max(len(r[i]) for r in rows) for i in range(len(_REMOTE_HEADER))]
     return [_row(r, widths) for r in rows]
@@ -577,5 +584,5 @@ def cluster_remove(args: argparse.Namespace) -> int:
         remove_member(addresses, MemberId(args.member), timeout=args.timeout, curve=curve)
     except AdminError as exc:
         raise CliError(str(exc)) from None
-    print(f"removed {args.member}; its process can be stopped")
+    print(f"removed {args.member}; it is told so, stops taking part, and its node process exits")
     return EXIT_OK

@@ -55,11 +55,28 @@ def add_parser(commands: Subcommands) -> None:
         "on the first start",
     )
     add_curve_args(p)
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve Prometheus metrics on http://HOST:PORT/metrics (needs the metrics "
+        "extra: pip install 'raft-actors[metrics]'); overrides metrics_port in the file",
+    )
+    p.add_argument(
+        "--metrics-host",
+        metavar="HOST",
+        help="the address the metrics endpoint binds (default: metrics_host in the file, "
+        "else 127.0.0.1)",
+    )
     p.set_defaults(handler=run_node)
 
 
 def run_node(args: argparse.Namespace) -> int:
     config = load_config(args.config)  # ConfigError -> a message and exit 1
+    if getattr(args, "metrics_port", None) is not None:
+        config = config.with_changes(metrics_port=args.metrics_port)
+    if getattr(args, "metrics_host", None) is not None:
+        config = config.with_changes(metrics_host=args.metrics_host)
     logging.basicConfig(
         stream=sys.stderr,
         level=args.log_level,
@@ -97,7 +114,13 @@ def run_node(args: argparse.Namespace) -> int:
         ).start()
     try:
         while not stop.wait(0.5):
-            pass
+            if node.removal.is_set:
+                log.warning(
+                    "%s was removed from the cluster; exiting (its data directory is "
+                    "marked removed: start it with an empty one to add it again)",
+                    config.member_id,
+                )
+                break
     finally:
         node.stop()
         log.info("%s stopped", config.member_id)

@@ -92,6 +92,13 @@ class NodeConfig:
     #: :class:`actors.transport.FaultControlledPeerTransport`; fault-injection tests
     #: use it to partition real processes. ``None`` (the default): no such wrapper.
     fault_control: Path | None = None
+    #: Serve Prometheus metrics on ``http://metrics_host:metrics_port/metrics`` (needs
+    #: the ``metrics`` extra; 0 picks a free port). ``None`` (the default): no endpoint.
+    metrics_port: int | None = None
+    #: A learner is promoted to voter once its log reaches the leader's commit index or
+    #: is within this many entries of the leader's last entry (0: only the former).
+    promotion_lag_entries: int = 0
+    metrics_host: str = "127.0.0.1"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -129,6 +136,10 @@ class NodeConfig:
             raise ConfigError("heartbeat_ms must be shorter than election_timeout_ms")
         if self.keep_alive_ms >= self.session_timeout_ms:
             raise ConfigError("keep_alive_ms must be shorter than session_timeout_ms")
+        if self.promotion_lag_entries < 0:
+            raise ConfigError("promotion_lag_entries must be >= 0")
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise ConfigError(f"metrics_port must be in 0..65535, not {self.metrics_port}")
         if self.max_payload_bytes + ENTRY_OVERHEAD_BYTES > self.max_frame_bytes:
             # A command that big would be accepted, logged, and then never fit in an
             # AppendEntries frame: replication would stop for good.
@@ -218,7 +229,7 @@ def config_from_dict(raw: dict[str, Any], base_dir: Path = Path()) -> NodeConfig
     if unknown:
         raise ConfigError(f"unknown keys: {', '.join(sorted(unknown))}")
     for key, value in raw.items():
-        expected = str if key in ("storage", "transport") else int
+        expected = str if key in ("storage", "transport", "metrics_host") else int
         if type(value) is not expected:
             raise ConfigError(f"{key} must be {expected.__name__}, got {value!r}")
     try:

@@ -66,6 +66,7 @@ _ROLES = {
     Role.PRE_CANDIDATE: NodeRole.CANDIDATE,
     Role.CANDIDATE: NodeRole.CANDIDATE,
     Role.LEADER: NodeRole.LEADER,
+    Role.REMOVED: NodeRole.FOLLOWER,
 }
 
 
@@ -90,6 +91,7 @@ class ConsensusActor(NodeActor):
         board: StatusBoard,
         *,
         max_frame_bytes: int,
+        on_role: Callable[[Role], None] | None = None,
     ) -> None:
         super().__init__()
         self.core = core
@@ -100,6 +102,9 @@ class ConsensusActor(NodeActor):
         self.wiring = wiring
         self.board = board
         self.max_frame_bytes = max_frame_bytes
+        #: Told every Raft role change, on this actor's thread (the node watches for
+        #: ``Role.REMOVED``); must not block.
+        self.on_role = on_role
         self.log = member_logger(__name__, core.id)
         self._flush_scheduled = False
         self._proposals: list[tuple[RaftAction | None, bytes]] = []
@@ -227,6 +232,7 @@ class ConsensusActor(NodeActor):
                 result: Any = Refused(Refusal.TOO_BUSY, None, "storage failed")
             else:
                 result = self.core.propose([payload for _, payload in batch])
+                self.board.metrics.proposals += len(batch)
             if isinstance(result, Refused):
                 for action, _ in batch:
                     self._refuse(action, result)
@@ -313,6 +319,7 @@ class ConsensusActor(NodeActor):
             else:
                 self._after_sync.append((self._submitted, after_sync))
         if rd.committed_entries:
+            self.board.metrics.commits += len(rd.committed_entries)
             assert wiring.session is not None
             wiring.session.tell(ApplyEntries(rd.committed_entries))
         if rd.read_states:
@@ -391,6 +398,7 @@ class ConsensusActor(NodeActor):
 
     def _leadership(self, role: Role, leader: MemberId | None, term: int) -> None:
         node_role = _ROLES[role]
+        self.board.metrics.on_role(role)
         if node_role != self._role or role == Role.LEADER:
             self.log.info("now %s in term %d (leader %s)", role.name.lower(), term, leader)
         self._role = node_role
@@ -401,6 +409,8 @@ class ConsensusActor(NodeActor):
             if ref is not None:
                 ref.tell(change)
         self.admin.on_leadership()
+        if self.on_role is not None:
+            self.on_role(role)
         if node_role != NodeRole.LEADER:
             for action in self._reads.values():
                 self._to_registry(

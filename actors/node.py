@@ -20,6 +20,7 @@ import os
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +34,9 @@ from actors.consensus import ConsensusActor
 from actors.handoff import Coalescer
 from actors.link import RemoteRef, core_endpoint, registry_endpoint
 from actors.messages import PeerFrame, Reannounce, Tick
+from actors.metrics import MetricsUnavailableError, require_prometheus
 from actors.registry import ClientFrame, start_registry_actor
+from actors.removal import REMOVED_FILE, RemovalFlag, removed_marker
 from actors.retry import RetrySchedulerActor
 from actors.security import NodeCurve, link_options, node_curve
 from actors.session import SessionActor
@@ -52,11 +55,19 @@ from actors.transport import (
     ZmqOptions,
     ZmqPeerTransport,
 )
-from protocol.actions import decode_raft_action
-from protocol.admin import AdminOp, AdminRequest, AdminResponse, NodeStatus
-from protocol.codec import ProtocolError
+from protocol.actions import RAFT_ACTION_TYPES
+from protocol.admin import (
+    AdminOp,
+    AdminRequest,
+    AdminResponse,
+    LinkedAdminRequest,
+    LinkedAdminResponse,
+    NodeStatus,
+    StatusUpdate,
+)
+from protocol.codec import ProtocolError, decode
 from protocol.ids import MemberId
-from protocol.raft import Configuration, RaftCore, RaftOptions, RestoredState, SnapshotMeta
+from protocol.raft import Configuration, RaftCore, RaftOptions, RestoredState, Role, SnapshotMeta
 from protocol.session import SessionStateMachine, UserCodec, UserStateMachine
 
 __all__ = ["Node", "NodeError", "RegistryLink"]
@@ -76,11 +87,26 @@ class RegistryLink:
     registry_address: str
 
 
-def _from_registry(consensus: pykka.ActorRef[Any], frame: bytes, max_bytes: int) -> None:
+_FROM_REGISTRY = (*RAFT_ACTION_TYPES, LinkedAdminRequest)
+
+
+def _from_registry(
+    consensus: pykka.ActorRef[Any], frame: bytes, max_bytes: int, answer: Callable[[Any], None]
+) -> None:
+    """A frame from the registry process: a RaftAction, or an operator's admin
+    request (answered through ``answer`` over the link)."""
     try:
-        action = decode_raft_action(frame, max_bytes=max_bytes)
+        action: Any = decode(frame, _FROM_REGISTRY, max_bytes=max_bytes)
     except ProtocolError:
         logging.getLogger(__name__).warning("dropped a bad frame on the registry link")
+        return
+    if isinstance(action, LinkedAdminRequest):
+        connection = action.connection
+
+        def reply(response: AdminResponse) -> None:
+            answer(LinkedAdminResponse(connection, response))
+
+        consensus.tell(AdminCommand(action.request, reply))
         return
     consensus.tell(action)
 
@@ -126,6 +152,10 @@ class Node:
         self._curve: NodeCurve | None = None
         self._next_reannounce = 0
         self._state = "new"
+        self._core: RaftCore | None = None
+        #: Set once this node learns it was removed from the cluster.
+        self.removal = RemovalFlag(config.member_id, config.data_dir)
+        self._metrics_server: Any = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -152,6 +182,9 @@ class Node:
         self._curve = node_curve(cfg) if cfg.transport == "zmq" else None
         if cfg.storage == "durable":
             assert cfg.data_dir is not None
+            marker = removed_marker(cfg.data_dir)
+            if marker is not None:
+                raise NodeError(f"refusing to start: {marker} ({cfg.data_dir / REMOVED_FILE})")
             self._storage = DurableStorage.open(cfg.data_dir)
         else:
             self._storage = MemoryStorage()
@@ -160,7 +193,7 @@ class Node:
         machine = SessionStateMachine(self.state_machine, self.codec)
         if restored.snapshot is not None and restored.snapshot.index > 0:
             machine.restore(restored.snapshot_data)
-        core = RaftCore(cfg.member_id, self._raft_options(), random.Random(), restored)
+        core = self._core = RaftCore(cfg.member_id, self._raft_options(), random.Random(), restored)
         # What was restored shows in status() at once, not only after the first event.
         stats = machine.stats()
         self.board.update(
@@ -192,6 +225,7 @@ class Node:
             to_consensus.tell,
             to_consensus.tell,
             name=f"storage-writer-{cfg.member_id}",
+            on_sync=self.board.metrics.on_sync,
         )
         session = SessionActor.start(
             cfg.member_id,
@@ -214,6 +248,7 @@ class Node:
             wiring,
             self.board,
             max_frame_bytes=cfg.max_frame_bytes,
+            on_role=lambda role: self._on_role(role, core.term),
         )
         self._refs.extend([session, retry, consensus])
         wiring.session, wiring.retry = session, retry
@@ -233,15 +268,18 @@ class Node:
             # The registry runs in another process (actors.registry_node): RaftActions
             # arrive over the link, ServerActions leave through it.
             link = self.registry_link
+            far = registry_endpoint(cfg.member_id)
+            far_ref = _LateRemote()
             self._link = ZmqPeerTransport(
                 core_endpoint(cfg.member_id),
-                lambda sender, frame: _from_registry(consensus, frame, cfg.max_frame_bytes),
+                lambda sender, frame: _from_registry(
+                    consensus, frame, cfg.max_frame_bytes, far_ref.tell
+                ),
                 bind=link.bind,
                 options=link_options(self._curve, cfg.max_frame_bytes),
             )
-            far = registry_endpoint(cfg.member_id)
             self._link.add_peer(far, link.registry_address)
-            wiring.registry = RemoteRef(self._link, far)
+            wiring.registry = far_ref.ref = RemoteRef(self._link, far)
 
         self._writer.start()
         for member, address in cfg.peers.items():
@@ -255,12 +293,59 @@ class Node:
         ]
         for ticker in self._tickers:
             ticker.start()
+        if cfg.metrics_port is not None:
+            self._start_metrics(cfg.metrics_port, cfg.metrics_host)
+
+    def _start_metrics(self, port: int, host: str) -> None:
+        try:
+            require_prometheus()
+        except MetricsUnavailableError as exc:
+            raise NodeError(str(exc)) from None
+        from actors.metrics_http import MetricsSource, start_metrics_server
+
+        transports = {}
+        if self._peers is not None:
+            transports["peer"] = self._peers.stats
+        if self._clients is not None:
+            transports["client"] = self._clients.stats
+        board = self.board
+        source = MetricsSource(
+            self.config.member_id,
+            board,
+            self._started_at,
+            self._core,
+            transports,
+            {"peer": lambda: board.read().peer_frames_dropped},
+        )
+        try:
+            self._metrics_server = start_metrics_server(source, port, host)
+        except OSError as exc:
+            raise NodeError(f"cannot serve metrics on {host}:{port}: {exc}") from None
+        self.log.info("metrics on %s", self._metrics_server.url)
+
+    def _on_role(self, role: Role, term: int) -> None:
+        """The core's role changed (on the consensus actor's thread): note a removal,
+        or a leader replicating to this member again after one (it was added back)."""
+        if role == Role.REMOVED and not self.removal.is_set:
+            self.removal.set(term)
+            self.log.warning(
+                "%s WAS REMOVED from the cluster (term %d): it takes no further part in Raft%s",
+                self.config.member_id,
+                term,
+                f"; {self.removal.error}" if self.removal.error else "",
+            )
+        elif role != Role.REMOVED and self.removal.is_set:
+            self.removal.clear()
+            self.log.warning("%s was added back to the cluster (term %d)", self.member_id, term)
 
     def _slow_tick(self, now: int) -> None:
         wiring = self.wiring
         for ref in (wiring.registry, wiring.retry):
             if ref is not None and not isinstance(ref, RemoteRef):
                 ref.tell(Tick(now))
+        if isinstance(wiring.registry, RemoteRef):
+            # The registry process answers status requests from what we push.
+            wiring.registry.tell(StatusUpdate(self.status()))
         if isinstance(wiring.registry, RemoteRef) and now >= self._next_reannounce:
             self._next_reannounce = now + _REANNOUNCE_MS
             assert wiring.consensus is not None
@@ -317,6 +402,7 @@ class Node:
             max_append_bytes=half,
             max_entries_per_msg=max(1, min(1024, cfg.max_frame_bytes // 128)),
             snapshot_chunk_bytes=min(1024 * 1024, half),
+            promotion_lag=cfg.promotion_lag_entries,
         )
 
     def _peer_transport(self, on_frame: PeerFrameHandler) -> PeerTransport:
@@ -373,6 +459,8 @@ class Node:
             self._state = "stopped"
             return
         self._state = "stopped"
+        if self._metrics_server is not None:
+            self._metrics_server.stop()
         for ticker in self._tickers:
             ticker.stop(timeout)
         for transport in (self._clients, self._link, self._peers):
@@ -401,6 +489,12 @@ class Node:
         return self.config.address.client
 
     @property
+    def metrics_url(self) -> str | None:
+        """``http://host:port/metrics`` while the metrics endpoint runs, else None."""
+        server = self._metrics_server
+        return server.url if server is not None else None
+
+    @property
     def peer_address(self) -> str:
         if self._peers is not None and self._peers.address:
             return self._peers.address
@@ -426,7 +520,17 @@ class Node:
             peer_address=self.peer_address,
             pid=os.getpid(),
             uptime_ms=int((time.monotonic() - self._started_at) * 1000) if self._started_at else 0,
+            last_contact_ms=self._last_contact_ms(),
         )
+
+    def _last_contact_ms(self) -> tuple[tuple[MemberId, int], ...]:
+        """(Leader) ms since each follower's last successful response (-1: none yet)."""
+        core = self._core
+        if core is None:
+            return ()
+        tick = self.config.tick_ms
+        contact = core.last_contact_ticks()  # plain reads; safe from this thread
+        return tuple(sorted((m, -1 if t is None else t * tick) for m, t in contact.items()))
 
     # ------------------------------------------------------------------ operating
 
@@ -506,6 +610,16 @@ class Node:
 
 
 _admin_ids = itertools.count(1)
+
+
+class _LateRemote:
+    """A :class:`RemoteRef` to be filled in once the link exists."""
+
+    ref: RemoteRef | None = None
+
+    def tell(self, message: Any) -> None:
+        if self.ref is not None:
+            self.ref.tell(message)
 
 
 class _Late:

@@ -26,7 +26,14 @@ from actors.link import RemoteRef
 from actors.messages import Tick
 from actors.transport import ClientTransport
 from protocol.actions import SERVER_ACTION_TYPES, RaftAction
-from protocol.admin import AdminRequest, AdminResponse, NodeStatus, StatusRequest, StatusResponse
+from protocol.admin import (
+    AdminRequest,
+    AdminResponse,
+    LinkedAdminRequest,
+    NodeStatus,
+    StatusRequest,
+    StatusResponse,
+)
 from protocol.codec import ProtocolError, decode, encode
 from protocol.ids import MemberId, SessionId
 from protocol.registry import Registry, RegistryConfig, RegistryEffects
@@ -161,9 +168,13 @@ class RegistryActor(NodeActor):
     def _admin(self, connection: bytes, request: AdminRequest) -> None:
         """Forward to the consensus actor, which answers through this actor's mailbox."""
         consensus = self.wiring.consensus
-        if consensus is None or isinstance(consensus, RemoteRef):
-            # Callables do not cross the registry link: operators ask the node itself.
-            error = "admin requests are not served by a registry in another process"
+        if isinstance(consensus, RemoteRef):
+            # Callables do not cross the registry link: the node answers over it with a
+            # LinkedAdminResponse, which the registry process sends to the client.
+            consensus.tell(LinkedAdminRequest(connection, request))
+            return
+        if consensus is None:
+            error = "this registry has no node to ask"
             self._send(
                 connection, encode(AdminResponse(request.correlation_id, False, error, False, None))
             )

@@ -3,7 +3,9 @@
 The member's consensus and session actors run in a :class:`~actors.node.Node` started
 with ``registry_link=RegistryLink(bind, registry_address)``; this process serves the
 member's clients on its configured client address and talks to that node over the link
-(:mod:`actors.link`). Clients see no difference.
+(:mod:`actors.link`). Clients see no difference; operators neither: admin requests are
+forwarded to the node, and status requests answered from the status the node pushes
+over the link every 50 ms.
 
     python -m actors.registry_node --config n1.toml --link-bind tcp://127.0.0.1:9101 \\
         --core tcp://127.0.0.1:9001
@@ -12,6 +14,7 @@ member's clients on its configured client address and talks to that node over th
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import signal
@@ -29,13 +32,14 @@ from actors.messages import Tick
 from actors.registry import ClientFrame, start_registry_actor
 from actors.security import link_options, node_curve
 from actors.transport import ZmqClientTransport, ZmqOptions, ZmqPeerTransport
-from protocol.actions import LeadershipChanged, decode_server_action
-from protocol.admin import NodeStatus
-from protocol.codec import ProtocolError
+from protocol.actions import SERVER_ACTION_TYPES, LeadershipChanged
+from protocol.admin import LinkedAdminResponse, NodeStatus, StatusUpdate
+from protocol.codec import ProtocolError, decode, encode
 
 __all__ = ["RegistryNode"]
 
 _TICK_MS = 50
+_FROM_CORE = (*SERVER_ACTION_TYPES, LinkedAdminResponse, StatusUpdate)
 
 
 class RegistryNode:
@@ -47,6 +51,8 @@ class RegistryNode:
         self.core_address = core_address
         self.log = member_logger(__name__, config.member_id)
         self._leadership: LeadershipChanged | None = None
+        #: The node's latest pushed status (every 50 ms), and when it came.
+        self._status: NodeStatus | None = None
         self._started_at = time.monotonic()
         self._registry: pykka.ActorRef[Any] | None = None
         self._clients: ZmqClientTransport | None = None
@@ -67,7 +73,10 @@ class RegistryNode:
         wiring.consensus = RemoteRef(self._link, core_endpoint(cfg.member_id))
         registry_ref: list[pykka.ActorRef[Any]] = []
         self._clients = ZmqClientTransport(
-            lambda connection, data: registry_ref[0].tell(ClientFrame(connection, data)),
+            # is_admin() describes the frame being delivered (on the transport's thread)
+            lambda connection, data: registry_ref[0].tell(
+                ClientFrame(connection, data, self._clients is None or self._clients.is_admin())
+            ),
             bind=cfg.address.client,
             options=ZmqOptions(max_frame_bytes=cfg.max_frame_bytes)
             if curve is None
@@ -87,9 +96,17 @@ class RegistryNode:
 
     def _from_core(self, sender: Any, frame: bytes) -> None:
         try:
-            action = decode_server_action(frame, max_bytes=self.config.max_frame_bytes)
+            action: Any = decode(frame, _FROM_CORE, max_bytes=self.config.max_frame_bytes)
         except ProtocolError:
             self.log.warning("dropped a bad frame on the link from the core")
+            return
+        if isinstance(action, StatusUpdate):
+            self._status = action.status
+            return
+        if isinstance(action, LinkedAdminResponse):
+            # The client transport's send is thread-safe: no need for the actor.
+            if self._clients is not None:
+                self._clients.send(action.connection, encode(action.response))
             return
         if isinstance(action, LeadershipChanged):
             self._leadership = action
@@ -97,7 +114,13 @@ class RegistryNode:
         self._registry.tell(action)
 
     def status(self) -> NodeStatus:
-        """What the registry knows: role, term and leader, from the core's notices."""
+        """The node's own status, as it last pushed it over the link (with this
+        registry's client address); before the first push, only what the core's
+        leadership notices told (indexes 0)."""
+        client_address = self._clients.address if self._clients else ""
+        pushed = self._status
+        if pushed is not None:
+            return dataclasses.replace(pushed, client_address=client_address)
         lead = self._leadership
         return NodeStatus(
             member_id=self.config.member_id,

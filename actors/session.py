@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+from time import perf_counter
 from typing import Any
 
 from actors.base import NodeActor, Wiring, member_logger
@@ -42,6 +43,7 @@ from protocol.raft import Configuration, EntryKind, LogEntry, SnapshotMeta
 from protocol.session import (
     ApplicationError,
     CreateSession,
+    RetryBatch,
     SessionStateMachine,
     decode_session_command,
 )
@@ -107,6 +109,7 @@ class SessionActor(NodeActor):
     # ------------------------------------------------------------------ apply
 
     def _apply(self, entries: list[LogEntry]) -> None:
+        started = perf_counter()
         out: list[ServerAction] = []
         machine = self.machine
         for entry in entries:
@@ -121,6 +124,10 @@ class SessionActor(NodeActor):
                 else:
                     result = machine.apply(entry.index, cmd)
                     if self.is_leader:
+                        if type(result) is RetryBatch:
+                            self.board.metrics.server_requests_retried += len(
+                                result.server_requests
+                            )
                         caps = cmd.capabilities if isinstance(cmd, CreateSession) else None
                         out.extend(to_server_actions(result, caps))
             elif entry.kind == EntryKind.CONFIGURATION:
@@ -143,6 +150,7 @@ class SessionActor(NodeActor):
         if self.bytes_since_snapshot >= self.threshold:
             self._take_snapshot()
         self._post_status()
+        self.board.metrics.applied(len(entries), perf_counter() - started)
 
     # ------------------------------------------------------------------ queries
 

@@ -10,6 +10,7 @@ import threading
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from actors.metrics import NodeMetrics
 from protocol.ids import MemberId
 
 __all__ = ["StatusBoard", "StatusFields"]
@@ -47,6 +48,8 @@ class StatusBoard:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._values: dict[str, Any] = {}
+        #: Counters and histograms the actors bump (see :mod:`actors.metrics`).
+        self.metrics = NodeMetrics()
 
     def update(self, **changes: Any) -> None:
         """Set the named fields (``TypeError`` for a name ``StatusFields`` lacks)."""

@@ -1,5 +1,9 @@
 """Operator messages on the client port: status and cluster changes (tags 250-259).
 
+Tags 255-257 travel only on the link between a node and its registry in another
+process (:mod:`actors.link`): the registry forwards admin requests and answers status
+requests from what the node pushes.
+
 A node answers :class:`StatusRequest` whatever its role, so ``raft-actors cluster
 status`` works against any member reachable by address, and needs no session.
 
@@ -21,9 +25,12 @@ __all__ = [
     "AdminOp",
     "AdminRequest",
     "AdminResponse",
+    "LinkedAdminRequest",
+    "LinkedAdminResponse",
     "NodeStatus",
     "StatusRequest",
     "StatusResponse",
+    "StatusUpdate",
 ]
 
 
@@ -48,6 +55,9 @@ class NodeStatus:
     peer_address: str
     pid: int
     uptime_ms: int
+    #: (Leader only) per follower, ms since its last successful AppendEntries or
+    #: heartbeat response as seen by the leader (-1: none yet this term).
+    last_contact_ms: tuple[tuple[MemberId, int], ...] = ()
 
 
 @message(tag=251)
@@ -99,3 +109,31 @@ class AdminResponse:
     error: str
     retryable: bool
     leader_hint: str | None
+
+
+@message(tag=255)
+@dataclass(frozen=True, slots=True)
+class LinkedAdminRequest:
+    """An :class:`AdminRequest` a registry in another process received on client
+    ``connection``, forwarded to its node over the registry link."""
+
+    connection: bytes
+    request: AdminRequest
+
+
+@message(tag=256)
+@dataclass(frozen=True, slots=True)
+class LinkedAdminResponse:
+    """The node's answer to a :class:`LinkedAdminRequest`, for client ``connection``."""
+
+    connection: bytes
+    response: AdminResponse
+
+
+@message(tag=257)
+@dataclass(frozen=True, slots=True)
+class StatusUpdate:
+    """A node's status, pushed to its registry process a few times a second so that
+    the registry answers :class:`StatusRequest`\\ s truthfully without a round trip."""
+
+    status: NodeStatus

@@ -1,4 +1,5 @@
-# Sourced by scripts/*: make sure .venv exists and holds the project with its test extra.
+# Sourced by scripts/*: make sure .venv exists and holds the project with its test and
+# metrics extras (the metrics tests scrape a real endpoint).
 # Re-installs only when setup.cfg or pyproject.toml changed since the last install.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -12,9 +13,9 @@ fi
 stamp="$VENV/.installed"
 want="$(cat "$ROOT/setup.cfg" "$ROOT/pyproject.toml" | cksum)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  echo "installing raft-actors[test] into $VENV" >&2
+  echo "installing raft-actors[test,metrics] into $VENV" >&2
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check -U pip >&2
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$ROOT[test]" >&2
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$ROOT[test,metrics]" >&2
   echo "$want" >"$stamp"
 fi
 export PATH="$VENV/bin:$PATH"

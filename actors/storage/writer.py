@@ -36,6 +36,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -91,12 +92,15 @@ class StorageWriter:
         *,
         name: str = "storage-writer",
         max_group: int = 10_000,
+        on_sync: Callable[[float, int], None] | None = None,
     ) -> None:
         self._log = log
         self._stable = stable
         self._on_persisted = on_persisted
         self._on_failure = on_failure
         self._max_group = max_group
+        #: Told (seconds, log entries) after every sync: metrics.
+        self._on_sync = on_sync
         self._queue: queue.SimpleQueue[_Op | object] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
@@ -209,8 +213,12 @@ class StorageWriter:
                 for op in work:
                     self._apply(op)
                 if work:
+                    started = time.perf_counter()
                     self._log.sync()
                     self._stable.sync()
+                    if self._on_sync is not None:
+                        entries = sum(len(op.entries) for op in work if isinstance(op, _Append))
+                        self._on_sync(time.perf_counter() - started, entries)
                     report = Persisted(
                         work[-1].seq,
                         self._log.last_index(),

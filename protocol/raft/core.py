@@ -24,6 +24,7 @@ from protocol.raft.messages import (
     RaftMessage,
     ReadIndexRequest,
     ReadIndexResponse,
+    RemovedNotice,
     RequestVote,
     RequestVoteResponse,
     TimeoutNow,
@@ -140,6 +141,8 @@ class RaftCore:
         self._votes: dict[MemberId, bool] = {}
         self._election_elapsed = 0
         self._heartbeat_elapsed = 0
+        #: Ticks since this core was made (for :meth:`last_contact_ticks`).
+        self.ticks = 0
         self._timeout = options.election_ticks
         self._reset_timeout()
         self._transferee: MemberId | None = None
@@ -173,6 +176,7 @@ class RaftCore:
             TimeoutNow: self._on_timeout_now,
             ReadIndexRequest: self._on_read_index_request,
             ReadIndexResponse: self._on_read_index_response,
+            RemovedNotice: self._on_removed_notice,
         }
 
     # ================================================================ queries
@@ -201,6 +205,26 @@ class RaftCore:
             return self.id in self._config_at(self.log.commit)[0].voters
         return False
 
+    def caught_up(self, member: MemberId) -> bool:
+        """(Leader) Is ``member``'s log far enough along to promote it (see
+        ``RaftOptions.promotion_lag``)?"""
+        pr = self.progress.get(member)
+        if pr is None:
+            return False
+        log = self.log
+        return pr.match >= min(log.commit, log.last_index - self.options.promotion_lag)
+
+    def last_contact_ticks(self) -> dict[MemberId, int | None]:
+        """(Leader) Ticks since each follower's last successful AppendEntries or
+        heartbeat response (None: none yet this term); empty unless leading."""
+        if self.role != Role.LEADER:
+            return {}
+        now = self.ticks
+        return {
+            m: (now - pr.last_ack_tick if pr.last_ack_tick >= 0 else None)
+            for m, pr in list(self.progress.items())
+        }
+
     def snapshot_meta_for(self, index: int) -> SnapshotMeta:
         """The meta of a snapshot of the state after applying ``index``."""
         if not self.log.offset <= index <= self.log.applied:
@@ -211,8 +235,16 @@ class RaftCore:
 
     # ================================================================ inputs
 
+    @property
+    def removed(self) -> bool:
+        """Has this member learnt that it was removed (it then takes no part)?"""
+        return self.role == Role.REMOVED
+
     def tick(self) -> None:
         """One unit of logical time has passed."""
+        if self.role == Role.REMOVED:
+            return
+        self.ticks += 1
         if self.role == Role.LEADER:
             self._tick_leader()
         else:
@@ -229,6 +261,18 @@ class RaftCore:
         if handler is None:
             return
         term = msg.term
+        if self.role == Role.REMOVED:
+            if term < self.term or type(msg) not in (AppendEntries, Heartbeat, InstallSnapshot):
+                return
+            # A leader replicates to it: it was added again (or the notice was late).
+            self._become_follower(term, msg.sender)
+        if (
+            self.role == Role.LEADER
+            and msg.sender not in self.progress
+            and (term <= self.term or (type(msg) is RequestVote and msg.pre_vote))
+        ):
+            self._from_non_member(msg)
+            return
         if term > self.term:
             if type(msg) is RequestVote:
                 in_lease = (
@@ -327,7 +371,7 @@ class RaftCore:
         elif change.kind == ChangeKind.PROMOTE:
             if member not in cfg.learners:
                 return Refused(Refusal.INVALID, self.id, f"{member} is not a learner")
-            if self.progress[member].match < log.commit:
+            if not self.caught_up(member):
                 return Refused(Refusal.TOO_BUSY, self.id, f"{member} is still catching up")
             new = Configuration(
                 (*cfg.voters, member), tuple(m for m in cfg.learners if m != member)
@@ -481,6 +525,29 @@ class RaftCore:
                 self._failed_reads.append(ctx)
             else:
                 self._msgs.append(ReadIndexResponse(self.term, self.id, who, ctx, 0, False))
+
+    def _from_non_member(self, msg: RaftMessage) -> None:
+        """§4.2.3: a leader ignores servers outside its configuration (they cannot
+        disrupt it); once that configuration is committed it tells the sender so, since
+        it never sends a removed member the entry that removes it."""
+        if self.config_index <= self.log.commit:
+            self._msgs.append(RemovedNotice(self.term, self.id, msg.sender, self.config_index))
+
+    def _on_removed_notice(self, m: RemovedNotice) -> None:
+        # step() has dropped a notice of an older term (a deposed leader's word).
+        if self.config_index > m.config_index and self.id in self.config.members:
+            return  # a late notice: we were added again since
+        self._become_removed()
+
+    def _become_removed(self) -> None:
+        """Stop taking part: no elections, no votes, no answers -- until a leader
+        replicates to this member again (it was added back, or the notice was stale),
+        which makes it a follower again."""
+        if self.role == Role.LEADER:
+            self._abort_leadership()
+        self.role = Role.REMOVED
+        self.leader = None
+        self._votes = {}
 
     def _campaign(self, pre_vote: bool, transfer: bool = False) -> None:
         """Start a (pre-)election (§3.4, §9.6)."""
@@ -701,8 +768,9 @@ class RaftCore:
             self._release_waiting_reads()
         if self.config_index <= index and self.id not in self.config.voters:
             # §4.2.2: a leader removed from the configuration steps down once the
-            # change is committed.
-            self._become_follower(self.term, None)
+            # change is committed (and, having committed its own removal, knows it
+            # is out for good).
+            self._become_removed()
             return False
         return True
 
@@ -778,6 +846,7 @@ class RaftCore:
             if pr.decrease(m.index, retry):
                 self._send_append(m.sender)
             return
+        pr.last_ack_tick = self.ticks
         if not pr.update(m.index) and not (pr.state == ProgressState.PROBE and m.index == pr.match):
             return
         if pr.state != _REPLICATE:
@@ -816,6 +885,7 @@ class RaftCore:
         if pr is None:
             return
         pr.recent_active = True
+        pr.last_ack_tick = self.ticks
         pr.paused = False
         if pr.state == _REPLICATE and pr.inflight:
             # An append may have been lost: make room for one more (which, if there is

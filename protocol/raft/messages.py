@@ -1,4 +1,4 @@
-"""The Raft RPCs exchanged between members (codec tags 104-114).
+"""The Raft RPCs exchanged between members (codec tags 104-115).
 
 Every message names its ``sender`` and ``receiver`` and carries the sender's ``term``.
 Heartbeats are their own messages (rather than empty AppendEntries) so that they can
@@ -24,6 +24,7 @@ __all__ = [
     "RaftMessage",
     "ReadIndexRequest",
     "ReadIndexResponse",
+    "RemovedNotice",
     "RequestVote",
     "RequestVoteResponse",
     "TimeoutNow",
@@ -177,6 +178,21 @@ class ReadIndexResponse:
     ok: bool
 
 
+@message(tag=115)
+@dataclass(frozen=True, slots=True)
+class RemovedNotice:
+    """The leader tells ``receiver``, which sent it a message, that it is not a member
+    of the leader's committed configuration: it was removed (the leader never sends
+    a removed member the entry that removes it), so it must stop taking part.
+    ``config_index`` is the index of that configuration: a member that already holds
+    a later configuration naming it (it was added again) ignores a late notice."""
+
+    term: int
+    sender: MemberId
+    receiver: MemberId
+    config_index: int
+
+
 RaftMessage = (
     RequestVote
     | RequestVoteResponse
@@ -189,6 +205,7 @@ RaftMessage = (
     | TimeoutNow
     | ReadIndexRequest
     | ReadIndexResponse
+    | RemovedNotice
 )
 
 #: Every Raft message class, for ``decode(data, expected=RAFT_MESSAGE_TYPES)``.
@@ -204,4 +221,5 @@ RAFT_MESSAGE_TYPES: tuple[type[RaftMessage], ...] = (
     TimeoutNow,
     ReadIndexRequest,
     ReadIndexResponse,
+    RemovedNotice,
 )

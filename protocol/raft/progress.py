@@ -28,6 +28,7 @@ class Progress:
     __slots__ = (
         "inflight",
         "inflight_bytes",
+        "last_ack_tick",
         "match",
         "next",
         "paused",
@@ -53,6 +54,9 @@ class Progress:
         self.read_round = 0
         self.snapshot: SnapshotMeta | None = None
         self.snapshot_offset = 0
+        #: The leader's tick count at the follower's last successful AppendEntries or
+        #: heartbeat response (-1: none yet in this term); for operators' status.
+        self.last_ack_tick = -1
 
     def become_probe(self) -> None:
         if self.state == ProgressState.SNAPSHOT and self.snapshot is not None:

@@ -71,6 +71,11 @@ class RaftOptions:
     max_pending_reads: int = 4096
     check_quorum: bool = True
     pre_vote: bool = True
+    #: A learner may be promoted once its log reaches the leader's commit index, or is
+    #: within this many entries of the leader's last entry (whichever comes first);
+    #: 0: only the former. A larger lag promotes sooner under a steady write load, at
+    #: the price of a voter that still has to catch up.
+    promotion_lag: int = 0
 
     def __post_init__(self) -> None:
         positive = (
@@ -89,8 +94,8 @@ class RaftOptions:
                 raise ValueError(f"{name} must be >= 1")
         if self.heartbeat_ticks >= self.election_ticks:
             raise ValueError("heartbeat_ticks must be below election_ticks")
-        if self.compaction_tail < 0 or self.snapshot_entries < 0:
-            raise ValueError("compaction_tail and snapshot_entries must be >= 0")
+        if self.compaction_tail < 0 or self.snapshot_entries < 0 or self.promotion_lag < 0:
+            raise ValueError("compaction_tail, snapshot_entries, promotion_lag must be >= 0")
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +120,9 @@ class Role(enum.IntEnum):
     PRE_CANDIDATE = 1
     CANDIDATE = 2
     LEADER = 3
+    #: Removed from the configuration (told by the leader, or a leader that removed
+    #: itself): takes no part in Raft until a leader replicates to it again.
+    REMOVED = 4
 
 
 @dataclass(frozen=True, slots=True)

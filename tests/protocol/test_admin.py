@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import msgpack
 
 from protocol import NodeStatus, StatusRequest, StatusResponse, decode, encode
@@ -20,6 +22,10 @@ def test_status_round_trip_and_layout() -> None:
     assert decode(frame) == StatusResponse(7, STATUS)
     assert msgpack.unpackb(encode(StatusRequest(5))) == [1, 251, 5]
     assert msgpack.unpackb(frame)[:3] == [1, 252, 7]
+    contact = ((MemberId("n2"), 12), (MemberId("n3"), -1))
+    leader = StatusResponse(8, dataclasses.replace(STATUS, last_contact_ms=contact))
+    assert decode(encode(leader)) == leader
+    assert msgpack.unpackb(encode(leader))[3][-1] == [["n2", 12], ["n3", -1]]
 
 
 def test_admin_round_trip_and_layout() -> None:

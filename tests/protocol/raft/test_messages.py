@@ -32,6 +32,7 @@ from protocol.raft import (
     SnapshotMeta,
     TimeoutNow,
 )
+from protocol.raft.messages import RemovedNotice
 
 A, B = MemberId("a"), MemberId("b")
 CFG = Configuration((A, B))
@@ -103,6 +104,7 @@ GOLDEN = [
         ReadIndexResponse(term=3, sender=A, receiver=B, context=b"q", index=5, ok=True),
         "98017203a161a162c4017105c3",
     ),
+    (RemovedNotice(term=3, sender=A, receiver=B, config_index=7), "96017303a161a16207"),
 ]
 
 
@@ -114,7 +116,7 @@ def test_golden_bytes(msg: object, hex_bytes: str) -> None:
 
 def test_every_raft_message_type_is_pinned() -> None:
     assert {type(m) for m, _ in GOLDEN} == set(RAFT_MESSAGE_TYPES)
-    assert sorted(t.TAG for t in RAFT_MESSAGE_TYPES) == list(range(104, 115))  # type: ignore[attr-defined]
+    assert sorted(t.TAG for t in RAFT_MESSAGE_TYPES) == list(range(104, 116))  # type: ignore[attr-defined]
 
 
 members = st.sampled_from([A, B, MemberId("c")])

@@ -13,17 +13,22 @@ from protocol.codec import encode
 from protocol.ids import MemberId
 from protocol.raft import (
     AppendEntries,
+    AppendEntriesResponse,
     ChangeKind,
     Configuration,
     EntryKind,
+    Heartbeat,
     LogEntry,
     MembershipChange,
     Proposed,
     Refusal,
     Refused,
+    RequestVote,
+    RequestVoteResponse,
     Role,
 )
-from tests.protocol.raft.support import A, B, C, D, cluster, core, drain, elect
+from protocol.raft.messages import RemovedNotice
+from tests.protocol.raft.support import A, B, C, D, campaign, cluster, core, drain, elect
 
 S1 = MemberId("s1")
 
@@ -117,7 +122,7 @@ def test_leader_removing_itself_steps_down_after_commit() -> None:
     assert isinstance(cl.change("n1", ChangeKind.REMOVE, "n1"), Proposed)
     cl.stabilize()
     n1 = cl.core("n1")
-    assert n1.role == Role.FOLLOWER and not n1.promotable
+    assert n1.role == Role.REMOVED and n1.removed and not n1.promotable
     for _ in range(60):
         cl.tick()
     assert cl.leader() in (MemberId("n2"), MemberId("n3"))
@@ -159,3 +164,103 @@ def test_a_member_removed_by_an_uncommitted_entry_can_still_campaign() -> None:
     entry = LogEntry(1, 1, EntryKind.CONFIGURATION, encode(Configuration((B,))))
     f.step(AppendEntries(1, B, A, 0, 0, (entry,), 0))
     assert A not in f.config.voters and f.promotable
+
+
+def test_a_removed_member_is_told_and_stops_taking_part() -> None:
+    """The leader never sends the removed member its removal; it answers the member's
+    next message (here its pre-vote once heartbeats stop) with a RemovedNotice."""
+    cl = cluster(3)
+    elect(cl, "n1")
+    cl.change("n1", ChangeKind.REMOVE, "n3")
+    cl.stabilize()
+    n3 = cl.core("n3")
+    assert MemberId("n3") in n3.config.voters  # it never got the entry removing it
+    term = cl.core("n1").term
+    cl.run(100)
+    assert n3.role == Role.REMOVED and n3.removed
+    assert cl.core("n1").is_leader and cl.core("n1").term == term  # not disrupted
+    # From now on it ignores ticks and messages (but a leader's) and sends nothing.
+    for _ in range(50):
+        n3.tick()
+    n3.step(RequestVote(term + 5, MemberId("n2"), MemberId("n3"), 99, 99))
+    n3.step(AppendEntries(term - 1, MemberId("n1"), MemberId("n3"), 0, 0, (), 0))
+    assert drain(n3)[0] == [] and n3.role == Role.REMOVED and n3.term == term
+    # A leader replicating to it again (it was added back) makes it a follower.
+    n3.step(Heartbeat(term, MemberId("n1"), MemberId("n3"), 0, 0))
+    assert n3.role == Role.FOLLOWER and n3.leader == MemberId("n1")
+
+
+def test_the_leader_ignores_non_members_and_tells_only_once_committed() -> None:
+    lead = core(A, (A, B, C), pre_vote=False)
+    campaign(lead)
+    lead.step(RequestVoteResponse(lead.term, B, A, True))
+    drain(lead)
+    lead.step(AppendEntriesResponse(lead.term, B, A, True, lead.last_index))
+    drain(lead)
+    assert lead.is_leader and lead.commit_index == lead.last_index
+    stranger = MemberId("zz")
+    # A stranger's pre-vote (even for a later term) neither disrupts nor is answered
+    # with a vote; the committed configuration does not hold it: it is told.
+    lead.step(RequestVote(lead.term + 1, stranger, A, 99, 99, pre_vote=True))
+    msgs = drain(lead)[0]
+    assert msgs == [RemovedNotice(lead.term, A, stranger, 0)] and lead.is_leader
+    # While a removal is uncommitted the leader only ignores the member.
+    assert isinstance(lead.change_membership(MembershipChange(ChangeKind.REMOVE, C)), Proposed)
+    drain(lead)
+    lead.step(RequestVote(lead.term + 1, C, A, 99, 99, pre_vote=True))
+    assert not [m for m in drain(lead)[0] if isinstance(m, RemovedNotice)]
+
+
+def test_a_notice_from_an_older_term_is_ignored() -> None:
+    f = core(B, (A, B, C))
+    f.step(AppendEntries(5, A, B, 0, 0, (), 0))
+    f.step(RemovedNotice(4, C, B, 9))
+    assert f.role == Role.FOLLOWER and not f.removed
+    f.step(RemovedNotice(5, A, B, 9))
+    assert f.removed
+
+
+def test_a_late_notice_is_ignored_by_a_member_added_again() -> None:
+    f = core(B, (A, C))  # B is not in its own (old) configuration
+    readd = LogEntry(1, 5, EntryKind.CONFIGURATION, encode(Configuration((A, C), (B,))))
+    f.step(AppendEntries(5, A, B, 0, 0, (readd,), 0))
+    assert f.config_index == 1
+    f.step(RemovedNotice(5, A, B, 0))  # sent before the re-add, delivered after
+    assert not f.removed
+    f.step(RemovedNotice(5, A, B, 1))
+    assert f.removed
+
+
+def test_promotion_lag_lets_a_learner_within_n_entries_be_promoted() -> None:
+    """``promotion_lag``: a learner within N entries of the leader's last entry may be
+    promoted before it reaches the commit index; 0 keeps the strict rule."""
+    for lag, expected in ((0, False), (5, True), (2, False)):
+        cl = cluster(3, spares=1, promotion_lag=lag)
+        elect(cl, "n1")
+        cl.change("n1", ChangeKind.ADD_LEARNER, "s1")
+        cl.stabilize()
+        cl.isolate("s1")
+        for i in range(4):
+            cl.propose("n1", [b"%d" % i])
+        cl.stabilize()
+        lead = cl.core("n1")
+        assert lead.commit_index == lead.last_index
+        assert lead.last_index - lead.progress[S1].match == 4
+        result = cl.change("n1", ChangeKind.PROMOTE, "s1")
+        assert isinstance(result, Proposed) is expected, (lag, result)
+        assert lead.caught_up(S1) is expected
+
+
+def test_the_leader_tracks_last_contact_per_follower_in_ticks() -> None:
+    cl = cluster(3)
+    assert cl.core("n1").last_contact_ticks() == {}  # not leading
+    elect(cl, "n1")
+    cl.run(5)
+    contact = cl.core("n1").last_contact_ticks()
+    assert set(contact) == {MemberId("n2"), MemberId("n3")}
+    assert all(t is not None and 0 <= t <= 2 for t in contact.values())
+    cl.isolate("n3")
+    cl.run(7)
+    contact = cl.core("n1").last_contact_ticks()
+    n3 = contact[MemberId("n3")]
+    assert n3 is not None and n3 >= 6 and (contact[MemberId("n2")] or 0) <= 2
