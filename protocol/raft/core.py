@@ -209,10 +209,10 @@ class RaftCore:
         """(Leader) Is ``member``'s log far enough along to promote it (see
         ``RaftOptions.promotion_lag``)?"""
         pr = self.progress.get(member)
-        if pr is None:
-            return False
+        if pr is None or pr.match == 0 or pr.last_ack_tick < 0:
+            return False  # it never answered this leader: nothing says it is alive
         log = self.log
-        return pr.match >= min(log.commit, log.last_index - self.options.promotion_lag)
+        return pr.match >= min(log.commit, max(log.last_index - self.options.promotion_lag, 0))
 
     def last_contact_ticks(self) -> dict[MemberId, int | None]:
         """(Leader) Ticks since each follower's last successful AppendEntries or
@@ -261,6 +261,17 @@ class RaftCore:
         if handler is None:
             return
         term = msg.term
+        if (
+            type(msg) is RemovedNotice
+            and self.role != Role.PRE_CANDIDATE
+            and self.role != Role.CANDIDATE
+            and self.leader is not None
+            and msg.sender != self.leader
+        ):
+            # Only a member that lost its leader, or that leader itself, is believed:
+            # a removed member stops hearing from the leader and campaigns; a live
+            # leader's follower that someone else calls removed is not.
+            return
         if self.role == Role.REMOVED:
             if term < self.term or type(msg) not in (AppendEntries, Heartbeat, InstallSnapshot):
                 return

@@ -220,6 +220,18 @@ def test_a_notice_from_an_older_term_is_ignored() -> None:
     assert f.removed
 
 
+def test_a_follower_believes_a_removal_notice_only_from_its_leader() -> None:
+    """A member that still hears from its leader is not removed on another's word (a
+    forged or confused notice would otherwise stop a healthy member for good)."""
+    f = core(B, (A, B, C))
+    f.step(AppendEntries(5, A, B, 0, 0, (), 0))
+    f.step(RemovedNotice(5, C, B, 9))
+    f.step(RemovedNotice(7, C, B, 9))
+    assert f.role == Role.FOLLOWER and f.leader == A and f.term == 5 and not f.removed
+    f.step(RemovedNotice(5, A, B, 9))
+    assert f.removed
+
+
 def test_a_late_notice_is_ignored_by_a_member_added_again() -> None:
     f = core(B, (A, C))  # B is not in its own (old) configuration
     readd = LogEntry(1, 5, EntryKind.CONFIGURATION, encode(Configuration((A, C), (B,))))
@@ -249,6 +261,23 @@ def test_promotion_lag_lets_a_learner_within_n_entries_be_promoted() -> None:
         result = cl.change("n1", ChangeKind.PROMOTE, "s1")
         assert isinstance(result, Proposed) is expected, (lag, result)
         assert lead.caught_up(S1) is expected
+
+
+def test_promotion_lag_never_promotes_a_learner_that_never_answered() -> None:
+    """With a lag larger than the whole log, a learner that never answered must still
+    not be promoted: a dead voter would make every later commit impossible."""
+    cl = cluster(1, spares=1, promotion_lag=100)
+    elect(cl, "n1")
+    cl.isolate("s1")
+    cl.change("n1", ChangeKind.ADD_LEARNER, "s1")
+    cl.stabilize()
+    lead = cl.core("n1")
+    assert lead.progress[S1].match == 0 and lead.commit_index == lead.last_index
+    assert not lead.caught_up(S1)
+    assert not isinstance(cl.change("n1", ChangeKind.PROMOTE, "s1"), Proposed)
+    cl.propose("n1", [b"x"])
+    cl.stabilize()
+    assert lead.commit_index == lead.last_index  # still committing alone
 
 
 def test_the_leader_tracks_last_contact_per_follower_in_ticks() -> None:
