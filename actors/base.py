@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import logging
 import queue
-from collections.abc import MutableMapping
+from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import pykka
+
+T = TypeVar("T")
 
 __all__ = ["Mailbox", "MemberLogger", "NodeActor", "Wiring"]
 
@@ -77,3 +79,14 @@ class NodeActor(pykka.ThreadingActor):
 
     def handle(self, message: Any) -> Any:
         raise NotImplementedError
+
+    def handle_each(self, items: Iterable[T], handle_one: Callable[[T], object]) -> None:
+        """``handle_one`` every item of a batch, each guarded like a message of its own:
+        one item that raises is logged and the rest of the batch is still handled."""
+        for item in items:
+            try:
+                handle_one(item)
+            except pykka.ActorDeadError:
+                raise
+            except Exception:
+                self.log.exception("error handling a batched %s", type(item).__name__)

@@ -132,8 +132,7 @@ class ConsensusActor(NodeActor):
     def handle(self, message: Any) -> None:
         core = self.core
         if isinstance(message, Drain):  # every peer frame that arrived in one burst
-            for frame in message.source.take():
-                self._on_peer_frame(frame)
+            self.handle_each(message.source.take(), self._on_peer_frame)
         elif isinstance(message, PeerFrame):
             self._on_peer_frame(message)
         elif isinstance(message, _Flush):
@@ -284,7 +283,9 @@ class ConsensusActor(NodeActor):
                     continue
                 notices.pop(msg.receiver, None)  # carries the commit index itself
             elif type(msg) is Heartbeat:
-                notices.pop(msg.receiver, None)  # so does a heartbeat
+                held = notices.get(msg.receiver)
+                if held is not None and msg.commit >= held.commit:
+                    del notices[msg.receiver]  # the heartbeat carries the commit index
             self._send(msg)
         hs = rd.hard_state
         if hs is not None and not rd.entries and (hs.term, hs.voted_for) == self._stored_vote:

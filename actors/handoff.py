@@ -30,6 +30,11 @@ T = TypeVar("T")
 #: Items one ``take`` returns at most; the rest get a new ``Drain`` (so the actor gets
 #: to its other messages, e.g. ticks, in between).
 MAX_TAKE = 4096
+#: Items and bytes queued at most: the transport thread reads its socket as fast as it
+#: can, so without a bound a flood (say, a client's keep-alives) would grow this queue
+#: for as long as the actor is behind. Beyond it items are dropped, like on the network.
+MAX_ITEMS = 100_000
+MAX_BYTES = 256 * 1024 * 1024
 
 
 class Drain:
@@ -49,28 +54,53 @@ class Coalescer(Generic[T]):
     ``None`` wait until the next :meth:`put` after it is set).
     """
 
-    def __init__(self, target: Mailbox | None = None, *, max_take: int = MAX_TAKE) -> None:
-        if max_take < 1:
-            raise ValueError("max_take must be >= 1")
+    def __init__(
+        self,
+        target: Mailbox | None = None,
+        *,
+        max_take: int = MAX_TAKE,
+        max_items: int = MAX_ITEMS,
+        max_bytes: int = MAX_BYTES,
+    ) -> None:
+        if max_take < 1 or max_items < 1 or max_bytes < 1:
+            raise ValueError("max_take, max_items and max_bytes must be >= 1")
         self.target = target
         self._max_take = max_take
-        self._items: deque[T] = deque()
+        self._max_items = max_items
+        self._max_bytes = max_bytes
+        self._items: deque[tuple[T, int]] = deque()
+        # Bytes queued = _bytes_in - _bytes_out; each counter has one writer (the
+        # producer, the consumer), so no lock is needed (exact with one producer
+        # thread, as each transport has; approximate with several).
+        self._bytes_in = 0
+        self._bytes_out = 0
+        #: Items refused because the queue was full.
+        self.dropped = 0
         self._scheduled = False
         self._drain = Drain(self)
 
-    def put(self, item: T) -> None:
-        """Queue ``item`` and make sure a ``Drain`` is on its way (any thread)."""
-        self._items.append(item)
+    def put(self, item: T, nbytes: int = 0) -> bool:
+        """Queue ``item`` (weighing ``nbytes``) and make sure a ``Drain`` is on its way
+        (any thread); False if the queue is full and ``item`` was dropped."""
+        if (
+            len(self._items) >= self._max_items
+            or self._bytes_in - self._bytes_out + nbytes > self._max_bytes
+        ):
+            self.dropped += 1
+            return False
+        self._bytes_in += nbytes
+        self._items.append((item, nbytes))
         if not self._scheduled:
             target = self.target
             if target is None:
-                return
+                return True
             self._scheduled = True
             try:
                 target.tell(self._drain)
             except Exception:
                 self._scheduled = False
                 raise
+        return True
 
     def take(self) -> list[T]:
         """Everything queued so far, oldest first (the actor's thread, on ``Drain``)."""
@@ -78,8 +108,12 @@ class Coalescer(Generic[T]):
         items = self._items
         out: list[T] = []
         limit = self._max_take
+        taken = 0
         while items and len(out) < limit:
-            out.append(items.popleft())
+            item, nbytes = items.popleft()
+            out.append(item)
+            taken += nbytes
+        self._bytes_out += taken
         if items and not self._scheduled and self.target is not None:
             self._scheduled = True
             self.target.tell(self._drain)

@@ -216,9 +216,14 @@ class Node:
         # actor message per burst, handled as one batch (see actors.handoff).
         peer_frames: Coalescer[PeerFrame] = Coalescer()
         client_frames: Coalescer[ClientFrame] = Coalescer()
-        self._peers = self._peer_transport(
-            lambda sender, frame: peer_frames.put(PeerFrame(sender, frame))
-        )
+
+        def on_peer_frame(sender: MemberId, frame: bytes) -> None:
+            peer_frames.put(PeerFrame(sender, frame), len(frame))  # full: dropped, counted
+
+        def on_client_frame(connection: bytes, data: bytes) -> None:
+            client_frames.put(ClientFrame(connection, data, self._admin_sender()), len(data))
+
+        self._peers = self._peer_transport(on_peer_frame)
         self._writer = StorageWriter(
             storage.log,
             storage.stable,
@@ -255,11 +260,7 @@ class Node:
         wiring.consensus = to_consensus.ref = consensus
         peer_frames.target = to_consensus
         if self.registry_link is None:
-            self._clients = self._client_transport(
-                lambda connection, data: client_frames.put(
-                    ClientFrame(connection, data, self._admin_sender())
-                )
-            )
+            self._clients = self._client_transport(on_client_frame)
             registry = start_registry_actor(cfg, self._clients, wiring, self.status)
             self._refs.append(registry)
             wiring.registry = to_registry.ref = registry

@@ -125,8 +125,7 @@ class RegistryActor(NodeActor):
             now = wall_ms()
             self._batch = []
             try:
-                for frame in frames:
-                    self._frame(frame.connection, frame.data, now, frame.admin)
+                self.handle_each(frames, lambda f: self._frame(f.connection, f.data, now, f.admin))
             finally:
                 batch, self._batch = self._batch, None
                 if batch:

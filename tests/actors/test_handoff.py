@@ -10,8 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors.base import NodeActor
+from actors.base import NodeActor, member_logger
 from actors.handoff import Coalescer, Drain
+from protocol.ids import MemberId
 
 
 class _Box:
@@ -142,5 +143,44 @@ def test_concurrent_producers_deliver_everything_in_per_producer_order() -> None
             p: list(range(per)) for p in range(producers)
         }
         assert 1 <= drains <= producers * per
+    finally:
+        ref.stop(timeout=10)
+
+
+def test_a_full_queue_drops_and_counts_instead_of_growing() -> None:
+    box = _Box()
+    c: Coalescer[int] = Coalescer(box, max_items=3, max_bytes=100)
+    assert [c.put(i, 10) for i in range(4)] == [True, True, True, False]
+    assert c.dropped == 1 and len(c) == 3
+    assert c.take() == [0, 1, 2]
+    assert c.put(9, 95) and not c.put(10, 10)  # the byte bound
+    assert c.dropped == 2
+    assert c.take() == [9]
+    assert c.put(11, 100)  # bytes taken are free again
+
+
+class _Each(NodeActor):
+    def __init__(self) -> None:
+        super().__init__()
+        self.log = member_logger(__name__, MemberId("t"))
+        self.handled: list[int] = []
+
+    def handle(self, message: Any) -> Any:
+        if message == "report":
+            return self.handled
+        self.handle_each(message, self._one)
+        return None
+
+    def _one(self, item: int) -> None:
+        if item == 2:
+            raise RuntimeError("a bug handling one item")
+        self.handled.append(item)
+
+
+def test_one_failing_item_does_not_lose_the_rest_of_its_batch() -> None:
+    ref = _Each.start()
+    try:
+        ref.tell([1, 2, 3, 4])
+        assert ref.ask("report", timeout=10) == [1, 3, 4]
     finally:
         ref.stop(timeout=10)
