@@ -38,6 +38,9 @@ from protocol.codec import ProtocolError, decode, encode
 
 __all__ = ["RegistryNode"]
 
+#: The node pushes its status every 50 ms; older than this, it is not to be believed.
+_STALE_STATUS_S = 1.0
+
 _TICK_MS = 50
 _FROM_CORE = (*SERVER_ACTION_TYPES, LinkedAdminResponse, StatusUpdate)
 
@@ -53,6 +56,7 @@ class RegistryNode:
         self._leadership: LeadershipChanged | None = None
         #: The node's latest pushed status (every 50 ms), and when it came.
         self._status: NodeStatus | None = None
+        self._status_at = 0.0
         self._started_at = time.monotonic()
         self._registry: pykka.ActorRef[Any] | None = None
         self._clients: ZmqClientTransport | None = None
@@ -101,7 +105,7 @@ class RegistryNode:
             self.log.warning("dropped a bad frame on the link from the core")
             return
         if isinstance(action, StatusUpdate):
-            self._status = action.status
+            self._status, self._status_at = action.status, time.monotonic()
             return
         if isinstance(action, LinkedAdminResponse):
             # The client transport's send is thread-safe: no need for the actor.
@@ -116,10 +120,13 @@ class RegistryNode:
     def status(self) -> NodeStatus:
         """The node's own status, as it last pushed it over the link (with this
         registry's client address); before the first push, only what the core's
-        leadership notices told (indexes 0)."""
+        leadership notices told (indexes 0). A push older than a second means the node
+        or the link is down: the role then says ``unreachable``."""
         client_address = self._clients.address if self._clients else ""
         pushed = self._status
         if pushed is not None:
+            if time.monotonic() - self._status_at > _STALE_STATUS_S:
+                pushed = dataclasses.replace(pushed, role="unreachable", leader=None)
             return dataclasses.replace(pushed, client_address=client_address)
         lead = self._leadership
         return NodeStatus(

@@ -301,7 +301,7 @@ class ClientLoop:
                 else:
                     host = fds.get(fd)
                     if host is not None:
-                        host.readable(signalled=True)
+                        self._read(host, signalled=True)
             # everything queued, also what arrives meanwhile (bounded: a done-callback
             # may submit again and again), so timers fire after the I/O that is in
             for _ in range(_MAX_ITEMS):
@@ -315,10 +315,19 @@ class ClientLoop:
             if self._check:
                 check, self._check = self._check, set()
                 for host in check:
-                    host.readable()  # (what it sends now puts it back on the list)
+                    self._read(host)  # (what it sends now puts it back on the list)
             now = self.now_ms()
             if now >= self._next_sweep:
                 self._sweep(now)
+
+    def _read(self, host: SessionHost, signalled: bool = False) -> None:
+        """``host.readable``, guarded: one session's broken socket must not end the
+        loop (and with it every other session on it); that session's own tick and
+        timeouts deal with a link that stays broken."""
+        try:
+            host.readable(signalled=signalled)
+        except Exception:
+            LOG.exception("%s: reading a session's socket failed", self.name)
 
     def _sweep(self, now: int) -> None:
         """Tick every host whose tick is due; remember when the next one is."""

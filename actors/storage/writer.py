@@ -216,9 +216,7 @@ class StorageWriter:
                     started = time.perf_counter()
                     self._log.sync()
                     self._stable.sync()
-                    if self._on_sync is not None:
-                        entries = sum(len(op.entries) for op in work if isinstance(op, _Append))
-                        self._on_sync(time.perf_counter() - started, entries)
+                    synced_s = time.perf_counter() - started
                     report = Persisted(
                         work[-1].seq,
                         self._log.last_index(),
@@ -229,6 +227,12 @@ class StorageWriter:
                 self._fail(exc)
                 return
             if work:
+                if self._on_sync is not None:
+                    try:  # metrics: never a reason to fail the storage
+                        entries = sum(len(op.entries) for op in work if isinstance(op, _Append))
+                        self._on_sync(synced_s, entries)
+                    except Exception:
+                        log.exception("an 'on_sync' callback raised (ignored)")
                 for op in work:
                     if isinstance(op, _Append) and op.then is not None:
                         try:

@@ -141,8 +141,16 @@ def generate_keys(directory: str | Path, name: str) -> tuple[Path, Path]:
     public, secret = directory / f"{name}.key", directory / f"{name}.key_secret"
     if public.exists() or secret.exists():
         raise CurveError(f"{public} or {secret} exists already")
-    made_public, made_secret = zmq.auth.create_certificates(str(directory), name)
+    # The secret must never exist readable by others, not even for a moment:
+    # create_certificates opens with the umask, so tighten it while it writes (the
+    # umask is process-wide; this runs at setup, not while a node serves).
+    old_umask = os.umask(0o077)
+    try:
+        made_public, made_secret = zmq.auth.create_certificates(str(directory), name)
+    finally:
+        os.umask(old_umask)
     os.chmod(made_secret, 0o600)
+    os.chmod(made_public, 0o644)
     return Path(made_public), Path(made_secret)
 
 

@@ -182,3 +182,11 @@ def test_status_and_admin_through_a_registry_in_its_own_process(
     )
     assert answer.ok, answer
     assert wait_for(lambda: leader.status().role == "follower", what="leadership moved")
+    # A registry whose node is gone does not keep reporting the node's last status.
+    stopped = nodes[0]
+    address = client_addresses[0]
+    stopped.stop()
+    assert wait_for(
+        lambda: fetch_status(address, timeout=5, curve=curve).role == "unreachable",
+        what="the registry process noticing its node is gone",
+    )
