@@ -6,9 +6,12 @@ import dataclasses
 import enum
 import types
 import typing
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from hypothesis import strategies as st
+
+from protocol.codec import ProtocolError
 
 #: msgpack's integer range.
 INTS = st.integers(min_value=-(2**63), max_value=2**64 - 1)
@@ -51,3 +54,27 @@ def for_message(cls: type[Any]) -> st.SearchStrategy[Any]:
 
 def any_of(classes: tuple[type[Any], ...]) -> st.SearchStrategy[Any]:
     return st.one_of(*(for_message(c) for c in classes))
+
+
+def assert_only_protocol_errors(
+    data: bytes, decoders: tuple[Callable[[bytes], Any], ...], types: tuple[type, ...]
+) -> None:
+    """Each decoder turns ``data`` into one of ``types`` or raises ``ProtocolError``,
+    never anything else."""
+    for decoder in decoders:
+        try:
+            msg = decoder(data)
+        except ProtocolError:
+            continue
+        assert type(msg) in types
+
+
+def corrupted_and_truncated(frame: bytes, noise: bytes, at: int) -> Iterator[bytes]:
+    """``frame`` with ``noise`` written over it at ``at`` (mod its length), then every
+    prefix of that corrupted frame."""
+    corrupted = bytearray(frame)
+    at %= len(corrupted)
+    corrupted[at : at + len(noise)] = noise
+    yield bytes(corrupted)
+    for cut in range(len(corrupted)):
+        yield bytes(corrupted[:cut])

@@ -35,7 +35,11 @@ from protocol.actions import (
 from protocol.codec import ProtocolError, encode, registered_messages
 from protocol.ids import MemberId, RequestId, SessionId
 from protocol.wire import ErrorReason, RejectReason
-from tests.protocol.message_strategies import any_of
+from tests.protocol.message_strategies import (
+    any_of,
+    assert_only_protocol_errors,
+    corrupted_and_truncated,
+)
 
 S = SessionId("5e55")
 R3 = RequestId(3)
@@ -105,12 +109,9 @@ def test_directions_do_not_mix() -> None:
 
 
 def only_protocol_errors(data: bytes) -> None:
-    for decoder in (decode_raft_action, decode_server_action):
-        try:
-            msg = decoder(data)
-        except ProtocolError:
-            continue
-        assert type(msg) in RAFT_ACTION_TYPES + SERVER_ACTION_TYPES
+    assert_only_protocol_errors(
+        data, (decode_raft_action, decode_server_action), RAFT_ACTION_TYPES + SERVER_ACTION_TYPES
+    )
 
 
 @given(st.binary(max_size=256))
@@ -124,9 +125,5 @@ def test_fuzz_random_bytes(data: bytes) -> None:
     st.integers(min_value=0, max_value=10_000),
 )
 def test_fuzz_corrupted_and_truncated_valid_frames(msg: Any, noise: bytes, at: int) -> None:
-    frame = bytearray(encode(msg))
-    at %= len(frame)
-    frame[at : at + len(noise)] = noise
-    only_protocol_errors(bytes(frame))
-    for cut in range(len(frame)):
-        only_protocol_errors(bytes(frame[:cut]))
+    for frame in corrupted_and_truncated(encode(msg), noise, at):
+        only_protocol_errors(frame)

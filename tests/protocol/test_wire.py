@@ -40,7 +40,11 @@ from protocol.wire import (
     decode_client_message,
     decode_server_message,
 )
-from tests.protocol.message_strategies import any_of
+from tests.protocol.message_strategies import (
+    any_of,
+    assert_only_protocol_errors,
+    corrupted_and_truncated,
+)
 
 S = SessionId("5e55")
 HINT = "tcp://h:1"
@@ -144,12 +148,11 @@ def test_size_limit_applies_before_parsing() -> None:
 
 
 def only_protocol_errors(data: bytes) -> None:
-    for decoder in (decode_client_message, decode_server_message):
-        try:
-            msg = decoder(data)
-        except ProtocolError:
-            continue
-        assert type(msg) in CLIENT_MESSAGE_TYPES + SERVER_MESSAGE_TYPES
+    assert_only_protocol_errors(
+        data,
+        (decode_client_message, decode_server_message),
+        CLIENT_MESSAGE_TYPES + SERVER_MESSAGE_TYPES,
+    )
 
 
 @given(st.binary(max_size=256))
@@ -163,12 +166,8 @@ def test_fuzz_random_bytes(data: bytes) -> None:
     st.integers(min_value=0, max_value=10_000),
 )
 def test_fuzz_corrupted_and_truncated_valid_frames(msg: Any, noise: bytes, at: int) -> None:
-    frame = bytearray(encode(msg))
-    at %= len(frame)
-    frame[at : at + len(noise)] = noise
-    only_protocol_errors(bytes(frame))
-    for cut in range(len(frame)):
-        only_protocol_errors(bytes(frame[:cut]))
+    for frame in corrupted_and_truncated(encode(msg), noise, at):
+        only_protocol_errors(frame)
 
 
 @given(st.lists(st.integers(0, 300), min_size=1, max_size=8))
