@@ -115,7 +115,15 @@ def test_grow_to_five_and_shrink_back_during_a_workload() -> None:
                 addresses = [n.client_address for n in cluster.nodes.values()]
                 answer = remove_member(addresses, victim, connection_factory=factory, timeout=40)
                 assert answer.ok, answer
-                wait_for(lambda v=victim: v not in cluster.leader().status().voters)
+                # Ask the others only: the victim, once told it was removed, names no
+                # leader any more, so "every node agrees" would never hold.
+                others = [n for m, n in cluster.nodes.items() if m != victim]
+                wait_for(
+                    lambda v=victim, o=others: any(
+                        n.status().role == "leader" and v not in n.status().voters for n in o
+                    ),
+                    what="the removal committed",
+                )
                 cluster.stop(victim)
                 work.wait_for_progress(work.succeeded + 30)
         finally:
