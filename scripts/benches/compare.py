@@ -337,6 +337,7 @@ def run_ours(storage: str, args: argparse.Namespace, results: list[Result]) -> N
         clients=args.clients,
         workers=args.workers,
         window=1,
+        loop="shared",
         payload=args.payload,
         command="inc0",
         settings={},
