@@ -341,7 +341,7 @@ def table(rows: list[Row], args: argparse.Namespace) -> str:
     return head + body + note
 
 
-def _clients(text: str) -> list[int]:
+def client_counts(text: str) -> list[int]:
     try:
         values = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
@@ -351,11 +351,13 @@ def _clients(text: str) -> list[int]:
     return values
 
 
-def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+def raise_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def main(argv: list[str]) -> int:
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """The options of ``scripts/bench cluster`` (also used by ``scripts/bench compare``
+    to run this benchmark's rows), checked and with ``settings`` filled in."""
     parser = argparse.ArgumentParser(
         prog="scripts/bench cluster",
         description="A 3-node cluster on loopback under N concurrent clients.",
@@ -363,7 +365,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="per row (default 10)")
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds before measuring")
     parser.add_argument("--quick", action="store_true", help="2 s per row, 0.5 s warm-up")
-    parser.add_argument("--clients", type=_clients, default=[1, 8, 64], help="e.g. 1,8,64")
+    parser.add_argument("--clients", type=client_counts, default=[1, 8, 64], help="e.g. 1,8,64")
     parser.add_argument("--workers", type=int, default=4, help="client processes (default 4)")
     parser.add_argument("--window", type=int, default=1, help="commands in flight per client")
     parser.add_argument(
@@ -391,10 +393,17 @@ def main(argv: list[str]) -> int:
     for pair in args.set:
         key, _, value = pair.partition("=")
         args.settings[key.strip()] = int(value)
+    args.storages = storages
+    return args
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    storages = args.storages
 
     # Ctrl-C and SIGTERM both end up as KeyboardInterrupt (even if SIGINT was ignored
     # when we were started in the background), so the finally blocks stop everything.
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    previous = signal.signal(signal.SIGTERM, raise_interrupt)
     previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     rows: list[Row] = []
     try:

@@ -50,7 +50,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType, ModuleType
+from types import ModuleType
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -331,17 +331,15 @@ def run_ours(storage: str, args: argparse.Namespace, results: list[Result]) -> N
     """``scripts/bench cluster``'s run for one storage kind (its own start/stop)."""
     bench = _cluster_bench()
     rows: list[Any] = []
-    bench_args = argparse.Namespace(
-        seconds=args.seconds,
-        warmup=args.warmup,
-        clients=args.clients,
-        workers=args.workers,
-        window=1,
-        loop="shared",
-        payload=args.payload,
-        command="inc0",
-        settings={},
-        keep=False,
+    bench_args = bench.parse_args(
+        [
+            f"--seconds={args.seconds}",
+            f"--warmup={args.warmup}",
+            "--clients=" + ",".join(map(str, args.clients)),
+            f"--workers={args.workers}",
+            f"--payload={args.payload}",
+            "--command=inc0",
+        ]
     )
     bench.run_storage(storage, bench_args, rows)
     for row in rows:
@@ -431,21 +429,8 @@ What is measured and guaranteed:
     return "\n".join(lines) + "\n" + notes
 
 
-def _clients(text: str) -> list[int]:
-    try:
-        values = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a list of numbers: {text!r}") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError("client counts must be >= 1")
-    return values
-
-
-def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str]) -> int:
+    bench = _cluster_bench()
     parser = argparse.ArgumentParser(
         prog="scripts/bench compare",
         description="raft-actors and PySyncObj 3-node clusters, same writes, one table.",
@@ -453,7 +438,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--seconds", type=float, default=5.0, help="per row (default 5)")
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds before measuring")
     parser.add_argument("--quick", action="store_true", help="2 s per row, 0.5 s warm-up")
-    parser.add_argument("--clients", type=_clients, default=[1, 16], help="e.g. 1,16,64")
+    parser.add_argument("--clients", type=bench.client_counts, default=[1, 16], help="e.g. 1,16,64")
     parser.add_argument("--storage", default="durable,memory", help="durable,memory")
     parser.add_argument("--payload", type=int, default=100, help="write bytes (default 100)")
     parser.add_argument("--workers", type=int, default=4, help="our client processes")
@@ -481,7 +466,7 @@ def main(argv: list[str]) -> int:
         parser.error("--storage takes durable and/or memory")
     ensure_pysyncobj()
 
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    previous = signal.signal(signal.SIGTERM, bench.raise_interrupt)
     previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     results: list[Result] = []
     checks: list[Agreement] = []
