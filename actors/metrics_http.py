@@ -76,8 +76,6 @@ class MetricsSource:
     transports: Mapping[str, Callable[[], TransportStats]] = field(default_factory=dict)
     #: Extra decode errors per port counted above the transport (e.g. by an actor).
     decode_errors: Mapping[str, Callable[[], int]] = field(default_factory=dict)
-    #: Frames per port dropped because the queue to their actor was full.
-    queue_drops: Mapping[str, Callable[[], int]] = field(default_factory=dict)
 
 
 def _log_sizes(core: RaftCore | None) -> tuple[int, int]:
@@ -162,7 +160,7 @@ class NodeCollector(Collector):
             for key, name, doc in (
                 ("in", "raft_frames_in", "Frames received."),
                 ("out", "raft_frames_out", "Frames sent."),
-                ("dropped", "raft_frames_dropped", "Frames dropped: no route or a full queue."),
+                ("dropped", "raft_frames_dropped", "Frames dropped for lack of a route."),
                 ("bad", "raft_frame_decode_errors", "Frames dropped as undecodable/malformed."),
             )
         }
@@ -173,9 +171,7 @@ class NodeCollector(Collector):
             bad += extra() if extra is not None else 0
             frames["in"].add_metric([member, port], stats.frames_in)
             frames["out"].add_metric([member, port], stats.frames_out)
-            queued = src.queue_drops.get(port)
-            dropped = stats.dropped + (queued() if queued is not None else 0)
-            frames["dropped"].add_metric([member, port], dropped)
+            frames["dropped"].add_metric([member, port], stats.dropped)
             frames["bad"].add_metric([member, port], bad)
         yield from frames.values()
         uptime = time.monotonic() - src.started_at

@@ -111,10 +111,6 @@ def _from_registry(
     consensus.tell(action)
 
 
-def _drops_of(handoff: Coalescer[Any]) -> Callable[[], int]:
-    return lambda: handoff.dropped
-
-
 class NodeError(RuntimeError):
     """The node could not start (bad storage, a port in use, ...)."""
 
@@ -151,8 +147,6 @@ class Node:
         self._writer: StorageWriter | None = None
         self._peers: PeerTransport | None = None
         self._clients: ClientTransport | None = None
-        #: Port -> the hand-off from that transport's thread (its drops are metrics).
-        self._handoffs: dict[str, Coalescer[Any]] = {}
         self._link: PeerTransport | None = None
         self._tickers: list[Ticker] = []
         self._curve: NodeCurve | None = None
@@ -222,7 +216,6 @@ class Node:
         # actor message per burst, handled as one batch (see actors.handoff).
         peer_frames: Coalescer[PeerFrame] = Coalescer()
         client_frames: Coalescer[ClientFrame] = Coalescer()
-        self._handoffs = {"peer": peer_frames, "client": client_frames}
 
         def on_peer_frame(sender: MemberId, frame: bytes) -> None:
             peer_frames.put(PeerFrame(sender, frame), len(frame))  # full: dropped, counted
@@ -324,7 +317,6 @@ class Node:
             self._core,
             transports,
             {"peer": lambda: board.read().peer_frames_dropped},
-            {port: _drops_of(handoff) for port, handoff in self._handoffs.items()},
         )
         try:
             self._metrics_server = start_metrics_server(source, port, host)

@@ -149,24 +149,3 @@ def test_endpoint_numbers_move_with_a_workload(tmp_path: Path) -> None:
         follower_after[("raft_frames_in_total", (("port", "peer"),))]
         > follower_before[("raft_frames_in_total", (("port", "peer"),))]
     )
-
-
-def test_frames_dropped_counts_the_transport_and_the_full_hand_off_queue() -> None:
-    from actors.metrics_http import MetricsSource, NodeCollector
-    from actors.status import StatusBoard
-    from actors.transport import TransportStats
-
-    source = MetricsSource(
-        "n1",
-        StatusBoard(),
-        0.0,
-        transports={"client": lambda: TransportStats(dropped=2)},
-        queue_drops={"client": lambda: 5},
-    )
-    dropped = {
-        sample.labels["port"]: sample.value
-        for family in NodeCollector(source).collect()
-        for sample in family.samples
-        if sample.name == "raft_frames_dropped_total"
-    }
-    assert dropped == {"client": 7}
