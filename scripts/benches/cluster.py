@@ -152,18 +152,16 @@ def _say(obj: dict[str, Any]) -> None:
 # ---------------------------------------------------------------- the parent
 
 
-class Worker:
-    """One client process and a thread reading its stdout lines."""
+class LineChild:
+    """A child process that speaks JSON lines on stdin/stdout, with a thread reading its
+    stdout (used for client workers here and PySyncObj nodes in ``compare``)."""
 
-    def __init__(self, spec: dict[str, Any]) -> None:
+    def __init__(self, argv: list[str], what: str, stderr: Any = None) -> None:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+        self.what = what
         self.proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "worker", json.dumps(spec)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            env=env,
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env
         )
         self.lines: queue.SimpleQueue[str | None] = queue.SimpleQueue()
         threading.Thread(target=self._pump, daemon=True).start()
@@ -178,9 +176,9 @@ class Worker:
         try:
             line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
         except queue.Empty:
-            raise RuntimeError(f"client worker {self.proc.pid} did not answer in time") from None
+            raise RuntimeError(f"{self.what} {self.proc.pid} did not answer in time") from None
         if line is None:
-            raise RuntimeError(f"client worker {self.proc.pid} exited ({self.proc.wait()})")
+            raise RuntimeError(f"{self.what} {self.proc.pid} exited ({self.proc.wait()})")
         answer: dict[str, Any] = json.loads(line)
         return answer
 
@@ -189,10 +187,22 @@ class Worker:
         self.proc.stdin.write(json.dumps(obj) + "\n")
         self.proc.stdin.flush()
 
+    def ask(self, obj: dict[str, Any], timeout: float) -> dict[str, Any]:
+        self.tell(obj)
+        return self.read(time.monotonic() + timeout)
+
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait(timeout=10)
+
+
+class Worker(LineChild):
+    """One client process (``cluster.py worker SPEC``)."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        script = str(Path(__file__).resolve())
+        super().__init__([sys.executable, script, "worker", json.dumps(spec)], "client worker")
 
 
 def cpu_seconds(pid: int) -> float:

@@ -40,7 +40,6 @@ import contextlib
 import importlib.util
 import json
 import os
-import queue
 import shutil
 import signal
 import subprocess
@@ -178,38 +177,19 @@ def _say(obj: dict[str, Any]) -> None:
 
 
 class Child:
-    """One PySyncObj node process and a thread reading its stdout lines."""
+    """One PySyncObj node process (``compare.py pso-node SPEC``), speaking JSON lines."""
 
     def __init__(self, spec: dict[str, Any], log: Path) -> None:
         self.log = log
+        script = str(Path(__file__).resolve())
         with log.open("w") as stderr:
-            self.proc = subprocess.Popen(
-                [sys.executable, str(Path(__file__).resolve()), "pso-node", json.dumps(spec)],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=stderr,
-                text=True,
+            self.line = _cluster_bench().LineChild(
+                [sys.executable, script, "pso-node", json.dumps(spec)], "PySyncObj node", stderr
             )
-        self.lines: queue.SimpleQueue[str | None] = queue.SimpleQueue()
-        threading.Thread(target=self._pump, daemon=True).start()
-
-    def _pump(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.put(line)
-        self.lines.put(None)
+        self.proc: subprocess.Popen[str] = self.line.proc
 
     def ask(self, obj: dict[str, Any], timeout: float) -> dict[str, Any]:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps(obj) + "\n")
-        self.proc.stdin.flush()
-        try:
-            line = self.lines.get(timeout=timeout)
-        except queue.Empty:
-            raise RuntimeError(f"PySyncObj node {self.proc.pid} did not answer") from None
-        if line is None:
-            raise RuntimeError(f"PySyncObj node {self.proc.pid} exited ({self.proc.wait()})")
-        answer: dict[str, Any] = json.loads(line)
+        answer: dict[str, Any] = self.line.ask(obj, timeout)
         return answer
 
     def stop(self) -> None:
