@@ -66,6 +66,13 @@ def _add_timeout(parser: argparse.ArgumentParser, default: float, what: str) -> 
     )
 
 
+def _add_cluster_target(p: argparse.ArgumentParser) -> None:
+    """``--dir`` or ``--members`` (which cluster) and the CURVE keys to reach it."""
+    p.add_argument("--dir", metavar="DIR", help=_DIR_HELP)
+    p.add_argument("--members", metavar="ADDR,...", type=_addresses, help=_MEMBERS_HELP)
+    add_curve_args(p)
+
+
 def add_parser(commands: Subcommands) -> None:
     cluster = commands.add_parser(
         "cluster",
@@ -117,9 +124,7 @@ def add_parser(commands: Subcommands) -> None:
         description="One line per node: member, role, term, leader, commit/applied "
         "index, sessions, snapshot index, pid. Exits 1 if no leader is known.",
     )
-    status.add_argument("--dir", metavar="DIR", help=_DIR_HELP)
-    status.add_argument("--members", metavar="ADDR,...", type=_addresses, help=_MEMBERS_HELP)
-    add_curve_args(status)
+    _add_cluster_target(status)
     _add_timeout(status, 2.0, "seconds per node")
     status.set_defaults(handler=cluster_status)
 
@@ -163,9 +168,7 @@ def add_parser(commands: Subcommands) -> None:
         "caught-up other voter) and wait until it has moved.",
     )
     transfer.add_argument("member", nargs="?", metavar="MEMBER", help="member id, e.g. n2")
-    transfer.add_argument("--dir", metavar="DIR", help=_DIR_HELP)
-    transfer.add_argument("--members", metavar="ADDR,...", type=_addresses, help=_MEMBERS_HELP)
-    add_curve_args(transfer)
+    _add_cluster_target(transfer)
     _add_timeout(transfer, 20.0, "seconds to keep trying")
     transfer.set_defaults(handler=cluster_transfer_leader)
 
@@ -187,9 +190,7 @@ def add_parser(commands: Subcommands) -> None:
     )
     remove.add_argument("member", metavar="MEMBER", help="member id, e.g. n4")
     for p, handler in ((add, cluster_add), (remove, cluster_remove)):
-        p.add_argument("--dir", metavar="DIR", help=_DIR_HELP)
-        p.add_argument("--members", metavar="ADDR,...", type=_addresses, help=_MEMBERS_HELP)
-        add_curve_args(p)
+        _add_cluster_target(p)
         _add_timeout(p, 60.0, "seconds to keep trying")
         p.set_defaults(handler=handler)
 
