@@ -4,12 +4,7 @@ again with the removed member's data directory."""
 
 from __future__ import annotations
 
-import os
-import queue
 import re
-import subprocess
-import sys
-import threading
 import urllib.request
 from pathlib import Path
 
@@ -18,35 +13,9 @@ import pytest
 from actors.cli import main
 from tests.actors.node.cluster import free_port
 from tests.actors.node.system import system_cluster
+from tests.cli.cli_procs import start_cli, wait_for_line
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
-
-
-def _run(argv: list[str]) -> tuple[subprocess.Popen[str], queue.SimpleQueue[str]]:
-    root = str(Path(__file__).resolve().parents[2])
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "actors.cli", *argv],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        text=True, env=env,
-    )  # fmt: skip
-    lines: queue.SimpleQueue[str] = queue.SimpleQueue()
-    stderr = proc.stderr
-    assert stderr is not None
-
-    def pump() -> None:
-        for line in stderr:
-            lines.put(line.rstrip("\n"))
-
-    threading.Thread(target=pump, daemon=True).start()
-    return proc, lines
-
-
-def _wait_for(lines: queue.SimpleQueue[str], text: str, timeout: float = 60.0) -> str:
-    while True:
-        line = lines.get(timeout=timeout)  # queue.Empty fails the test: bounded
-        if text in line:
-            return line
 
 
 def test_a_joined_node_serves_metrics_then_exits_once_removed(tmp_path: Path) -> None:
@@ -64,17 +33,17 @@ def test_a_joined_node_serves_metrics_then_exits_once_removed(tmp_path: Path) ->
             f'{members}[members.n4]\npeer = "{peer}"\nclient = "{client}"\n'
         )
         argv = ["node", "--config", str(toml), "--app", "counter", "--join"]
-        proc, lines = _run([*argv, leader.client_address, "--metrics-port", "0"])
+        proc, lines = start_cli([*argv, leader.client_address, "--metrics-port", "0"])
         try:
-            url_line = _wait_for(lines, "metrics on http://127.0.0.1:")
+            url_line = wait_for_line(lines, "metrics on http://127.0.0.1:")[-1]
             url = re.search(r"http://\S+", url_line)
             assert url is not None
-            _wait_for(lines, "n4 is a voting member")
+            wait_for_line(lines, "n4 is a voting member")
             with urllib.request.urlopen(url.group(0), timeout=10) as response:
                 text = response.read().decode()
             assert 'raft_role{member="n4",role="follower"} 1.0' in text
             assert main(["cluster", "remove", "n4", "--members", addresses]) == 0
-            _wait_for(lines, "n4 was removed from the cluster; exiting")
+            wait_for_line(lines, "n4 was removed from the cluster; exiting")
             assert proc.wait(timeout=30) == 0
         finally:
             if proc.poll() is None:
@@ -82,9 +51,9 @@ def test_a_joined_node_serves_metrics_then_exits_once_removed(tmp_path: Path) ->
             proc.wait(timeout=10)
         assert (tmp_path / "n4" / "REMOVED").exists()
         # Its old data directory still names it a voter: a restart is refused.
-        again, again_lines = _run(["node", "--config", str(toml), "--app", "counter"])
+        again, again_lines = start_cli(["node", "--config", str(toml), "--app", "counter"])
         try:
-            line = _wait_for(again_lines, "refusing to start")
+            line = wait_for_line(again_lines, "refusing to start")[-1]
             assert "was removed from the cluster" in line
             assert again.wait(timeout=30) == 1
         finally:
