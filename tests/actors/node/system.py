@@ -160,6 +160,31 @@ class Workload:
                     return
 
 
+def join_member(
+    cluster: SystemCluster,
+    index: int,
+    factory: Callable[[Callable[[bytes], None]], ClientConnection],
+) -> Node:
+    """Start a fresh node n<index> (empty in-memory storage, ``join=True``) that knows the
+    current members, ask the cluster to add it, and return it once it is a voter."""
+    from actors.client import add_member
+    from actors.config import MemberAddress
+
+    member = MemberId(f"n{index}")
+    members = {m: MemberAddress(n.peer_address, n.client_address) for m, n in cluster.nodes.items()}
+    members[member] = MemberAddress(f"inmem://peer-{index}", f"inmem://client-{index}")
+    config = next(iter(cluster.configs.values())).with_changes(member_id=member, members=members)
+    node = Node(config, CounterStateMachine(), hub=cluster.hub, join=True).start()
+    addresses = [n.client_address for m, n in cluster.nodes.items()]
+    cluster.nodes[member] = node
+    answer = add_member(
+        addresses, member, node.peer_address, node.client_address,
+        connection_factory=factory, timeout=40,
+    )  # fmt: skip
+    assert answer.ok, answer
+    return node
+
+
 def check_exactly_once(cluster: SystemCluster, work: Workload) -> None:
     assert not work.failures, work.failures
     # Every response is a distinct value of the counter: no command ran twice.

@@ -3,20 +3,17 @@ port) during a counter workload; no command lost or applied twice."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 
-from actors.client import AdminError, add_member, admin_request, remove_member
-from actors.node import Node
+from actors.client import AdminError, admin_request, remove_member
 from protocol.admin import AdminOp
 from protocol.ids import MemberId
 from tests.actors.node.cluster import wait_for
 from tests.actors.node.system import (
     FAST_CLIENT,
-    SystemCluster,
     Workload,
     check_exactly_once,
+    join_member,
     system_cluster,
 )
 
@@ -72,22 +69,6 @@ def test_transfer_refusals_are_typed() -> None:
         assert wait_for(lambda: leader.status().role == "leader")
 
 
-def _joiner(cluster: SystemCluster, index: int) -> Node:
-    """A fresh node n<index> that knows the current members and joins (no founding)."""
-    from actors.config import MemberAddress, NodeConfig
-    from examples.counter import CounterStateMachine
-
-    member = MemberId(f"n{index}")
-    members = {m: MemberAddress(n.peer_address, n.client_address) for m, n in cluster.nodes.items()}
-    members[member] = MemberAddress(f"inmem://peer-{index}", f"inmem://client-{index}")
-    any_config = next(iter(cluster.configs.values()))
-    config = dataclasses.replace(any_config, member_id=member, members=members)
-    assert isinstance(config, NodeConfig)
-    node = Node(config, CounterStateMachine(), hub=cluster.hub, join=True).start()
-    cluster.nodes[member] = node
-    return node
-
-
 def test_grow_to_five_and_shrink_back_during_a_workload() -> None:
     with system_cluster() as cluster:
         cluster.leader()
@@ -96,15 +77,7 @@ def test_grow_to_five_and_shrink_back_during_a_workload() -> None:
         try:
             work.wait_for_progress(30)
             for index in (4, 5):
-                node = _joiner(cluster, index)
-                addresses = [
-                    n.client_address for m, n in cluster.nodes.items() if m != node.member_id
-                ]
-                answer = add_member(
-                    addresses, node.member_id, node.peer_address, node.client_address,
-                    connection_factory=factory, timeout=40,
-                )  # fmt: skip
-                assert answer.ok, answer
+                join_member(cluster, index, factory)
                 work.wait_for_progress(work.succeeded + 30)
             voters = set(cluster.leader().status().voters)
             assert voters == {MemberId(f"n{i}") for i in range(1, 6)}

@@ -6,10 +6,15 @@ from __future__ import annotations
 
 import pytest
 
-from actors.client import add_member, remove_member
+from actors.client import remove_member
 from protocol.ids import MemberId
-from tests.actors.node.system import FAST_CLIENT, Workload, check_exactly_once, system_cluster
-from tests.actors.node.test_admin_ops import _joiner
+from tests.actors.node.system import (
+    FAST_CLIENT,
+    Workload,
+    check_exactly_once,
+    join_member,
+    system_cluster,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -33,15 +38,7 @@ def test_replace_a_member_under_the_same_id_and_under_a_new_one() -> None:
                 assert removed.removal.event.wait(20), f"{old} was not told"
                 cluster.stop(old)
                 work.wait_for_progress(work.succeeded + 20)
-                fresh = _joiner(cluster, index)  # empty (in-memory) storage, join=True
-                addresses = [
-                    n.client_address for m, n in cluster.nodes.items() if m != fresh.member_id
-                ]
-                answer = add_member(
-                    addresses, fresh.member_id, fresh.peer_address, fresh.client_address,
-                    connection_factory=factory, timeout=40,
-                )  # fmt: skip
-                assert answer.ok, answer
+                fresh = join_member(cluster, index, factory)  # empty (in-memory) storage
                 assert not fresh.removal.is_set
                 work.wait_for_progress(work.succeeded + 30)
             voters = set(cluster.leader().status().voters)
