@@ -99,26 +99,27 @@ def _check(key: bytes | None, path: Path) -> bytes:
     return key
 
 
-def load_key_pair(path: str | Path) -> CurveKeyPair:
-    """Read a ``*.key_secret`` file (public and secret key)."""
-    path = Path(path)
+def _load(path: Path) -> tuple[bytes, bytes | None]:
     try:
         public, secret = zmq.auth.load_certificate(path)
     except (OSError, ValueError) as exc:
         raise CurveError(f"{path}: {exc}") from None
+    return _check(public, path), secret
+
+
+def load_key_pair(path: str | Path) -> CurveKeyPair:
+    """Read a ``*.key_secret`` file (public and secret key)."""
+    path = Path(path)
+    public, secret = _load(path)
     if secret is None:
         raise CurveError(f"{path}: holds no secret key (use the .key_secret file)")
-    return CurveKeyPair(_check(public, path), _check(secret, path))
+    return CurveKeyPair(public, _check(secret, path))
 
 
 def load_public_key(path: str | Path) -> bytes:
     """Read the public key of a ``*.key`` (or ``*.key_secret``) file."""
     path = Path(path)
-    try:
-        public, _ = zmq.auth.load_certificate(path)
-    except (OSError, ValueError) as exc:
-        raise CurveError(f"{path}: {exc}") from None
-    return _check(public, path)
+    return _load(path)[0]
 
 
 def load_public_keys(directory: str | Path) -> frozenset[bytes]:
