@@ -33,6 +33,7 @@ from actors.cluster import (
     StatusFn,
     clear_current,
     create_cluster,
+    exit_status,
     live_pid,
     load_manifest,
     resolve_dir,
@@ -311,8 +312,15 @@ def _explain_failure(
         show = tuple(m.member_id for m in manifest.members)
     print(f"raft-actors: error: {what}")
     for member_id in show:
-        log = directory / manifest.member(member_id).log
-        print(f"--- last lines of {log}:\n{tail(log)}")
+        _print_log_tail(directory, manifest, member_id)
+
+
+def _print_log_tail(directory: Path, manifest: ClusterManifest, member_id: str) -> None:
+    """The last lines of a member's log, and how its process ended if it did."""
+    member = manifest.member(member_id)
+    ended = exit_status(member.pid) if member.pid is not None else None
+    log = directory / member.log
+    print(f"--- last lines of {log}{f' ({member_id}: {ended})' if ended else ''}:\n{tail(log)}")
 
 
 def _no_pids(manifest: ClusterManifest) -> ClusterManifest:
@@ -524,8 +532,7 @@ def cluster_start(args: argparse.Namespace) -> int:
     result = wait_for_leader(directory, manifest, fetch, timeout=args.timeout, expect=args.members)
     if result.exited:
         for member_id in result.exited:
-            log = directory / manifest.member(member_id).log
-            print(f"--- last lines of {log}:\n{tail(log)}")
+            _print_log_tail(directory, manifest, member_id)
         raise CliError(f"{', '.join(result.exited)} exited right after starting")
     for member_id in args.members:
         st = result.statuses.get(member_id)

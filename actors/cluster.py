@@ -408,12 +408,15 @@ def spawn_member(
 #: Processes started by this process: polled so they never linger as zombies (a zombie
 #: still answers ``kill(pid, 0)``).
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+#: How those children ended (``Popen.returncode``: negative = killed by that signal).
+_EXITS: dict[int, int] = {}
 
 
 def alive(pid: int) -> bool:
     """Whether ``pid`` is a running (not zombie) process."""
     child = _CHILDREN.get(pid)
     if child is not None and child.poll() is not None:
+        _EXITS[pid] = child.returncode
         del _CHILDREN[pid]
         return False
     try:
@@ -428,6 +431,21 @@ def alive(pid: int) -> bool:
         return True  # no /proc (not Linux): trust kill(0)
     # The state follows the parenthesised command name, which may itself hold spaces.
     return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
+
+
+def exit_status(pid: int) -> str | None:
+    """How a child started here ended ("exit code 1", "killed by SIGKILL"), if it has
+    (``None``: still running, or not our child): what a test prints when a node died."""
+    alive(pid)  # reaps it if it just ended
+    code = _EXITS.get(pid)
+    if code is None:
+        return None
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
 
 
 def runs_member(pid: int, config: Path) -> bool:

@@ -18,7 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from actors.client import ClientConfig, RaftClient, RequestTimeoutError, fetch_status
-from actors.cluster import ClusterManifest, alive, spawn_member, tail, wait_for_leader
+from actors.cluster import (
+    ClusterManifest,
+    alive,
+    exit_status,
+    spawn_member,
+    tail,
+    wait_for_leader,
+)
 from protocol.admin import NodeStatus
 
 __all__ = ["PAD", "WAIT", "ProcessCluster", "Workload", "client_for", "ours", "wait_for"]
@@ -106,9 +113,15 @@ class ProcessCluster:
         return None
 
     def logs(self) -> str:
+        """The tail of every member's log, and how each process this cluster started
+        ended (a node that died without a word in its log was killed by a signal)."""
+        ended = [f"pid {p}: {how}" for p in self.started if (how := exit_status(p)) is not None]
         return "\n".join(
-            f"--- {m.member_id}.log\n{tail(self.directory / m.log, 25)}"
-            for m in self.manifest.members
+            [
+                f"--- {m.member_id}.log\n{tail(self.directory / m.log, 25)}"
+                for m in self.manifest.members
+            ]
+            + [f"--- ended: {', '.join(ended) or 'none'}"]
         )
 
     def kill_all(self) -> None:

@@ -20,6 +20,7 @@ from actors.cluster import (
     ClusterError,
     alive,
     create_cluster,
+    exit_status,
     free_ports,
     live_pid,
     load_manifest,
@@ -169,6 +170,24 @@ def test_a_zombie_counts_as_dead(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         child.wait(timeout=10)
 
 
+def test_exit_status_says_how_a_node_ended(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeCluster()
+    monkeypatch.setattr(cluster, "node_command", fake.command)
+    directory, manifest = create_cluster(tmp_path / "c", nodes=2, app="kvstore", storage="memory")
+    killed = spawn_member(directory, manifest, "n1")
+    wait_ready(directory / "n1.toml")
+    assert exit_status(killed) is None  # still running
+    os.kill(killed, 9)
+    cluster._CHILDREN[killed].wait(timeout=10)
+    assert exit_status(killed) == "killed by SIGKILL"
+    failing = spawn_member(
+        directory, manifest, "n2", command=[sys.executable, "-c", "import sys; sys.exit(3)"]
+    )
+    cluster._CHILDREN[failing].wait(timeout=30)
+    assert exit_status(failing) == "exit code 3"
+    assert exit_status(os.getpid()) is None  # not a child of ours
+
+
 @pytest.mark.parametrize("stubborn", [False, True])
 def test_stop_members_terms_then_kills(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reaper: Reaper, stubborn: bool
@@ -292,6 +311,7 @@ def test_cli_cluster_up_reports_nodes_that_die(
     out = capsys.readouterr().out
     assert "exited during startup" in out
     assert "bad node: x" in out  # the log tail
+    assert "exit code 1" in out  # how the process ended
     assert all(m.pid is None for m in load_manifest(d).members)
 
 
