@@ -404,6 +404,9 @@ class Node:
             max_entries_per_msg=max(1, min(1024, cfg.max_frame_bytes // 128)),
             snapshot_chunk_bytes=min(1024 * 1024, half),
             promotion_lag=cfg.promotion_lag_entries,
+            # Commit-only AppendEntries wait for the next tick (see RaftOptions): half
+            # the peer messages of a leader serving a stream of commands.
+            lazy_commit_notices=True,
         )
 
     def _peer_transport(self, on_frame: PeerFrameHandler) -> PeerTransport:
