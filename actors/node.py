@@ -220,8 +220,8 @@ class Node:
         def on_peer_frame(sender: MemberId, frame: bytes) -> None:
             peer_frames.put(PeerFrame(sender, frame), len(frame))  # full: dropped, counted
 
-        def on_client_frame(connection: bytes, data: bytes) -> None:
-            client_frames.put(ClientFrame(connection, data, self._admin_sender()), len(data))
+        def on_client_frame(connection: bytes, data: bytes, admin: bool) -> None:
+            client_frames.put(ClientFrame(connection, data, admin), len(data))
 
         self._peers = self._peer_transport(on_peer_frame)
         self._writer = StorageWriter(
@@ -450,12 +450,6 @@ class Node:
             else self._curve.client_options(cfg.max_frame_bytes)
         )
         return ZmqClientTransport(on_frame, bind=cfg.address.client, options=options)
-
-    def _admin_sender(self) -> bool:
-        """Whether the client frame being delivered (on the transport's I/O thread) may
-        carry admin requests: always without CURVE, else only from an admin key."""
-        clients = self._clients
-        return not isinstance(clients, ZmqClientTransport) or clients.is_admin()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop everything this node started; idempotent."""
