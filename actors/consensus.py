@@ -53,8 +53,7 @@ from protocol.bridge import to_session_command
 from protocol.codec import ProtocolError, decode, encode
 from protocol.ids import MemberId
 from protocol.raft import HardState, RaftCore, SnapshotMeta
-from protocol.raft.messages import RAFT_MESSAGE_TYPES, AppendEntries, Heartbeat, RaftMessage
-from protocol.raft.progress import ProgressState
+from protocol.raft.messages import RAFT_MESSAGE_TYPES, RaftMessage
 from protocol.raft.types import Refusal, Refused, Role
 from protocol.session import GetRequestsForRetry
 from protocol.wire import ErrorReason, RejectReason
@@ -121,8 +120,6 @@ class ConsensusActor(NodeActor):
         self.bad_frames = 0
         self._stored_vote = (core.term, core.voted_for)
         self._unsaved: HardState | None = None
-        #: Commit-only appends held until the next tick (see _send_commit_notices).
-        self._commit_notices: dict[MemberId, AppendEntries] = {}
         self.admin = AdminDesk(
             core, client_addresses, 3 * core.options.election_ticks, learn=self._learn
         )
@@ -141,7 +138,6 @@ class ConsensusActor(NodeActor):
             return
         elif isinstance(message, Tick):
             core.tick()
-            self._send_commit_notices()
             if self.admin.pending is not None:
                 self.admin.on_tick()
         elif isinstance(message, Persisted):
@@ -275,17 +271,7 @@ class ConsensusActor(NodeActor):
         wiring = self.wiring
         if rd.snapshot is not None:
             self._install(rd.snapshot.meta, rd.snapshot.data)
-        notices = self._commit_notices
         for msg in rd.messages:
-            if type(msg) is AppendEntries:
-                if not msg.entries and self._replicating(msg.receiver):
-                    notices[msg.receiver] = msg  # see _send_commit_notices
-                    continue
-                notices.pop(msg.receiver, None)  # carries the commit index itself
-            elif type(msg) is Heartbeat:
-                held = notices.get(msg.receiver)
-                if held is not None and msg.commit >= held.commit:
-                    del notices[msg.receiver]  # the heartbeat carries the commit index
             self._send(msg)
         hs = rd.hard_state
         if hs is not None and not rd.entries and (hs.term, hs.voted_for) == self._stored_vote:
@@ -343,32 +329,6 @@ class ConsensusActor(NodeActor):
         if rd.soft_state is not None:
             self._leadership(rd.soft_state.role, rd.soft_state.leader, rd.soft_state.term)
         self._post_status()
-
-    def _replicating(self, member: MemberId) -> bool:
-        progress = self.core.progress.get(member)
-        return progress is not None and progress.state == ProgressState.REPLICATE
-
-    def _send_commit_notices(self) -> None:
-        """Send the held commit-only appends (once per tick at most).
-
-        When the commit index advances, the core sends every follower it has nothing new
-        for an AppendEntries without entries, only to tell it the commit index (and the
-        follower answers it). On a leader serving a stream of commands these are half
-        of all peer messages, and needless: the next append with entries carries the
-        commit index too. So the newest such notice per follower is held here and sent
-        at the next tick, unless an append or heartbeat to that follower went out first.
-        Followers learn the commit index at most one tick later; the leader's own
-        commitment, the client's answer and flow control (only followers in the
-        replicate state get their notices held, never probes) are not affected."""
-        notices = self._commit_notices
-        if not notices:
-            return
-        held = list(notices.values())
-        notices.clear()
-        if self.core.role == Role.LEADER:
-            for msg in held:
-                if msg.term == self.core.term:
-                    self._send(msg)
 
     def _sender(self, frames: list[tuple[MemberId, bytes]]) -> Callable[[], None]:
         peers = self.peers

@@ -220,8 +220,8 @@ class Node:
         def on_peer_frame(sender: MemberId, frame: bytes) -> None:
             peer_frames.put(PeerFrame(sender, frame), len(frame))  # full: dropped, counted
 
-        def on_client_frame(connection: bytes, data: bytes) -> None:
-            client_frames.put(ClientFrame(connection, data, self._admin_sender()), len(data))
+        def on_client_frame(connection: bytes, data: bytes, admin: bool) -> None:
+            client_frames.put(ClientFrame(connection, data, admin), len(data))
 
         self._peers = self._peer_transport(on_peer_frame)
         self._writer = StorageWriter(
@@ -404,6 +404,9 @@ class Node:
             max_entries_per_msg=max(1, min(1024, cfg.max_frame_bytes // 128)),
             snapshot_chunk_bytes=min(1024 * 1024, half),
             promotion_lag=cfg.promotion_lag_entries,
+            # Commit-only AppendEntries wait for the next tick (see RaftOptions): half
+            # the peer messages of a leader serving a stream of commands.
+            lazy_commit_notices=True,
         )
 
     def _peer_transport(self, on_frame: PeerFrameHandler) -> PeerTransport:
@@ -447,12 +450,6 @@ class Node:
             else self._curve.client_options(cfg.max_frame_bytes)
         )
         return ZmqClientTransport(on_frame, bind=cfg.address.client, options=options)
-
-    def _admin_sender(self) -> bool:
-        """Whether the client frame being delivered (on the transport's I/O thread) may
-        carry admin requests: always without CURVE, else only from an admin key."""
-        clients = self._clients
-        return not isinstance(clients, ZmqClientTransport) or clients.is_admin()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop everything this node started; idempotent."""

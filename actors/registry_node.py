@@ -77,9 +77,8 @@ class RegistryNode:
         wiring.consensus = RemoteRef(self._link, core_endpoint(cfg.member_id))
         registry_ref: list[pykka.ActorRef[Any]] = []
         self._clients = ZmqClientTransport(
-            # is_admin() describes the frame being delivered (on the transport's thread)
-            lambda connection, data: registry_ref[0].tell(
-                ClientFrame(connection, data, self._clients is None or self._clients.is_admin())
+            lambda connection, data, admin: registry_ref[0].tell(
+                ClientFrame(connection, data, admin)
             ),
             bind=cfg.address.client,
             options=ZmqOptions(max_frame_bytes=cfg.max_frame_bytes)

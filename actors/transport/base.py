@@ -10,7 +10,9 @@ conformance suite:
   changes. Every received frame arrives with the member id its sender claims.
 * :class:`ClientTransport` is the server side of the client link: it is bound to an
   address, tells incoming frames apart by an opaque *routing id* per client
-  connection, answers by routing id and can cut a connection off.
+  connection, answers by routing id and can cut a connection off. Every received
+  frame arrives with its sender's authenticated identity: whether it may send admin
+  requests (with CURVE: whether its key is an admin key).
 * :class:`ClientConnection` is the client side: it connects to one server address at a
   time and can reconnect elsewhere (each connection gets a fresh routing id).
 
@@ -60,8 +62,10 @@ __all__ = [
 
 #: ``on_frame(from_member, frame)`` for a :class:`PeerTransport`.
 PeerFrameHandler = Callable[[MemberId, bytes], None]
-#: ``on_frame(routing_id, frame)`` for a :class:`ClientTransport`.
-ClientFrameHandler = Callable[[bytes, bytes], None]
+#: ``on_frame(routing_id, frame, admin)`` for a :class:`ClientTransport`: ``admin`` tells
+#: whether the sender is authenticated as an administrator (with CURVE: an admin key;
+#: without authentication: the transport's configured default).
+ClientFrameHandler = Callable[[bytes, bytes, bool], None]
 #: ``on_frame(frame)`` for a :class:`ClientConnection`.
 ConnectionFrameHandler = Callable[[bytes], None]
 #: Optional check run on the transport thread before a received frame is handed on:

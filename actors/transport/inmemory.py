@@ -249,7 +249,7 @@ class InMemoryClientTransport(_Endpoint):
         with self._banned_lock:
             self._banned.add(routing_id)
 
-    def _receive(self, routing_id: bytes, frame: bytes) -> bool:
+    def _receive(self, routing_id: bytes, frame: bytes, admin: bool) -> bool:
         with self._banned_lock:
             banned = routing_id in self._banned
         if banned:
@@ -262,7 +262,7 @@ class InMemoryClientTransport(_Endpoint):
         if not self._accept(frame):
             return self._running
         try:
-            self._on_frame(routing_id, frame)
+            self._on_frame(routing_id, frame, admin)
         except Exception:
             self._handler_failed()
         return True
@@ -271,7 +271,10 @@ class InMemoryClientTransport(_Endpoint):
 class InMemoryClientConnection(_Endpoint):
     """:class:`~actors.transport.base.ClientConnection` on an :class:`InMemoryHub`.
 
-    Frames sent while no server is bound at the address are dropped (counted).
+    Frames sent while no server is bound at the address are dropped (counted). There is
+    no authentication in memory: ``admin`` is the identity the server is told each
+    frame comes from (standing in for a CURVE key; default: an administrator, as a
+    node without CURVE treats everyone).
     """
 
     _prefix = "client"
@@ -285,11 +288,13 @@ class InMemoryClientConnection(_Endpoint):
         node: str | None = None,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         validator: FrameValidator | None = None,
+        admin: bool = True,
     ) -> None:
         super().__init__(
             hub, bind=None, node=node, max_frame_bytes=max_frame_bytes, validator=validator
         )
         self._on_frame = on_frame
+        self._admin = admin
         self._conn_lock = threading.Lock()
         self._server_address: str | None = None
         self._routing_id: bytes | None = None
@@ -339,7 +344,10 @@ class InMemoryClientConnection(_Endpoint):
             return True
         frame = bytes(frame)
         self._counters.sent(len(frame))
-        self._hub._schedule(self.node, server.node, lambda: server._receive(routing_id, frame))
+        admin = self._admin
+        self._hub._schedule(
+            self.node, server.node, lambda: server._receive(routing_id, frame, admin)
+        )
         return True
 
     def _receive(self, routing_id: bytes, frame: bytes) -> bool:

@@ -14,8 +14,8 @@ Wire layout:
 Optional CURVE (:mod:`.curve`, set in :class:`ZmqOptions`): the binding sockets (PULL,
 ROUTER) are CURVE servers that let in only allowed public keys, the connecting ones
 (PUSH, DEALER) CURVE clients; a ZAP handler on the transport's own I/O thread checks the
-keys, and the ROUTER tells for each message whether it came from an admin key
-(:meth:`ZmqClientTransport.is_admin`).
+keys, and the ROUTER hands each client frame on with whether it came from an admin key
+(the ``admin`` argument of ``on_frame``).
 
 Each transport has one I/O thread that owns all its sockets (:mod:`._zmq_loop`).
 Received frames over ``max_frame_bytes`` and messages of the wrong shape are dropped and
@@ -282,12 +282,12 @@ class ZmqPeerTransport(ZmqLoop):
 class ZmqClientTransport(ZmqLoop):
     """Server side of the client link: one ROUTER bound at ``bind``.
 
-    ``on_frame(routing_id, frame)`` runs on the I/O thread. Client frames must be
+    ``on_frame(routing_id, frame, admin)`` runs on the I/O thread. Client frames must be
     non-empty single-part messages; anything else is dropped as malformed.
 
-    With ``options.curve_server`` only allowed keys connect, and :meth:`is_admin` tells
-    (on the I/O thread, i.e. inside ``on_frame``) whether the message being handled
-    came from an admin key.
+    With ``options.curve_server`` only allowed keys connect, and ``admin`` tells whether
+    the frame came from an admin key; without CURVE nobody is authenticated and
+    ``admin`` is ``admin_without_curve`` for every frame.
     """
 
     def __init__(
@@ -297,11 +297,13 @@ class ZmqClientTransport(ZmqLoop):
         bind: str = "tcp://127.0.0.1:0",
         name: str = "clients",
         options: ZmqOptions = DEFAULT_OPTIONS,
+        admin_without_curve: bool = True,
     ) -> None:
         _loop_init(self, name, options)
         self._curve = options.curve_server
         self._zap = None if self._curve is None else ZapHandler("clients", self._curve, name)
-        self._admin_now = self._curve is None
+        # I/O thread only: whether the message being received came from an admin.
+        self._admin_now = admin_without_curve if self._curve is None else False
         self._on_frame = on_frame
         self._bind = bind
         self._address = bind
@@ -323,11 +325,6 @@ class ZmqClientTransport(ZmqLoop):
     def curve(self) -> bool:
         """Whether CURVE authentication is on."""
         return self._curve is not None
-
-    def is_admin(self) -> bool:
-        """Whether the message now being handed to ``on_frame`` came from an admin key
-        (always True without CURVE). Only meaningful inside ``on_frame``."""
-        return self._admin_now
 
     # -- I/O thread ------------------------------------------------------------------
 
@@ -395,7 +392,7 @@ class ZmqClientTransport(ZmqLoop):
             return
         self._counters.received(len(frame))
         try:
-            self._on_frame(routing_id, frame)
+            self._on_frame(routing_id, frame, self._admin_now)
         except Exception:
             self._handler_failed()
 

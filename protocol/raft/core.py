@@ -148,6 +148,9 @@ class RaftCore:
         self._transferee: MemberId | None = None
         self._uncommitted = 0
         self._term_start = 0  # index of this leader's no-op entry
+        #: (Leader, ``lazy_commit_notices``) followers not yet sent the current commit
+        #: index; told at the next tick unless an append or heartbeat carries it first.
+        self._commit_due: set[MemberId] = set()
         # ReadIndex (§6.4)
         self._read_round = 0
         self._read_round_open = False
@@ -407,7 +410,7 @@ class RaftCore:
         if log.stable < index <= log.persist_handed and log.term_at(index) == term:
             log.stable = index
             if self.role == Role.LEADER and self._maybe_commit():
-                self._broadcast_append()
+                self._broadcast_commit()
 
     def on_applied(self, index: int) -> None:
         """The state machine has applied every entry up to ``index``."""
@@ -525,6 +528,7 @@ class RaftCore:
 
     def _abort_leadership(self) -> None:
         self.progress = {}
+        self._commit_due.clear()
         self._transferee = None
         self._uncommitted = 0
         self._read_round_open = False
@@ -615,6 +619,7 @@ class RaftCore:
                 self.progress[m] = pr
         self._transferee = None
         self._uncommitted = 0
+        self._commit_due.clear()
         self._election_elapsed = 0
         self._heartbeat_elapsed = 0
         self._term_start = nxt
@@ -635,6 +640,8 @@ class RaftCore:
         if self._heartbeat_elapsed >= opts.heartbeat_ticks:
             self._heartbeat_elapsed = 0
             self._broadcast_heartbeat()
+        if self._commit_due:
+            self._send_commit_notices()
 
     def _quorum_active(self) -> bool:
         voters = self.config.voters
@@ -689,13 +696,48 @@ class RaftCore:
                 while self._send_append_entries_only(m):
                     pass
 
+    def _broadcast_commit(self) -> None:
+        """The commit index advanced: send every follower what it lacks, and with it
+        the new commit index.
+
+        With ``lazy_commit_notices`` a follower in the replicate state that has nothing
+        new to receive is not sent an AppendEntries just for the commit index: it is
+        marked due instead, and told by the next append or heartbeat to it, or by
+        :meth:`_send_commit_notices` at the next tick."""
+        if not self.options.lazy_commit_notices:
+            self._broadcast_append()
+            return
+        last = self.log.last_index
+        due = self._commit_due
+        for m, pr in self.progress.items():
+            if pr.state == _REPLICATE and pr.next > last:
+                due.add(m)
+            elif self._send_append(m):
+                while self._send_append_entries_only(m):
+                    pass
+
+    def _send_commit_notices(self) -> None:
+        """(Tick) Tell the followers still due the commit index (see
+        :meth:`_broadcast_commit`); one that flow control pauses stays due."""
+        due = self._commit_due
+        for m, pr in self.progress.items():  # (not the set's order: deterministic)
+            if m in due:
+                if pr.state != _REPLICATE:
+                    due.discard(m)  # probing or snapshotting: those messages carry it
+                else:
+                    self._send_append(m)  # sent: no longer due (paused: stays due)
+        due.intersection_update(self.progress)
+
     def _broadcast_heartbeat(self) -> None:
         commit = self.log.commit
         term = self.term
         rnd = self._read_round
+        due = self._commit_due
         for m, pr in self.progress.items():
             c = pr.match if pr.match < commit else commit
             self._msgs.append(Heartbeat(term, self.id, m, c, rnd))
+            if c == commit and due:
+                due.discard(m)  # the heartbeat carries the commit index
 
     def _send_append(self, to: MemberId) -> bool:
         """Send ``to`` what it needs next, if its flow control allows; True if sent."""
@@ -736,6 +778,8 @@ class RaftCore:
         self._msgs.append(
             AppendEntries(self.term, self.id, to, prev, prev_term, tuple(entries), log.commit)
         )
+        if self._commit_due:
+            self._commit_due.discard(to)  # this append carries the commit index
         if entries:
             pr.sent(entries[-1].index, nbytes)
         elif pr.state != _REPLICATE:
@@ -866,7 +910,7 @@ class RaftCore:
             elif pr.snapshot is None or pr.match >= pr.snapshot.index:
                 pr.become_probe()
         if self._maybe_commit():
-            self._broadcast_append()
+            self._broadcast_commit()
         elif self.role == Role.LEADER:
             while self._send_append_entries_only(m.sender):
                 pass
@@ -996,7 +1040,7 @@ class RaftCore:
             if pr.state == _SNAPSHOT and (pr.snapshot is None or pr.match >= pr.snapshot.index):
                 pr.become_probe()
             if self._maybe_commit():
-                self._broadcast_append()
+                self._broadcast_commit()
             else:
                 self._send_append(m.sender)
             return

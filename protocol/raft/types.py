@@ -76,6 +76,14 @@ class RaftOptions:
     #: 0: only the former. A larger lag promotes sooner under a steady write load, at
     #: the price of a voter that still has to catch up.
     promotion_lag: int = 0
+    #: When the commit index advances, do not send a follower (in the replicate state)
+    #: that has no new entries to receive an AppendEntries of its own just to carry the
+    #: commit index: it learns it from the next append or heartbeat to it, or at the
+    #: leader's next tick at the latest. Under a stream of commands this halves the
+    #: peer messages (those notices and their answers); followers apply up to one tick
+    #: later. The leader's commitment, clients' answers and safety are unaffected.
+    #: Off: followers are told at once (as the dissertation describes).
+    lazy_commit_notices: bool = False
 
     def __post_init__(self) -> None:
         positive = (

@@ -150,7 +150,7 @@ def bench_clients(
     mode = {"echo": True}
     holder: list[ClientTransport] = []
 
-    def on_server(routing_id: bytes, frame: bytes) -> None:
+    def on_server(routing_id: bytes, frame: bytes, admin: bool) -> None:
         if mode["echo"]:
             holder[0].send(routing_id, frame)
         else:

@@ -213,7 +213,7 @@ class FakeCluster:
         return int((time.monotonic() - self._t0) * 1000)
 
     def _make_transport(self, node: FakeNode) -> ClientTransport:
-        def on_frame(routing_id: bytes, frame: bytes) -> None:
+        def on_frame(routing_id: bytes, frame: bytes, admin: bool) -> None:
             self._on_frame(node, routing_id, frame)
 
         if self.hub is not None:

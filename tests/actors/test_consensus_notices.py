@@ -1,4 +1,6 @@
-"""The consensus actor holds commit-only appends until the next tick (``actors.consensus``).
+"""The consensus actor sends what its core says, and with ``lazy_commit_notices`` on (as
+nodes run) that means no commit-only appends between ticks (``actors.consensus``; the
+option itself is tested at the core level in ``tests/protocol/raft``).
 
 The actor is driven by hand on the test's thread (``handle`` directly, no actor thread),
 with a fake peer transport and a storage writer over in-memory storage, so what it
@@ -24,10 +26,8 @@ from protocol.raft import (
     AppendEntries,
     AppendEntriesResponse,
     Configuration,
-    Heartbeat,
     RaftCore,
     RaftOptions,
-    Ready,
     RequestVote,
     RequestVoteResponse,
     RestoredState,
@@ -82,7 +82,9 @@ def leader() -> Iterator[tuple[ConsensusActor, FakePeers, list[Persisted]]]:
     writer = StorageWriter(storage.log, storage.stable, on_persisted).start()
     core = RaftCore(
         A,
-        RaftOptions(election_ticks=20, heartbeat_ticks=19, pre_vote=False),
+        RaftOptions(
+            election_ticks=20, heartbeat_ticks=19, pre_vote=False, lazy_commit_notices=True
+        ),
         _Rng(),
         RestoredState.bootstrap(Configuration((A, B, C))),
     )
@@ -184,26 +186,3 @@ def test_held_notices_go_out_at_the_next_tick(
     notices = [m for m in peers.sent[start:] if isinstance(m, AppendEntries)]
     assert {m.receiver for m in notices} == {B, C}
     assert all(not m.entries and m.commit == last for m in notices)
-
-
-def test_a_heartbeat_replaces_a_held_notice_only_if_it_carries_its_commit_index(
-    leader: tuple[ConsensusActor, FakePeers, list[Persisted]],
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """A heartbeat carries min(match, commit): one behind the held notice's commit index
-    must not cancel it, or the follower would learn the commit a heartbeat late."""
-    actor = leader[0]
-    core = actor.core
-    actor._proposals.append((None, b"cmd"))
-    actor._flush()
-    actor.settle()  # type: ignore[attr-defined]
-    last = core.last_index
-    actor.handle(PeerFrame(B, encode(AppendEntriesResponse(core.term, B, A, True, last))))
-    assert actor._commit_notices[C].commit == last  # C's notice is held
-    real_ready = core.ready
-    for commit, cancels in ((last - 1, False), (last, True)):
-        beat = Heartbeat(core.term, A, C, commit, 0)
-        monkeypatch.setattr(core, "ready", lambda beat=beat: Ready(messages=[beat]))
-        actor._handle_ready()
-        monkeypatch.setattr(core, "ready", real_ready)
-        assert (C not in actor._commit_notices) is cancels

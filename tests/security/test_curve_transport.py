@@ -149,8 +149,8 @@ def test_client_port_admits_allowed_keys_tells_admins_apart_and_refuses_stranger
     arrived = threading.Event()
     server: ZmqClientTransport
 
-    def on_frame(routing_id: bytes, frame: bytes) -> None:
-        got.append((frame, server.is_admin()))
+    def on_frame(routing_id: bytes, frame: bytes, admin: bool) -> None:
+        got.append((frame, admin))
         server.send(routing_id, b"echo:" + frame)
         arrived.set()
 
@@ -245,7 +245,7 @@ def test_client_traffic_is_encrypted_only_with_curve(
     clients = load_public_keys(keys.root / "clients")
     server: ZmqClientTransport
 
-    def echo(routing_id: bytes, frame: bytes) -> None:
+    def echo(routing_id: bytes, frame: bytes, admin: bool) -> None:
         server.send(routing_id, frame[::-1])
 
     server = ZmqClientTransport(

@@ -13,7 +13,7 @@ commits a marker entry and every member of its configuration applies it.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from protocol.ids import MemberId
 from protocol.raft import ChangeKind, Proposed, RaftOptions
@@ -66,6 +66,8 @@ class Scenario:
     ops: tuple[tuple[int, str, int, int], ...] = ()
     chaos_ticks: int = 100
     propose_rate: float = 0.3
+    #: Run the cores with ``RaftOptions.lazy_commit_notices`` (as nodes do).
+    lazy_commit_notices: bool = False
 
 
 def _apply(c: Cluster, tick: int, kind: str, a: int, b: int) -> None:
@@ -113,7 +115,7 @@ def run_scenario(s: Scenario) -> Cluster:
     """Run ``s``; raises ``SafetyViolation`` or ``AssertionError`` (liveness)."""
     c = Cluster(
         s.voters,
-        options=SIM_OPTIONS,
+        options=replace(SIM_OPTIONS, lazy_commit_notices=s.lazy_commit_notices),
         seed=s.seed,
         faults=Faults(s.drop, s.duplicate, s.max_delay, s.sync),
         spares=1,

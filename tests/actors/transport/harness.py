@@ -15,6 +15,9 @@ from typing import Any
 from actors.transport import (
     ClientConnection,
     ClientTransport,
+    CurveClient,
+    CurveKeyPair,
+    CurveServer,
     FrameValidator,
     InMemoryClientConnection,
     InMemoryClientTransport,
@@ -27,6 +30,7 @@ from actors.transport import (
     ZmqClientTransport,
     ZmqOptions,
     ZmqPeerTransport,
+    curve_available,
 )
 from protocol.ids import MemberId
 
@@ -53,6 +57,8 @@ class Inbox:
         self.items: queue.Queue[tuple[Any, ...]] = queue.Queue()
         self.probed = threading.Event()
         self.raise_on: bytes | None = None
+        #: The ``admin`` argument each client frame came with, by frame.
+        self.admin: dict[bytes, bool] = {}
 
     def _put(self, item: tuple[Any, ...], frame: bytes) -> None:
         if frame == PROBE:
@@ -65,7 +71,8 @@ class Inbox:
     def peer(self, member: MemberId, frame: bytes) -> None:
         self._put((member, frame), frame)
 
-    def client(self, routing_id: bytes, frame: bytes) -> None:
+    def client(self, routing_id: bytes, frame: bytes, admin: bool) -> None:
+        self.admin[frame] = admin
         self._put((routing_id, frame), frame)
 
     def connection(self, frame: bytes) -> None:
@@ -91,6 +98,11 @@ class Inbox:
 
     def empty(self) -> bool:
         return self.items.empty()
+
+
+#: A server and the clients of one identity case: (what it is, server, its inbox,
+#: [(client, the admin flag the server must report for it)]).
+IdentityCase = tuple[str, ClientTransport, Inbox, list[tuple[ClientConnection, bool]]]
 
 
 class Harness:
@@ -136,6 +148,10 @@ class Harness:
         raise NotImplementedError
 
     def client(self) -> tuple[ClientConnection, Inbox]:
+        raise NotImplementedError
+
+    def identity_cases(self) -> list[IdentityCase]:
+        """Servers with clients of known identity (see :data:`IdentityCase`)."""
         raise NotImplementedError
 
     def unreachable_address(self) -> str:
@@ -184,6 +200,48 @@ class ZmqHarness(Harness):
         inbox = Inbox()
         return self._keep(ZmqClientConnection(inbox.connection)), inbox
 
+    def identity_cases(self) -> list[IdentityCase]:
+        """Without CURVE: everyone gets the configured default (True unless told
+        otherwise); with CURVE: an admin key is an admin, another allowed key is not."""
+        cases: list[IdentityCase] = []
+        for default in (True, False):
+            inbox = Inbox()
+            # True: the constructor's default, False: configured.
+            kw = {} if default else {"admin_without_curve": False}
+            server = self._keep(ZmqClientTransport(inbox.client, **kw))
+            client = self._keep(ZmqClientConnection(Inbox().connection))
+            cases.append((f"no CURVE, default {default}", server, inbox, [(client, default)]))
+        if curve_available():
+            import zmq
+
+            def pair() -> CurveKeyPair:
+                return CurveKeyPair(*zmq.curve_keypair())
+
+            server_keys, admin_keys, client_keys = pair(), pair(), pair()
+            inbox = Inbox()
+            curve = CurveServer(
+                server_keys,
+                frozenset({admin_keys.public, client_keys.public}),
+                frozenset({admin_keys.public}),
+            )
+            server = self._keep(
+                ZmqClientTransport(inbox.client, options=ZmqOptions(curve_server=curve))
+            )
+            clients = [
+                (
+                    self._keep(
+                        ZmqClientConnection(
+                            Inbox().connection,
+                            options=ZmqOptions(curve_client=CurveClient(keys, server_keys.public)),
+                        )
+                    ),
+                    keys is admin_keys,
+                )
+                for keys in (admin_keys, client_keys)
+            ]
+            cases.append(("CURVE", server, inbox, clients))
+        return cases
+
     def unreachable_address(self) -> str:
         import socket
 
@@ -215,6 +273,20 @@ class InMemoryHarness(Harness):
     def client(self) -> tuple[ClientConnection, Inbox]:
         inbox = Inbox()
         return self._keep(InMemoryClientConnection(self.hub, inbox.connection)), inbox
+
+    def identity_cases(self) -> list[IdentityCase]:
+        """In memory a connection says who it is (``admin``; default: an admin)."""
+        inbox = Inbox()
+        server = self._keep(InMemoryClientTransport(self.hub, inbox.client))
+        clients = [
+            (self._keep(InMemoryClientConnection(self.hub, Inbox().connection)), True),
+            (self._keep(InMemoryClientConnection(self.hub, Inbox().connection, admin=True)), True),
+            (
+                self._keep(InMemoryClientConnection(self.hub, Inbox().connection, admin=False)),
+                False,
+            ),
+        ]
+        return [("in memory", server, inbox, clients)]
 
     def unreachable_address(self) -> str:
         return "inmem://nobody-listens-here"

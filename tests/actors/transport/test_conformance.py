@@ -164,6 +164,23 @@ def test_client_request_response_by_routing_id(harness: Harness) -> None:
     assert requests.get() == (got[b"one"], b"again")
 
 
+def test_client_frames_come_with_the_senders_admin_flag(harness: Harness) -> None:
+    """``on_frame(routing_id, frame, admin)``: ``admin`` is the sender's authenticated
+    identity (with CURVE: an admin key or not; without: the configured default; in
+    memory: what the connection says it is), frame by frame, per connection."""
+    for what, server, inbox, clients in harness.identity_cases():
+        for k, (client, _) in enumerate(clients):
+            client.connect(server.address)
+            for n in range(3):
+                client.send(b"c%d-%d" % (k, n))
+        frames = {frame for _, frame in inbox.take(3 * len(clients))}
+        assert len(frames) == 3 * len(clients), what
+        expected = {
+            b"c%d-%d" % (k, n): admin for k, (_, admin) in enumerate(clients) for n in range(3)
+        }
+        assert inbox.admin == expected, what
+
+
 def test_server_sends_to_unknown_routing_ids_are_dropped(harness: Harness) -> None:
     server, _ = harness.server()
     server.send(b"\x00nope", b"lost")
@@ -279,9 +296,9 @@ def test_handlers_may_send(harness: Harness) -> None:
     inbox = Inbox()
     holder: list[ClientTransport] = []
 
-    def echo(routing_id: bytes, frame: bytes) -> None:
+    def echo(routing_id: bytes, frame: bytes, admin: bool) -> None:
         holder[0].send(routing_id, frame[::-1])
-        inbox.client(routing_id, frame)
+        inbox.client(routing_id, frame, admin)
 
     if harness.kind == "zmq":
         from actors.transport import ZmqClientTransport

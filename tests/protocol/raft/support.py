@@ -19,8 +19,17 @@ from tests.simulation.cluster import Cluster
 A, B, C, D, E = (MemberId(x) for x in "abcde")
 
 
+#: ``RaftOptions.lazy_commit_notices`` unless a test says otherwise; ``conftest.py`` runs
+#: each paper test with it off and on (but only off those marked ``eager_commit``).
+LAZY_COMMIT_NOTICES = False
+
+
 def options(**kw: object) -> RaftOptions:
-    base: dict[str, object] = {"election_ticks": 10, "heartbeat_ticks": 1}
+    base: dict[str, object] = {
+        "election_ticks": 10,
+        "heartbeat_ticks": 1,
+        "lazy_commit_notices": LAZY_COMMIT_NOTICES,
+    }
     base.update(kw)
     return RaftOptions(**base)  # type: ignore[arg-type]
 

@@ -10,6 +10,8 @@ memory at the leader is bounded (uncommitted bytes).
 
 from __future__ import annotations
 
+import pytest
+
 from protocol.raft import (
     AppendEntries,
     AppendEntriesResponse,
@@ -43,6 +45,7 @@ def _follower_with(*terms: int, term: int = 0) -> RaftCore:
     return core(B, restored=restored)
 
 
+@pytest.mark.eager_commit
 def test_proposals_commit_on_a_majority_and_apply_everywhere() -> None:
     cl = cluster(3)
     elect(cl, "n1")

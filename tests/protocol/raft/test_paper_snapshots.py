@@ -40,6 +40,7 @@ def test_snapshot_compacts_the_log_keeping_a_tail() -> None:
     assert leader.snapshot == meta
 
 
+@pytest.mark.eager_commit
 def test_lagging_follower_receives_the_snapshot_in_chunks_and_catches_up() -> None:
     cl = _grown()
     cl.take_snapshot("n1")
@@ -108,6 +109,7 @@ def test_restart_from_snapshot_and_tail() -> None:
     assert all(n.sm.index >= before for n in cl.live())
 
 
+@pytest.mark.eager_commit
 def test_the_core_suggests_snapshots_every_n_applied_entries() -> None:
     cl = cluster(3, snapshot_entries=10)
     elect(cl, "n1")
