@@ -11,6 +11,7 @@ an upper bound for what one client process can push through a real cluster.
 from __future__ import annotations
 
 import argparse
+import functools
 import threading
 import time
 from concurrent.futures import Future
@@ -48,7 +49,7 @@ def _run(
         room.acquire()
         started = time.perf_counter()
         future = client.submit(["inc", 1, payload])
-        future.add_done_callback(lambda f, s=started: finished(s, f))
+        future.add_done_callback(functools.partial(finished, started))
     for _ in range(window):  # drain
         room.acquire(timeout=10)
     return done, latencies

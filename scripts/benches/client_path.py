@@ -16,6 +16,7 @@ import time
 
 from protocol.actions import (
     ClientRequestAction,
+    CreateSessionAction,
     LeadershipChanged,
     NodeRole,
     SendResponse,
@@ -40,6 +41,7 @@ def run(commands: int, payload: bytes, window: int) -> float:
     (hello,) = client.on_connected(0).send
     assert isinstance(hello, CreateSession)
     (create,) = reg.on_frame(conn, encode(hello), 0).propose
+    assert isinstance(create, CreateSessionAction)
     for _, msg in reg.on_server_action(SessionCreationConfirmed(create.session_id, {}), 0).send:
         client.on_message(decode_server_message(encode(msg)), 0)
 

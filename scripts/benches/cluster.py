@@ -49,7 +49,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, Literal
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
@@ -295,8 +295,11 @@ def run_storage(storage: str, args: argparse.Namespace, rows: list[Row]) -> None
     from actors.cluster import create_cluster, spawn_member, stop_members, wait_for_leader
 
     base = Path(tempfile.mkdtemp(prefix=f"bench-cluster-{storage}-"))
+    if storage not in ("durable", "memory"):
+        raise SystemExit(f"unknown storage {storage!r} (durable or memory)")
+    kind: Literal["durable", "memory"] = "durable" if storage == "durable" else "memory"
     directory, manifest = create_cluster(
-        base / "cluster", nodes=3, app="counter", storage=storage, settings=args.settings
+        base / "cluster", nodes=3, app="counter", storage=kind, settings=args.settings
     )
     workers: list[Worker] = []
     members = [m.member_id for m in manifest.members]

@@ -102,7 +102,7 @@ def pso_node_main(argv: list[str]) -> int:
             super().__init__(me, partners, conf)
             self.value = 0
 
-        @replicated  # type: ignore[misc]
+        @replicated  # type: ignore[untyped-decorator]
         def inc(self, by: int, pad: str) -> int:
             self.value += by
             return self.value

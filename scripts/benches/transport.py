@@ -24,6 +24,7 @@ from typing import NamedTuple
 
 from actors.transport import (
     ClientConnection,
+    ClientFrameHandler,
     ClientTransport,
     InMemoryClientConnection,
     InMemoryClientTransport,
@@ -141,7 +142,7 @@ def bench_peers(
 
 def bench_clients(
     name: str,
-    make_server: Callable[[Callable[[bytes, bytes], None]], ClientTransport],
+    make_server: Callable[[ClientFrameHandler], ClientTransport],
     make_client: Callable[[Callable[[bytes], None]], ClientConnection],
     args: argparse.Namespace,
 ) -> Result:

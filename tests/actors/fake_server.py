@@ -244,7 +244,7 @@ class FakeCluster:
                 return
             node.connections.add(routing_id)
             try:
-                msg = decode(frame, (*CLIENT_MESSAGE_TYPES, StatusRequest))
+                msg: Any = decode(frame, (*CLIENT_MESSAGE_TYPES, StatusRequest))
             except ProtocolError:
                 self._carry(node, node.registry.on_bad_frame(routing_id))
                 return
