@@ -46,6 +46,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -368,6 +369,30 @@ def raise_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
+def run_and_print(body: Callable[[], None], render: Callable[[], str | None]) -> int:
+    """Run ``body`` (which fills the rows that ``render`` prints), then print the table.
+
+    Ctrl-C and SIGTERM both end up as KeyboardInterrupt (even if SIGINT was ignored
+    when we were started in the background), so the benches' finally blocks stop every
+    process; then the rows measured so far are printed and 130 is returned."""
+    previous = signal.signal(signal.SIGTERM, raise_interrupt)
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        body()
+    except KeyboardInterrupt:
+        print("interrupted; every process was stopped", file=sys.stderr)
+        code = 130
+    else:
+        code = 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
+    text = render()
+    if text is not None:
+        print(text)
+    return code
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     """The options of ``scripts/bench cluster`` (also used by ``scripts/bench compare``
     to run this benchmark's rows), checked and with ``settings`` filled in."""
@@ -412,26 +437,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    storages = args.storages
-
-    # Ctrl-C and SIGTERM both end up as KeyboardInterrupt (even if SIGINT was ignored
-    # when we were started in the background), so the finally blocks stop everything.
-    previous = signal.signal(signal.SIGTERM, raise_interrupt)
-    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     rows: list[Row] = []
-    try:
-        for storage in storages:
+
+    def body() -> None:
+        for storage in args.storages:
             run_storage(storage, args, rows)
-    except KeyboardInterrupt:
-        print("interrupted; every process was stopped", file=sys.stderr)
-        if rows:
-            print(table(rows, args))
-        return 130
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        signal.signal(signal.SIGINT, previous_int)
-    print(table(rows, args))
-    return 0
+
+    return run_and_print(body, lambda: table(rows, args) if rows else None)
 
 
 if __name__ == "__main__":

@@ -446,24 +446,16 @@ def main(argv: list[str]) -> int:
         parser.error("--storage takes durable and/or memory")
     ensure_pysyncobj()
 
-    previous = signal.signal(signal.SIGTERM, bench.raise_interrupt)
-    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     results: list[Result] = []
     checks: list[Agreement] = []
-    try:
+
+    def body() -> None:
         for storage in args.storages:
             run_ours(storage, args, results)
             run_pysyncobj(storage, args, results, checks)
-    except KeyboardInterrupt:
-        print("interrupted; every process was stopped", file=sys.stderr)
-        if results:
-            print(table(results, checks, args))
-        return 130
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        signal.signal(signal.SIGINT, previous_int)
-    print(table(results, checks, args))
-    return 0
+
+    code: int = bench.run_and_print(body, lambda: table(results, checks, args) if results else None)
+    return code
 
 
 if __name__ == "__main__":
