@@ -260,7 +260,7 @@ class ZapHandler:
                 if members is not None:
                     member = members.get(z85)
                     if member is None:
-                        status, text = b"400", b"key not allowed"
+                        status, text = b"400", b"key not allowed (no member's NAME.key)"
                     else:
                         status, text, user = b"200", b"OK", member.encode()
                 elif z85 in self.curve.admins:
