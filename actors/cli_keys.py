@@ -1,7 +1,9 @@
 """``raft-actors keys generate DIR NAME...``: CURVE key pairs for nodes and clients.
 
 Each NAME gets ``DIR/NAME.key`` (the public key, to copy into the allowed-keys
-directories) and ``DIR/NAME.key_secret`` (the pair, mode 0600, kept by its owner).
+directories) and ``DIR/NAME.key_secret`` (the pair, mode 0600, kept by its owner). A
+member's key must be named after its member id: in a ``curve_peer_keys`` directory
+``NAME.key`` speaks only for member ``NAME``.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ def add_parser(commands: Subcommands) -> None:
         help="write NAME.key and NAME.key_secret into DIR for each NAME",
         description="Write a fresh key pair for each NAME: DIR/NAME.key (public) and "
         "DIR/NAME.key_secret (public and secret, mode 0600). Existing files are never "
-        "overwritten.",
+        "overwritten. Member keys (the curve_peer_keys directory) must be named after "
+        "their member ids: NAME.key speaks only for member NAME.",
     )
     generate.add_argument("directory", metavar="DIR", help="where to write (made if missing)")
     generate.add_argument("names", nargs="+", metavar="NAME", help="key names, e.g. n1 admin")

@@ -52,7 +52,8 @@ def add_parser(commands: Subcommands) -> None:
         help="start as a new member of a running cluster: ask the member with this client "
         "address (and the others in the config file) to add this node; it joins as a "
         "learner and becomes a voter once caught up. Its data directory must be empty "
-        "on the first start",
+        "on the first start. With CURVE its public key must already be in every "
+        "member's curve_peer_keys directory, named after it (MEMBER_ID.key)",
     )
     add_curve_args(p)
     p.add_argument(
@@ -140,7 +141,13 @@ def _ask_to_join(node: Any, address: str, stop: threading.Event, curve: Any = No
                 addresses, cfg.member_id, node.peer_address, node.client_address, curve=curve
             )
         except AdminError as exc:
-            log.warning("not added yet (%s); asking again", exc)
+            hint = (
+                f"; with CURVE every member's curve_peer_keys must hold this member's "
+                f"public key as {cfg.member_id}.key"
+                if cfg.curve
+                else ""
+            )
+            log.warning("not added yet (%s)%s; asking again", exc, hint)
             stop.wait(1.0)
             continue
         log.info("%s is a voting member", cfg.member_id)

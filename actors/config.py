@@ -81,7 +81,10 @@ class NodeConfig:
     curve_server_key: Path | None = None
     #: This member's own key pair (``.key_secret``), its identity towards other members.
     curve_node_key: Path | None = None
-    #: Directory of the members' public keys (``*.key``) allowed on the peer port.
+    #: Directory of the members' public keys allowed on the peer port: ``NAME.key`` is
+    #: member ``NAME``'s key and speaks only for it (frames sent with it under another
+    #: member id are dropped). This member's own public key must be there as
+    #: ``<member_id>.key`` (checked when the node starts).
     curve_peer_keys: Path | None = None
     #: Directory of the client public keys allowed on the client port.
     curve_client_keys: Path | None = None

@@ -38,6 +38,8 @@ one Prometheus job over a whole cluster stay apart. Names:
 ``raft_frames_out_total{port}``            counter    frames sent
 ``raft_frames_dropped_total{port}``        counter    frames dropped (no route, full queue)
 ``raft_frame_decode_errors_total{port}``   counter    frames dropped as undecodable/malformed
+                                                      (or, with CURVE, sent under another
+                                                      member's id)
 ``raft_uptime_seconds``                    gauge      seconds since the node started
 =========================================  =========  ==========================================
 """
@@ -167,7 +169,7 @@ class NodeCollector(Collector):
         for port, stats_of in src.transports.items():
             stats = stats_of()
             extra = src.decode_errors.get(port)
-            bad = stats.decode_errors + stats.malformed + stats.oversized
+            bad = stats.decode_errors + stats.malformed + stats.oversized + stats.forged
             bad += extra() if extra is not None else 0
             frames["in"].add_metric([member, port], stats.frames_in)
             frames["out"].add_metric([member, port], stats.frames_out)

@@ -277,7 +277,7 @@ class Node:
                     consensus, frame, cfg.max_frame_bytes, far_ref.tell
                 ),
                 bind=link.bind,
-                options=link_options(self._curve, cfg.max_frame_bytes),
+                options=link_options(self._curve, cfg.max_frame_bytes, far),
             )
             self._link.add_peer(far, link.registry_address)
             wiring.registry = far_ref.ref = RemoteRef(self._link, far)

@@ -71,7 +71,7 @@ class RegistryNode:
             registry_endpoint(cfg.member_id),
             self._from_core,
             bind=self.link_bind,
-            options=link_options(curve, cfg.max_frame_bytes),
+            options=link_options(curve, cfg.max_frame_bytes, core_endpoint(cfg.member_id)),
         )
         self._link.add_peer(core_endpoint(cfg.member_id), self.core_address)
         wiring.consensus = RemoteRef(self._link, core_endpoint(cfg.member_id))

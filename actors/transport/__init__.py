@@ -26,6 +26,7 @@ from .curve import (
     curve_available,
     generate_keys,
     load_key_pair,
+    load_member_keys,
     load_public_key,
     load_public_keys,
 )
@@ -65,6 +66,7 @@ __all__ = [
     "curve_available",
     "generate_keys",
     "load_key_pair",
+    "load_member_keys",
     "load_public_key",
     "load_public_keys",
     "read_drop_rules",

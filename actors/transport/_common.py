@@ -31,6 +31,7 @@ class Counters:
         "bytes_out",
         "decode_errors",
         "dropped",
+        "forged",
         "frames_in",
         "frames_out",
         "handler_errors",
@@ -49,6 +50,7 @@ class Counters:
         self.malformed = 0
         self.decode_errors = 0
         self.handler_errors = 0
+        self.forged = 0
 
     def bump(self, name: str, n: int = 1) -> int:
         """Add ``n`` to counter ``name`` and return its new value."""
@@ -79,4 +81,5 @@ class Counters:
                 malformed=self.malformed,
                 decode_errors=self.decode_errors,
                 handler_errors=self.handler_errors,
+                forged=self.forged,
             )

@@ -7,7 +7,8 @@ conformance suite:
 * :class:`PeerTransport` links the nodes of a cluster (Raft RPCs). Peers are addressed
   by :class:`~protocol.ids.MemberId`; the peer set changes at run time with
   :meth:`~PeerTransport.add_peer` / :meth:`~PeerTransport.remove_peer` as membership
-  changes. Every received frame arrives with the member id its sender claims.
+  changes. Every received frame arrives with the member id its sender claims (with
+  CURVE: only if that is the member its key belongs to; other frames are dropped).
 * :class:`ClientTransport` is the server side of the client link: it is bound to an
   address, tells incoming frames apart by an opaque *routing id* per client
   connection, answers by routing id and can cut a connection off. Every received
@@ -104,6 +105,9 @@ class TransportStats:
     """Received frames the validator rejected, dropped."""
     handler_errors: int = 0
     """Exceptions raised by the handler (logged and swallowed)."""
+    forged: int = 0
+    """Peer frames whose claimed sender is not the member their CURVE key belongs to,
+    dropped (CURVE peer transports only)."""
 
 
 @runtime_checkable

@@ -18,11 +18,18 @@ The model (see the README's Security section):
 * On the client port a key is either a client or an admin key; the ZAP answer names
   the role as the connection's ZeroMQ ``User-Id``, so every received message says
   whether it came from an admin key (admin requests are refused otherwise).
+* On the peer port a key speaks for exactly one member: the public key file
+  ``NAME.key`` in the peer-keys directory belongs to member ``NAME``
+  (:func:`load_member_keys`, :attr:`CurveServer.members`). The ZAP answer names that
+  member as the connection's ``User-Id``, and the peer transport drops every frame
+  whose claimed sender id is not that member, so one member's key (or a stolen one)
+  cannot speak for the others.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +51,7 @@ __all__ = [
     "curve_available",
     "generate_keys",
     "load_key_pair",
+    "load_member_keys",
     "load_public_key",
     "load_public_keys",
 ]
@@ -76,13 +84,30 @@ class CurveKeyPair:
 class CurveServer:
     """A binding socket's CURVE settings: its key pair and whom it lets in.
 
-    ``allowed`` are the Z85 public keys that may connect; ``admins`` may connect too and
-    are reported as :data:`ADMIN_USER` (the others as :data:`CLIENT_USER`).
+    ``allowed`` are the Z85 public keys that may connect. On a client port ``admins``
+    may connect too and are reported as :data:`ADMIN_USER` (the others as
+    :data:`CLIENT_USER`). On a peer port ``members`` maps each allowed key to the one
+    member id it speaks for (reported as the connection's ``User-Id``); its keys must be
+    exactly ``allowed`` -- build it with :meth:`for_members`.
     """
 
     keys: CurveKeyPair
     allowed: frozenset[bytes]
     admins: frozenset[bytes] = frozenset()
+    members: Mapping[bytes, str] | None = field(default=None, hash=False)
+
+    def __post_init__(self) -> None:
+        if self.members is not None:
+            if frozenset(self.members) != self.allowed:
+                raise CurveError("CurveServer.members must map exactly the allowed keys")
+            if self.admins:
+                raise CurveError("CurveServer: admin keys are for the client port only")
+
+    @classmethod
+    def for_members(cls, keys: CurveKeyPair, members: Mapping[bytes, str]) -> CurveServer:
+        """A peer-port server letting in exactly ``members``' keys, each bound to its
+        member id (e.g. from :func:`load_member_keys`)."""
+        return cls(keys, frozenset(members), members=dict(members))
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +155,25 @@ def load_public_keys(directory: str | Path) -> frozenset[bytes]:
     return frozenset(load_public_key(p) for p in sorted(directory.glob("*.key")))
 
 
+def load_member_keys(directory: str | Path) -> dict[bytes, str]:
+    """The peer-keys ``directory`` as ``{public key: member id}``: ``NAME.key`` is the
+    key of member ``NAME``. A public key found under two names is refused (it would
+    speak for two members), as is a directory that is missing."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise CurveError(f"{directory}: not a directory of public keys")
+    members: dict[bytes, str] = {}
+    for path in sorted(directory.glob("*.key")):
+        key, name = load_public_key(path), path.name[: -len(".key")]
+        if key in members:
+            raise CurveError(
+                f"{directory}: {members[key]}.key and {name}.key hold the same public key "
+                "(a member key speaks for the one member its file is named after)"
+            )
+        members[key] = name
+    return members
+
+
 def generate_keys(directory: str | Path, name: str) -> tuple[Path, Path]:
     """Write a fresh key pair as ``directory/NAME.key`` and ``NAME.key_secret`` (mode
     0600); returns both paths. Refuses to overwrite an existing pair."""
@@ -174,7 +218,9 @@ class ZapHandler:
 
     Only CURVE handshakes of the configured domain with an allowed public key pass;
     everything else (NULL or PLAIN mechanisms, unknown keys, malformed requests) is
-    refused, and counted in :attr:`refused`.
+    refused, and counted in :attr:`refused`. The ``User-Id`` of an accepted connection
+    is the key's member id when the server has :attr:`CurveServer.members` (peer port),
+    else :data:`ADMIN_USER` or :data:`CLIENT_USER` (client port).
     """
 
     def __init__(self, domain: str, curve: CurveServer, name: str) -> None:
@@ -210,7 +256,14 @@ class ZapHandler:
                 status, text = b"400", b"CURVE with a key is required"
             else:
                 z85 = _z85.encode(key)
-                if z85 in self.curve.admins:
+                members = self.curve.members
+                if members is not None:
+                    member = members.get(z85)
+                    if member is None:
+                        status, text = b"400", b"key not allowed (no member's NAME.key)"
+                    else:
+                        status, text, user = b"200", b"OK", member.encode()
+                elif z85 in self.curve.admins:
                     status, text, user = b"200", b"OK", ADMIN_USER
                 elif z85 in self.curve.allowed:
                     status, text, user = b"200", b"OK", CLIENT_USER

@@ -15,7 +15,10 @@ Optional CURVE (:mod:`.curve`, set in :class:`ZmqOptions`): the binding sockets 
 ROUTER) are CURVE servers that let in only allowed public keys, the connecting ones
 (PUSH, DEALER) CURVE clients; a ZAP handler on the transport's own I/O thread checks the
 keys, and the ROUTER hands each client frame on with whether it came from an admin key
-(the ``admin`` argument of ``on_frame``).
+(the ``admin`` argument of ``on_frame``). On the PULL socket each key speaks for one
+member (:attr:`.curve.CurveServer.members`): the ZAP handler names it as the
+connection's ``User-Id``, and a message whose sender id is another member is dropped
+and counted (``forged``), so a member key cannot speak for the other members.
 
 Each transport has one I/O thread that owns all its sockets (:mod:`._zmq_loop`).
 Received frames over ``max_frame_bytes`` and messages of the wrong shape are dropped and
@@ -35,6 +38,7 @@ import zmq
 from protocol.codec import DEFAULT_MAX_FRAME_BYTES
 from protocol.ids import MemberId
 
+from ._common import log_rate_limited
 from ._zmq_loop import DEFAULT_HWM, DEFAULT_QUEUE_LIMIT, LOG, Command, ZmqLoop, bindable
 from .base import (
     ClientFrameHandler,
@@ -80,7 +84,8 @@ class ZmqOptions:
     transport per context, as each binds the context's ZAP endpoint).
     ``curve_server``: CURVE for the binding sockets (peer PULL, client ROUTER);
     ``curve_client``: CURVE for the connecting ones (peer PUSH, client DEALER). A peer
-    transport needs both or neither.
+    transport needs both or neither, and its ``curve_server`` must bind keys to member
+    ids (:meth:`CurveServer.for_members`).
     """
 
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
@@ -124,7 +129,9 @@ class ZmqPeerTransport(ZmqLoop):
     ``bind`` is where this node listens (``tcp://127.0.0.1:0`` picks a free port; read
     :attr:`address` after :meth:`start`). ``on_frame(from_member, frame)`` runs on the
     I/O thread. Without CURVE nothing is authenticated; with CURVE only peers holding
-    an allowed key get frames in (the claimed sender id is still not bound to the key).
+    an allowed key get frames in, and only under the member id their key belongs to
+    (``options.curve_server.members``): a frame claiming another sender is dropped,
+    counted as ``forged`` and logged (rate-limited).
     """
 
     def __init__(
@@ -137,6 +144,11 @@ class ZmqPeerTransport(ZmqLoop):
     ) -> None:
         if (options.curve_server is None) != (options.curve_client is None):
             raise ValueError("a CURVE peer transport needs curve_server and curve_client")
+        if options.curve_server is not None and options.curve_server.members is None:
+            raise ValueError(
+                "a CURVE peer transport's curve_server must bind each key to its member "
+                "(CurveServer.for_members)"
+            )
         _loop_init(self, f"peer-{member_id}", options)
         self._options = options
         self._zap = (
@@ -154,6 +166,8 @@ class ZmqPeerTransport(ZmqLoop):
         # I/O thread only:
         self._pull: zmq.Socket[Any] | None = None
         self._push: dict[MemberId, tuple[str, zmq.Socket[Any]]] = {}
+        # With CURVE: the member whose key sent the message being handled (its User-Id).
+        self._key_member = ""
 
     @property
     def member_id(self) -> MemberId:
@@ -200,6 +214,16 @@ class ZmqPeerTransport(ZmqLoop):
     def _receivers(self) -> list[zmq.Socket[Any]]:
         zap = [] if self._zap is None or self._zap.socket is None else [self._zap.socket]
         return zap + ([] if self._pull is None else [self._pull])
+
+    def _receive(self, socket: zmq.Socket[Any]) -> list[bytes]:
+        if self._zap is None or socket is not self._pull:  # plain: as cheap as ever
+            return socket.recv_multipart(zmq.NOBLOCK)
+        frames = socket.recv_multipart(zmq.NOBLOCK, copy=False)
+        try:
+            self._key_member = str(frames[0].get("User-Id"))
+        except zmq.ZMQError:  # pragma: no cover - CURVE connections always carry it
+            self._key_member = ""  # matches no sender id (1..255 bytes)
+        return [f.bytes for f in frames]
 
     def _on_command(self, command: Command) -> None:
         op = command[0]
@@ -261,6 +285,9 @@ class ZmqPeerTransport(ZmqLoop):
         except UnicodeDecodeError:
             self._malformed("sender id is not UTF-8")
             return
+        if self._zap is not None and sender != self._key_member:
+            self._forged(sender)
+            return
         if not self._accept(frame):
             return
         self._counters.received(len(frame))
@@ -268,6 +295,17 @@ class ZmqPeerTransport(ZmqLoop):
             self._on_frame(sender, frame)
         except Exception:
             self._handler_failed()
+
+    def _forged(self, sender: MemberId) -> None:
+        n = self._counters.bump("forged")
+        log_rate_limited(
+            n,
+            "%s: dropped a frame claiming to come from %r over the CURVE key of %r "
+            "(a member key speaks only for the member its NAME.key file is named after)",
+            self._name,
+            sender,
+            self._key_member,
+        )
 
     def _close(self) -> None:
         for _, push in self._push.values():

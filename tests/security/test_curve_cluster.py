@@ -34,7 +34,7 @@ from examples.counter import get, increment
 from protocol.admin import AdminOp
 from protocol.codec import encode
 from protocol.ids import MemberId
-from protocol.raft.messages import RequestVote
+from protocol.raft.messages import AppendEntries, RequestVote
 from tests.actors.node.cluster import WAIT, wait_for
 from tests.actors.node.system import FAST_CLIENT, FAST_NODE, SystemCluster
 from tests.security.keys import KeyRing, make_keys
@@ -100,7 +100,7 @@ def test_config_checks_the_curve_keys(keys: KeyRing, tmp_path: Path) -> None:
         base.with_changes(curve_client_keys=keys.root / "clients")  # CURVE is not on
     on = base.with_changes(**curve_settings(keys, "n1"))
     assert on.curve and node_curve(on) is not None
-    with pytest.raises(ConfigError, match="not in"):
+    with pytest.raises(ConfigError, match="not the public key"):
         node_curve(on.with_changes(curve_node_key=keys.root / "strangers" / "peer.key_secret"))
     with pytest.raises(ConfigError, match="CURVE"):
         node_curve(on.with_changes(curve_server_key=tmp_path / "missing.key_secret"))
@@ -177,7 +177,7 @@ def test_a_peer_without_an_allowed_key_cannot_disrupt_elections(keys: KeyRing, c
             server = keys.pair("server", "server")  # even knowing the server key
             stranger = CurveClient(keys.pair("strangers", "peer"), server.public)
             options = ZmqOptions(
-                curve_server=CurveServer(server, frozenset()), curve_client=stranger
+                curve_server=CurveServer.for_members(server, {}), curve_client=stranger
             )
         rogue = ZmqPeerTransport(N3, lambda sender, frame: None, options=options)
         rogue.start()
@@ -205,6 +205,66 @@ def test_a_peer_without_an_allowed_key_cannot_disrupt_elections(keys: KeyRing, c
                 time.sleep(0.05)
         finally:
             rogue.stop()
+        assert settled() == (leader, term)
+        assert client.call(increment(1), timeout=WAIT) == 2
+
+
+@pytest.mark.parametrize("curve", [False, True], ids=["plain", "curve"])
+def test_a_member_key_cannot_speak_for_another_member(keys: KeyRing, curve: bool) -> None:
+    """n1 and n2 run; a rogue holding n3's valid member key (n3 is not running) poses as
+    the leader and as the follower: AppendEntries "from the leader" with a huge term to
+    the follower, and a leadership-transfer vote request "from the follower" to the
+    leader. Without CURVE that throws out the leader (so the check can fail); with CURVE
+    the handshakes pass (the key is allowed) but every frame is dropped and counted as
+    forged, and leader and term stay."""
+    with cluster_of(keys if curve else None, start=[N1, N2]) as cluster:
+
+        def settled() -> tuple[MemberId, int] | None:
+            a, b = cluster.nodes[N1].status(), cluster.nodes[N2].status()
+            if a.leader is not None and a.leader == b.leader and a.term == b.term:
+                return a.leader, a.term
+            return None
+
+        leader, term = wait_for(settled, WAIT, "n1 and n2 agree on a leader")
+        follower = N2 if leader == N1 else N1
+        client = client_of(cluster, keys.client() if curve else None, cluster.client_addresses[:2])
+        client.connect(timeout=WAIT)
+        assert client.call(increment(1), timeout=WAIT) == 1
+        options = ZmqOptions()
+        if curve:
+            server = keys.pair("server", "server")
+            stolen = CurveClient(keys.pair("peers", "n3"), server.public)
+            options = ZmqOptions(
+                curve_server=CurveServer.for_members(server, {}), curve_client=stolen
+            )
+        as_leader = ZmqPeerTransport(leader, lambda sender, frame: None, options=options)
+        as_follower = ZmqPeerTransport(follower, lambda sender, frame: None, options=options)
+        try:
+            for rogue, target in ((as_leader, follower), (as_follower, leader)):
+                rogue.start()
+                rogue.add_peer(target, cluster.configs[target].address.peer)
+
+            def attack() -> bool:
+                append = AppendEntries(term + 100, leader, follower, 10**9, term, (), 10**9)
+                as_leader.send(follower, encode(append))
+                vote = RequestVote(term + 100, follower, leader, 10**9, 10**9, transfer=True)
+                as_follower.send(leader, encode(vote))
+                return max(cluster.nodes[m].status().term for m in (N1, N2)) > term + 50
+
+            def forged() -> bool:
+                return all(cluster.nodes[m]._peers.stats().forged > 0 for m in (N1, N2))
+
+            if not curve:
+                wait_for(attack, WAIT, "the forged messages to throw out the leader")
+                return
+            wait_for(lambda: attack() or forged(), WAIT, "forged frames dropped on n1 and n2")
+            deadline = time.monotonic() + 1.0
+            while time.monotonic() < deadline:
+                assert not attack()
+                time.sleep(0.05)
+        finally:
+            as_leader.stop()
+            as_follower.stop()
         assert settled() == (leader, term)
         assert client.call(increment(1), timeout=WAIT) == 2
 

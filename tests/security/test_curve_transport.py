@@ -21,6 +21,7 @@ from actors.transport import (
     curve_available,
     generate_keys,
     load_key_pair,
+    load_member_keys,
     load_public_key,
     load_public_keys,
 )
@@ -53,9 +54,8 @@ class Inbox:
 
 def peer_options(keys: KeyRing, me: str, role: str = "peers") -> ZmqOptions:
     server = keys.pair("server", "server")
-    allowed = load_public_keys(keys.root / "peers")
     return ZmqOptions(
-        curve_server=CurveServer(server, allowed),
+        curve_server=CurveServer.for_members(server, load_member_keys(keys.root / "peers")),
         curve_client=CurveClient(keys.pair(role, me), server.public),
     )
 
