@@ -143,7 +143,10 @@ class ActorHost(pykka.ThreadingActor):
             if type(letter) is tuple:  # (ref, message): a plain tell, the hot path
                 ref, message = letter
                 if not ref.stopped:
-                    self._guard(ref, ref.actor.on_receive, message)
+                    try:
+                        ref.actor.on_receive(message)
+                    except Exception:
+                        self._failed(ref)
                 return None
             return self._control(letter)
         finally:
@@ -155,11 +158,13 @@ class ActorHost(pykka.ThreadingActor):
     def _work_off(self) -> None:
         """Handle every locally told letter, including those told while doing so."""
         local = self._local
-        guard = self._guard
         while local:
             ref, message = local.popleft()
             if not ref.stopped:
-                guard(ref, ref.actor.on_receive, message)
+                try:
+                    ref.actor.on_receive(message)
+                except Exception:
+                    self._failed(ref)
 
     def _guard(self, ref: HostedRef[Any], fn: Callable[..., Any], *args: Any) -> None:
         """Call ``fn``; an exception is logged, never fatal to the host or its other
@@ -167,7 +172,11 @@ class ActorHost(pykka.ThreadingActor):
         try:
             fn(*args)
         except Exception:
-            _log.exception("%s: unhandled error in %s", self.name, type(ref.actor).__name__)
+            self._failed(ref)
+
+    def _failed(self, ref: HostedRef[Any]) -> None:
+        """Log the exception being handled (a bug in ``ref``'s actor)."""
+        _log.exception("%s: unhandled error in %s", self.name, type(ref.actor).__name__)
 
     def _control(self, letter: Any) -> Any:
         if isinstance(letter, _Ask):
