@@ -1,23 +1,32 @@
 """What every actor of a node shares: a member-tagged logger, crash-proof handlers and the
-wiring that lets the actors of one node find each other."""
+wiring that lets the actors of one node find each other.
+
+A :class:`NodeActor` is only the handler and its state; the thread it runs on is its
+host's (:mod:`actors.host`): alone on a pykka thread of its own (:meth:`NodeActor.start`)
+or together with the node's other actors on one (:func:`actors.host.start_host`). The
+actor itself does not know which: it tells, asks whether anything else is waiting
+(:meth:`NodeActor.inbox_empty`) and handles, the same either way."""
 
 from __future__ import annotations
 
 import logging
-import queue
 from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 import pykka
 
+from actors.host import HostedRef, start_host
+
 T = TypeVar("T")
+N = TypeVar("N", bound="NodeActor")
 
 __all__ = ["Mailbox", "MemberLogger", "NodeActor", "Wiring"]
 
 
 class Mailbox(Protocol):
-    """Anything a message can be told to: a pykka ``ActorRef`` or a link's ``RemoteRef``."""
+    """Anything a message can be told to: a hosted actor's ``HostedRef``, a pykka
+    ``ActorRef`` or a link's ``RemoteRef``."""
 
     def tell(self, message: Any) -> None: ...
 
@@ -44,26 +53,51 @@ class Wiring:
     retry: Mailbox | None = None
 
 
-class NodeActor(pykka.ThreadingActor):
-    """A pykka actor whose handler errors are logged, never fatal.
+class NodeActor:
+    """An actor of a node whose handler errors are logged, never fatal.
 
     Subclasses implement :meth:`handle`; a bug in one message's handling must not take
-    the node down (the message is logged and dropped, the actor keeps serving).
+    the node down (the message is logged and dropped, the actor keeps serving). A host
+    (:mod:`actors.host`) runs it and hands it its own ref (:attr:`actor_ref`).
     """
 
     log: MemberLogger
+    _ref: HostedRef[Any] | None = None
 
-    @staticmethod
-    def _create_actor_inbox() -> Any:
-        # pykka's default inbox is a ``queue.Queue`` (a Python-level lock and two
-        # conditions per put/get); ``SimpleQueue`` offers the same put/get/empty in C,
-        # which matters on the hot path, where every command crosses several inboxes.
-        return queue.SimpleQueue()
+    @classmethod
+    def start(cls: type[N], *args: Any, **kwargs: Any) -> HostedRef[N]:
+        """Construct the actor and run it alone on a pykka thread of its own."""
+        (ref,) = start_host(cls.__name__, [cls(*args, **kwargs)])
+        return ref
+
+    def bind(self, ref: HostedRef[Any]) -> None:
+        """Called by the host before the actor gets any message."""
+        self._ref = ref
+
+    @property
+    def actor_ref(self) -> HostedRef[Any]:
+        """This actor's own mailbox (once hosted)."""
+        if self._ref is None:
+            raise pykka.ActorDeadError(f"{type(self).__name__} is not hosted")
+        return self._ref
+
+    def on_start(self) -> None:
+        """Hook: runs on the host's thread before the first message."""
+
+    def on_stop(self) -> None:
+        """Hook: runs on the host's thread once the actor is stopped."""
 
     def inbox_empty(self) -> bool:
-        """Nothing else is queued for this actor right now (a hint: another thread may
-        tell it something a moment later)."""
-        return bool(self.actor_inbox.empty())
+        """Nothing else is queued for this actor's thread right now: on a shared host,
+        for none of its actors (a hint: another thread may tell something a moment
+        later). An actor not hosted (driven by hand, as in tests) has no queue."""
+        ref = self._ref
+        return ref is None or ref.idle()
+
+    def tell_self_later(self, message: Any) -> None:
+        """Queue ``message`` for this actor behind everything its thread has waiting
+        (see :meth:`actors.host.HostedRef.tell_later`)."""
+        self.actor_ref.tell_later(message)
 
     def on_receive(self, message: Any) -> Any:
         try:

@@ -102,6 +102,10 @@ class NodeConfig:
     #: is within this many entries of the leader's last entry (0: only the former).
     promotion_lag_entries: int = 0
     metrics_host: str = "127.0.0.1"
+    #: Where the node's actors (registry, consensus, session, retry) run: ``"shared"``,
+    #: all on one thread (a message from one to another is a queue append, not a
+    #: thread wake-up); ``"separate"``, each on a thread of its own.
+    actor_threads: Literal["shared", "separate"] = "shared"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -121,6 +125,10 @@ class NodeConfig:
             raise ConfigError(f"storage must be 'durable' or 'memory', not {self.storage!r}")
         if self.transport not in ("zmq", "memory"):
             raise ConfigError(f"transport must be 'zmq' or 'memory', not {self.transport!r}")
+        if self.actor_threads not in ("shared", "separate"):
+            raise ConfigError(
+                f"actor_threads must be 'shared' or 'separate', not {self.actor_threads!r}"
+            )
         for name in (
             "tick_ms",
             "election_timeout_ms",
@@ -232,7 +240,7 @@ def config_from_dict(raw: dict[str, Any], base_dir: Path = Path()) -> NodeConfig
     if unknown:
         raise ConfigError(f"unknown keys: {', '.join(sorted(unknown))}")
     for key, value in raw.items():
-        expected = str if key in ("storage", "transport", "metrics_host") else int
+        expected = str if key in ("storage", "transport", "metrics_host", "actor_threads") else int
         if type(value) is not expected:
             raise ConfigError(f"{key} must be {expected.__name__}, got {value!r}")
     try:

@@ -209,7 +209,7 @@ class ConsensusActor(NodeActor):
         else:
             # Let what is already queued join this batch: the flush runs after it.
             self._flush_scheduled = True
-            self.actor_ref.tell(_FLUSH)
+            self.tell_self_later(_FLUSH)
 
     def _collect(self, action: RaftAction) -> None:
         cmd = to_session_command(action, wall_ms())

@@ -14,12 +14,20 @@ atomic steps (``deque.append``/``popleft`` are atomic in CPython) and one rule: 
 consumer clears the "scheduled" flag *before* it takes, and the producer appends
 *before* it looks at the flag. So an item appended while a drain is running is either
 taken by that drain or announced by a fresh ``Drain``; none is ever left behind.
+
+A target that is gone (stopped: its ``tell`` raises ``pykka.ActorDeadError``, or its
+``is_alive()`` says False while a ``Drain`` is on its way) will never take again: the
+coalescer then drops what it holds and every later item, counting them in
+:attr:`Coalescer.dropped`, instead of filling up to its bounds.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from typing import Any, Generic, TypeVar
+
+import pykka
 
 from actors.base import Mailbox
 
@@ -51,7 +59,9 @@ class Coalescer(Generic[T]):
 
     ``target`` is the actor's mailbox (anything with ``tell``), set at construction or
     later through :attr:`target` (before the first item arrives; items put while it is
-    ``None`` wait until the next :meth:`put` after it is set).
+    ``None`` wait until the next :meth:`put` after it is set). A target with
+    ``tell_later`` (a hosted actor's ref) gets the ``Drain`` for the rest of a bounded
+    take that way, behind what its thread already has queued.
     """
 
     def __init__(
@@ -64,6 +74,9 @@ class Coalescer(Generic[T]):
     ) -> None:
         if max_take < 1 or max_items < 1 or max_bytes < 1:
             raise ValueError("max_take, max_items and max_bytes must be >= 1")
+        self._target: Mailbox | None = None
+        self._alive: Callable[[], bool] | None = None
+        self._later: Callable[[Any], None] | None = None
         self.target = target
         self._max_take = max_take
         self._max_items = max_items
@@ -77,13 +90,32 @@ class Coalescer(Generic[T]):
         #: Items refused because the queue was full.
         self.dropped = 0
         self._scheduled = False
+        #: The target is gone: every item is dropped.
+        self.closed = False
         self._drain = Drain(self)
+
+    @property
+    def target(self) -> Mailbox | None:
+        return self._target
+
+    @target.setter
+    def target(self, target: Mailbox | None) -> None:
+        self._alive = getattr(target, "is_alive", None)
+        self._later = getattr(target, "tell_later", None)
+        self._target = target
+
+    def _close(self) -> None:
+        """The target is gone: drop (and count) what is queued, and all that comes."""
+        self.closed = True
+        self.dropped += len(self._items)
+        self._items.clear()
 
     def put(self, item: T, nbytes: int = 0) -> bool:
         """Queue ``item`` (weighing ``nbytes``) and make sure a ``Drain`` is on its way
         (any thread); False if the queue is full and ``item`` was dropped."""
         if (
-            len(self._items) >= self._max_items
+            self.closed
+            or len(self._items) >= self._max_items
             or self._bytes_in - self._bytes_out + nbytes > self._max_bytes
         ):
             self.dropped += 1
@@ -91,15 +123,22 @@ class Coalescer(Generic[T]):
         self._bytes_in += nbytes
         self._items.append((item, nbytes))
         if not self._scheduled:
-            target = self.target
+            target = self._target
             if target is None:
                 return True
             self._scheduled = True
             try:
                 target.tell(self._drain)
+            except pykka.ActorDeadError:
+                self._close()
+                return False
             except Exception:
                 self._scheduled = False
                 raise
+        elif self._alive is not None and not self._alive():
+            # The Drain on its way will never be handled: nobody takes from here again.
+            self._close()
+            return False
         return True
 
     def take(self) -> list[T]:
@@ -114,9 +153,10 @@ class Coalescer(Generic[T]):
             out.append(item)
             taken += nbytes
         self._bytes_out += taken
-        if items and not self._scheduled and self.target is not None:
+        if items and not self._scheduled and self._target is not None:
             self._scheduled = True
-            self.target.tell(self._drain)
+            # Behind what the actor's thread has queued meanwhile (e.g. ticks).
+            (self._later or self._target.tell)(self._drain)
         return out
 
     def __len__(self) -> int:

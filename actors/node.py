@@ -27,15 +27,16 @@ from typing import Any
 import pykka
 
 from actors.admin import AdminCommand
-from actors.base import Wiring, member_logger
+from actors.base import Mailbox, NodeActor, Wiring, member_logger
 from actors.clock import Ticker
 from actors.config import NodeConfig
 from actors.consensus import ConsensusActor
 from actors.handoff import Coalescer
+from actors.host import HostedRef, start_host
 from actors.link import RemoteRef, core_endpoint, registry_endpoint
 from actors.messages import PeerFrame, Reannounce, Tick
 from actors.metrics import MetricsUnavailableError, require_prometheus
-from actors.registry import ClientFrame, start_registry_actor
+from actors.registry import ClientFrame, make_registry_actor
 from actors.removal import REMOVED_FILE, RemovalFlag, removed_marker
 from actors.retry import RetrySchedulerActor
 from actors.security import NodeCurve, link_options, node_curve
@@ -91,7 +92,7 @@ _FROM_REGISTRY = (*RAFT_ACTION_TYPES, LinkedAdminRequest)
 
 
 def _from_registry(
-    consensus: pykka.ActorRef[Any], frame: bytes, max_bytes: int, answer: Callable[[Any], None]
+    consensus: Mailbox, frame: bytes, max_bytes: int, answer: Callable[[Any], None]
 ) -> None:
     """A frame from the registry process: a RaftAction, or an operator's admin
     request (answered through ``answer`` over the link)."""
@@ -142,7 +143,7 @@ class Node:
         self.board = StatusBoard()
         self.wiring = Wiring()
         self._started_at = 0.0
-        self._refs: list[pykka.ActorRef[Any]] = []
+        self._refs: list[HostedRef[NodeActor]] = []
         self._storage: DurableStorage | MemoryStorage | None = None
         self._writer: StorageWriter | None = None
         self._peers: PeerTransport | None = None
@@ -209,9 +210,9 @@ class Node:
         )
 
         wiring = self.wiring
-        # Transports and the writer call into actors that do not exist yet: they get
-        # late-bound forwarders, pointed at the actors before anything is started.
-        to_consensus, to_registry = _Late(), _Late()
+        # The writer calls into an actor that does not exist yet: it gets a late-bound
+        # forwarder, pointed at the actor before anything is started.
+        to_consensus = _Late()
         # Frames from a transport thread reach their actor through a Coalescer: one
         # actor message per burst, handled as one batch (see actors.handoff).
         peer_frames: Coalescer[PeerFrame] = Coalescer()
@@ -232,7 +233,7 @@ class Node:
             name=f"storage-writer-{cfg.member_id}",
             on_sync=self.board.metrics.on_sync,
         )
-        session = SessionActor.start(
+        session = SessionActor(
             cfg.member_id,
             machine,
             storage.snapshots,
@@ -241,10 +242,10 @@ class Node:
             self.board,
             snapshot_threshold_bytes=cfg.snapshot_threshold_bytes,
         )
-        retry = RetrySchedulerActor.start(
+        retry = RetrySchedulerActor(
             cfg.member_id, wiring, interval_ms=cfg.retry_interval_ms, age_ms=cfg.retry_age_ms
         )
-        consensus = ConsensusActor.start(
+        consensus_actor = ConsensusActor(
             core,
             self._writer,
             storage.snapshots,
@@ -255,16 +256,16 @@ class Node:
             max_frame_bytes=cfg.max_frame_bytes,
             on_role=lambda role: self._on_role(role, core.term),
         )
-        self._refs.extend([session, retry, consensus])
-        wiring.session, wiring.retry = session, retry
-        wiring.consensus = to_consensus.ref = consensus
-        peer_frames.target = to_consensus
+        actors: list[NodeActor] = [session, retry, consensus_actor]
         if self.registry_link is None:
             self._clients = self._client_transport(on_client_frame)
-            registry = start_registry_actor(cfg, self._clients, wiring, self.status)
-            self._refs.append(registry)
-            wiring.registry = to_registry.ref = registry
-            client_frames.target = to_registry
+            actors.append(make_registry_actor(cfg, self._clients, wiring, self.status))
+        refs = self._refs = self._host(actors)
+        wiring.session, wiring.retry = refs[0], refs[1]
+        consensus = wiring.consensus = to_consensus.ref = refs[2]
+        peer_frames.target = consensus
+        if self.registry_link is None:
+            wiring.registry = client_frames.target = refs[3]
         else:
             # The registry runs in another process (actors.registry_node): RaftActions
             # arrive over the link, ServerActions leave through it.
@@ -296,6 +297,14 @@ class Node:
             ticker.start()
         if cfg.metrics_port is not None:
             self._start_metrics(cfg.metrics_port, cfg.metrics_host)
+
+    def _host(self, actors: list[NodeActor]) -> list[HostedRef[NodeActor]]:
+        """Start the node's actors on one thread (``actor_threads = "shared"``) or on
+        one each (``"separate"``); their refs, in the same order."""
+        member = self.config.member_id
+        if self.config.actor_threads == "shared":
+            return start_host(f"actors-{member}", actors)
+        return [start_host(f"{type(a).__name__}-{member}", [a])[0] for a in actors]
 
     def _start_metrics(self, port: int, host: str) -> None:
         try:
@@ -623,7 +632,7 @@ class _LateRemote:
 class _Late:
     """An actor ref to be filled in once the actor exists (set before any traffic)."""
 
-    ref: pykka.ActorRef[Any] | None = None
+    ref: Mailbox | None = None
 
     def tell(self, message: Any) -> None:
         if self.ref is not None:

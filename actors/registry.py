@@ -15,13 +15,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import pykka
-
 from actors.admin import AdminCommand
 from actors.base import NodeActor, Wiring, member_logger
 from actors.clock import wall_ms
 from actors.config import NodeConfig
 from actors.handoff import Drain
+from actors.host import HostedRef, start_host
 from actors.link import RemoteRef
 from actors.messages import Tick
 from actors.transport import ClientTransport
@@ -39,7 +38,13 @@ from protocol.ids import MemberId, SessionId
 from protocol.registry import Registry, RegistryConfig, RegistryEffects
 from protocol.wire import CLIENT_MESSAGE_TYPES
 
-__all__ = ["ClientFrame", "RegistryActor", "registry_config", "start_registry_actor"]
+__all__ = [
+    "ClientFrame",
+    "RegistryActor",
+    "make_registry_actor",
+    "registry_config",
+    "start_registry_actor",
+]
 
 _ACCEPTED = (*CLIENT_MESSAGE_TYPES, StatusRequest, AdminRequest)
 
@@ -73,18 +78,19 @@ def registry_config(config: NodeConfig) -> RegistryConfig:
     )
 
 
-def start_registry_actor(
+def make_registry_actor(
     config: NodeConfig,
     transport: ClientTransport,
     wiring: Wiring,
     status: Callable[[], NodeStatus],
-) -> pykka.ActorRef[Any]:
-    """A registry actor for ``config``'s member, serving clients on ``transport``."""
+) -> RegistryActor:
+    """A registry actor for ``config``'s member, serving clients on ``transport``
+    (not yet hosted: see :mod:`actors.host`)."""
     registry = Registry(
         registry_config(config),
         lambda: SessionId(secrets.token_hex(16)),
     )
-    return RegistryActor.start(
+    return RegistryActor(
         config.member_id,
         registry,
         transport,
@@ -92,6 +98,20 @@ def start_registry_actor(
         status,
         max_frame_bytes=config.max_frame_bytes,
     )
+
+
+def start_registry_actor(
+    config: NodeConfig,
+    transport: ClientTransport,
+    wiring: Wiring,
+    status: Callable[[], NodeStatus],
+) -> HostedRef[RegistryActor]:
+    """:func:`make_registry_actor`, running on a thread of its own."""
+    (ref,) = start_host(
+        f"RegistryActor-{config.member_id}",
+        [make_registry_actor(config, transport, wiring, status)],
+    )
+    return ref
 
 
 class RegistryActor(NodeActor):

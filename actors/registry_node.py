@@ -22,14 +22,13 @@ import threading
 import time
 from typing import Any
 
-import pykka
-
 from actors.base import Wiring, member_logger
 from actors.clock import Ticker
 from actors.config import NodeConfig, load_config
+from actors.host import HostedRef
 from actors.link import RemoteRef, core_endpoint, registry_endpoint
 from actors.messages import Tick
-from actors.registry import ClientFrame, start_registry_actor
+from actors.registry import ClientFrame, RegistryActor, start_registry_actor
 from actors.security import link_options, node_curve
 from actors.transport import ZmqClientTransport, ZmqOptions, ZmqPeerTransport
 from protocol.actions import SERVER_ACTION_TYPES, LeadershipChanged
@@ -58,7 +57,7 @@ class RegistryNode:
         self._status: NodeStatus | None = None
         self._status_at = 0.0
         self._started_at = time.monotonic()
-        self._registry: pykka.ActorRef[Any] | None = None
+        self._registry: HostedRef[RegistryActor] | None = None
         self._clients: ZmqClientTransport | None = None
         self._link: ZmqPeerTransport | None = None
         self._ticker: Ticker | None = None
@@ -75,7 +74,7 @@ class RegistryNode:
         )
         self._link.add_peer(core_endpoint(cfg.member_id), self.core_address)
         wiring.consensus = RemoteRef(self._link, core_endpoint(cfg.member_id))
-        registry_ref: list[pykka.ActorRef[Any]] = []
+        registry_ref: list[HostedRef[RegistryActor]] = []
         self._clients = ZmqClientTransport(
             lambda connection, data, admin: registry_ref[0].tell(
                 ClientFrame(connection, data, admin)

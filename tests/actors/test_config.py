@@ -34,6 +34,9 @@ def test_load_from_toml(tmp_path: Path) -> None:
     assert cfg.heartbeat_ms == 50  # default
     assert cfg.address == MemberAddress("tcp://127.0.0.1:7001", "tcp://127.0.0.1:8001")
     assert list(cfg.peers) == ["n2"]
+    assert cfg.actor_threads == "shared"  # default
+    (tmp_path / "n1s.toml").write_text('actor_threads = "separate"\n' + TOML)
+    assert load_config(tmp_path / "n1s.toml").actor_threads == "separate"
 
 
 @pytest.mark.parametrize(
@@ -44,6 +47,8 @@ def test_load_from_toml(tmp_path: Path) -> None:
         ({"tick_ms": "10"}, "tick_ms must be int"),
         ({"heartbeat_ms": 900}, "heartbeat_ms must be shorter"),
         ({"storage": "tape"}, "storage must be"),
+        ({"actor_threads": "many"}, "actor_threads must be 'shared' or 'separate'"),
+        ({"actor_threads": 1}, "actor_threads must be str"),
         ({"members": {}}, "members must be a table"),
         ({"members": {"n1": {"peer": "x"}}}, "needs exactly"),
     ],

@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-import pykka
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -65,19 +64,19 @@ def test_take_is_bounded_and_announces_the_rest() -> None:
 
 
 def test_a_failing_tell_does_not_wedge_the_coalescer() -> None:
-    class Dead:
+    class Flaky:
         def __init__(self) -> None:
             self.fail = True
 
         def tell(self, message: Any) -> None:
             if self.fail:
-                raise pykka.ActorDeadError("gone")
+                raise RuntimeError("a transient failure")
 
-    dead = Dead()
-    c: Coalescer[int] = Coalescer(dead)
-    with pytest.raises(pykka.ActorDeadError):
+    flaky = Flaky()
+    c: Coalescer[int] = Coalescer(flaky)
+    with pytest.raises(RuntimeError):
         c.put(1)
-    dead.fail = False
+    flaky.fail = False
     c.put(2)  # announces again: the flag was not left set
     assert c.take() == [1, 2]
 
@@ -184,3 +183,20 @@ def test_one_failing_item_does_not_lose_the_rest_of_its_batch() -> None:
         assert ref.ask("report", timeout=10) == [1, 3, 4]
     finally:
         ref.stop(timeout=10)
+
+
+def test_a_coalescer_whose_drain_will_never_be_handled_stops_accepting() -> None:
+    class Mortal(_Box):
+        alive = True
+
+        def is_alive(self) -> bool:
+            return self.alive
+
+    box = Mortal()
+    c: Coalescer[int] = Coalescer(box)
+    assert c.put(1) and c.put(2)  # one Drain on its way
+    box.alive = False  # ... to a target that stopped before handling it
+    assert not c.put(3)
+    assert c.closed and c.dropped == 3 and len(c) == 0
+    assert not c.put(4) and c.dropped == 4
+    assert len(box.told) == 1  # no further Drain was announced

@@ -10,6 +10,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from actors.config import MemberAddress, NodeConfig
 from actors.node import Node
 from actors.transport import (
@@ -31,6 +33,10 @@ from protocol.wire import (
 )
 
 WAIT = 15.0  # seconds: generous bound for anything a healthy cluster does
+
+#: Both ways a node can host its actors (``NodeConfig.actor_threads``; "shared" is the
+#: default every other test runs): representative node tests run under each.
+ACTOR_THREADS = pytest.mark.parametrize("actor_threads", ["shared", "separate"])
 
 
 def free_port() -> int:

@@ -14,9 +14,9 @@ from contextlib import contextmanager
 from typing import Any
 
 import msgpack
-import pykka
 
 from actors.client import ClientConfig, RaftClient
+from actors.host import HostedRef
 from actors.node import Node
 from actors.transport import ClientConnection, InMemoryClientConnection, ZmqClientConnection
 from examples.counter import CounterStateMachine, get, increment
@@ -199,13 +199,8 @@ def replica_snapshot(node: Node) -> bytes:
     """The snapshot of ``node``'s session state machine, taken on its actor's thread
     (so it is consistent: never half an entry applied)."""
     ref = node.wiring.session
-    assert ref is not None
-    machine: Any = ref.proxy().machine
-    if not isinstance(machine, pykka.ActorProxy):
-        # Test-only: lets the proxy run the machine's methods on the actor's own thread.
-        pykka.traversable(machine.get(timeout=WAIT))
-        machine = ref.proxy().machine
-    snapshot: bytes = machine.snapshot().get(timeout=WAIT)
+    assert isinstance(ref, HostedRef)
+    snapshot: bytes = ref.call(lambda actor: actor.machine.snapshot(), timeout=WAIT)
     return snapshot
 
 
@@ -231,7 +226,7 @@ def system_cluster(**kwargs: Any) -> Iterator[SystemCluster]:
 
 def node_threads() -> list[threading.Thread]:
     """Threads a node, hub or client of this project may have started."""
-    prefixes = ("raft-", "ticker-", "storage-writer-")
+    prefixes = ("raft-", "ticker-", "storage-writer-", "actors-")
     return [
         t
         for t in threading.enumerate()

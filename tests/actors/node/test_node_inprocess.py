@@ -17,16 +17,22 @@ from protocol.wire import (
     NotLeader,
     SessionContinued,
 )
-from tests.actors.node.cluster import RawClient, local_cluster, wait_for
+from tests.actors.node.cluster import ACTOR_THREADS, RawClient, local_cluster, wait_for
 
 
 def inc(n: int) -> bytes:
     return msgpack.packb(["inc", n])
 
 
-@pytest.mark.parametrize("transport", ["memory", "zmq"])
-def test_three_nodes_elect_a_leader_and_apply_commands_once_everywhere(transport: str) -> None:
-    with local_cluster(CounterStateMachine, transport=transport) as cluster:
+@pytest.mark.parametrize(
+    ("transport", "actor_threads"), [("memory", "shared"), ("zmq", "shared"), ("zmq", "separate")]
+)
+def test_three_nodes_elect_a_leader_and_apply_commands_once_everywhere(
+    transport: str, actor_threads: str
+) -> None:
+    with local_cluster(
+        CounterStateMachine, transport=transport, actor_threads=actor_threads
+    ) as cluster:
         leader = cluster.leader()
         client = RawClient(cluster)
         try:
@@ -44,6 +50,9 @@ def test_three_nodes_elect_a_leader_and_apply_commands_once_everywhere(transport
             assert msgpack.unpackb(client.expect(ClientResponse).payload) == 20
         finally:
             client.close()
+        hosts = {ref.host for ref in leader._refs}  # registry, consensus, session, retry
+        assert len(leader._refs) == 4
+        assert len(hosts) == (1 if actor_threads == "shared" else 4)
         applied = leader.status().applied_index
         wait_for(
             lambda: all(n.status().applied_index >= applied for n in cluster.nodes.values()),
@@ -65,9 +74,12 @@ def test_a_follower_answers_with_the_leaders_client_address() -> None:
             client.close()
 
 
-def test_session_survives_leader_failover_and_retried_request_runs_once() -> None:
+@ACTOR_THREADS
+def test_session_survives_leader_failover_and_retried_request_runs_once(
+    actor_threads: str,
+) -> None:
     """§6.3: a client retrying after a crash gets the cached response, not a second run."""
-    with local_cluster(CounterStateMachine) as cluster:
+    with local_cluster(CounterStateMachine, actor_threads=actor_threads) as cluster:
         old = cluster.leader()
         client = RawClient(cluster)
         try:
@@ -95,8 +107,11 @@ def test_session_survives_leader_failover_and_retried_request_runs_once() -> Non
             client.close()
 
 
-def test_durable_cluster_restarts_from_disk(tmp_path: Path) -> None:
-    with local_cluster(CounterStateMachine, data_dir=tmp_path) as cluster:
+@ACTOR_THREADS
+def test_durable_cluster_restarts_from_disk(tmp_path: Path, actor_threads: str) -> None:
+    with local_cluster(
+        CounterStateMachine, data_dir=tmp_path, actor_threads=actor_threads
+    ) as cluster:
         leader = cluster.leader()
         client = RawClient(cluster)
         try:
