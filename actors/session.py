@@ -51,6 +51,10 @@ from protocol.wire import ErrorReason
 
 __all__ = ["SessionActor"]
 
+# Module constants: looked up once per entry rather than through the enum class.
+_COMMAND = EntryKind.COMMAND
+_CONFIGURATION = EntryKind.CONFIGURATION
+
 
 class SessionActor(NodeActor):
     """Hosts one :class:`SessionStateMachine`; see the module docstring."""
@@ -112,30 +116,33 @@ class SessionActor(NodeActor):
         started = perf_counter()
         out: list[ServerAction] = []
         machine = self.machine
+        is_leader = self.is_leader
         for entry in entries:
-            if entry.index <= self.applied:
+            index = entry.index
+            if index <= self.applied:
                 continue  # already covered by an installed snapshot
-            if entry.kind == EntryKind.COMMAND:
+            kind = entry.kind
+            if kind == _COMMAND:
                 try:
                     cmd = decode_session_command(entry.data)
                 except ProtocolError as exc:
                     # Every replica skips the same entry the same way.
-                    self.log.error("skipped undecodable entry %d: %s", entry.index, exc)
+                    self.log.error("skipped undecodable entry %d: %s", index, exc)
                 else:
-                    result = machine.apply(entry.index, cmd)
-                    if self.is_leader:
+                    result = machine.apply(index, cmd)
+                    if is_leader:
                         if type(result) is RetryBatch:
                             self.board.metrics.server_requests_retried += len(
                                 result.server_requests
                             )
-                        caps = cmd.capabilities if isinstance(cmd, CreateSession) else None
+                        caps = cmd.capabilities if type(cmd) is CreateSession else None
                         out.extend(to_server_actions(result, caps))
-            elif entry.kind == EntryKind.CONFIGURATION:
+            elif kind == _CONFIGURATION:
                 try:
                     self.configuration = decode(entry.data, Configuration)
                 except ProtocolError as exc:
-                    self.log.error("bad configuration entry %d: %s", entry.index, exc)
-            self.applied, self.applied_term = entry.index, entry.term
+                    self.log.error("bad configuration entry %d: %s", index, exc)
+            self.applied, self.applied_term = index, entry.term
             self.bytes_since_snapshot += len(entry.data) + 32
             due = self._sessions_due
             if due is not None and entry.term >= due:
