@@ -44,6 +44,7 @@ from protocol.session import (
     ApplicationError,
     CreateSession,
     RetryBatch,
+    SessionCommand,
     SessionStateMachine,
     decode_session_command,
 )
@@ -90,7 +91,7 @@ class SessionActor(NodeActor):
 
     def handle(self, message: Any) -> None:
         if isinstance(message, ApplyEntries):
-            self._apply(message.entries)
+            self._apply(message.entries, message.commands)
         elif isinstance(message, RunQueries):
             for state, action in message.reads:
                 heapq.heappush(self._queries, (state.index, next(self._query_order), action))
@@ -112,23 +113,28 @@ class SessionActor(NodeActor):
 
     # ------------------------------------------------------------------ apply
 
-    def _apply(self, entries: list[LogEntry]) -> None:
+    def _apply(
+        self, entries: list[LogEntry], commands: list[SessionCommand | None] | None = None
+    ) -> None:
+        """Apply ``entries``; ``commands``: see :class:`ApplyEntries`."""
         started = perf_counter()
         out: list[ServerAction] = []
         machine = self.machine
         is_leader = self.is_leader
-        for entry in entries:
+        for k, entry in enumerate(entries):
             index = entry.index
             if index <= self.applied:
                 continue  # already covered by an installed snapshot
             kind = entry.kind
             if kind == _COMMAND:
-                try:
-                    cmd = decode_session_command(entry.data)
-                except ProtocolError as exc:
-                    # Every replica skips the same entry the same way.
-                    self.log.error("skipped undecodable entry %d: %s", index, exc)
-                else:
+                cmd = commands[k] if commands is not None else None
+                if cmd is None:
+                    try:
+                        cmd = decode_session_command(entry.data)
+                    except ProtocolError as exc:
+                        # Every replica skips the same entry the same way.
+                        self.log.error("skipped undecodable entry %d: %s", index, exc)
+                if cmd is not None:
                     result = machine.apply(index, cmd)
                     if is_leader:
                         if type(result) is RetryBatch:

@@ -241,3 +241,41 @@ def test_enum_fields_decode_like_the_enum_constructor(value: object) -> None:
         return Tree((), None, 1.0, b"", Colour(value), {}, (0, ""))
 
     assert outcome(lambda: decode(frame)) == outcome(by_constructor)
+
+
+@message(tag=60004)
+@dataclass(frozen=True, slots=True)
+class Containers:
+    """Enums and messages inside containers: the generic (non-inline) paths."""
+
+    colours: tuple[Colour, ...]
+    mixed: tuple[Leaf | Other, ...]
+    by_name: dict[str, Leaf]
+    by_colour: dict[Colour, int]
+    pair: tuple[Leaf, Colour]
+
+
+CONTAINERS = Containers(
+    colours=(Colour.RED, Colour.BLUE),
+    mixed=(Leaf(1, Name("a")), Other(False)),
+    by_name={"x": Leaf(2, Name("b"))},
+    by_colour={Colour.BLUE: 3},
+    pair=(Leaf(3, Name("c")), Colour.RED),
+)
+
+
+def test_enums_and_messages_inside_containers_round_trip() -> None:
+    decoded = decode(encode(CONTAINERS))
+    assert decoded == CONTAINERS
+    assert type(decoded.colours[0]) is Colour and type(decoded.pair[1]) is Colour
+    assert msgpack.unpackb(encode(CONTAINERS), strict_map_key=False)[2:5] == [
+        [1, 2], [[60001, 1, "a"], [60002, False]], {"x": [60001, 2, "b"]},
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("colours", [[3], ["red"], [True]])
+def test_bad_enum_inside_a_container_is_refused(colours: list[object]) -> None:
+    body = msgpack.unpackb(encode(CONTAINERS), strict_map_key=False)
+    body[2] = colours
+    with pytest.raises(ProtocolError, match="Colour"):
+        decode(msgpack.packb(body))
