@@ -11,8 +11,12 @@ A ``Packer`` is not safe to share: packing a ``dict`` subclass runs its Python
 and interleave its output. So :func:`packb` takes a packer off a pool for the duration
 of one call and puts it back afterwards: no two calls ever hold the same packer, and
 ``list.pop``/``list.append`` are atomic, so no lock is needed. The pool holds at most
-as many packers as calls ever ran at the same time. A packer that raised (a value msgpack
-cannot encode) resets its buffer itself, so it is reused as well.
+as many packers as calls ever ran at the same time.
+
+A packer keeps its buffer at the largest size it ever needed, so one that packed more
+than its initial buffer holds (a big snapshot chunk, say) is not put back, nor is one
+that raised (a value msgpack cannot encode): the pool only ever holds packers of the
+initial size, and memory stays what ``msgpack.packb`` would use.
 
 The bytes are exactly ``msgpack.packb(value, use_bin_type=True)``'s.
 """
@@ -25,6 +29,8 @@ from msgpack import Packer
 
 __all__ = ["packb"]
 
+#: Each packer's initial buffer (msgpack's default); a larger result grew it.
+_BUFFER_BYTES = 256 * 1024
 _POOL: list[Packer] = []
 
 
@@ -34,8 +40,8 @@ def packb(value: Any) -> bytes:
     try:
         packer = pool.pop()
     except IndexError:  # (not "if pool": another thread may empty it in between)
-        packer = Packer(use_bin_type=True)
-    try:
-        return packer.pack(value)  # type: ignore[no-any-return]
-    finally:
+        packer = Packer(use_bin_type=True, buf_size=_BUFFER_BYTES)
+    data: bytes = packer.pack(value)  # if this raises, the packer is dropped
+    if len(data) <= _BUFFER_BYTES:
         pool.append(packer)
+    return data

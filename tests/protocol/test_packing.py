@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from protocol.packing import packb
+from protocol.packing import _BUFFER_BYTES, _POOL, packb
 
 NATIVE = st.recursive(
     st.none()
@@ -45,8 +45,23 @@ def test_a_call_nested_inside_packing_gets_its_own_packer() -> None:
     assert inner == [msgpack.packb([1, 2, 3])]
 
 
-def test_a_packer_that_raised_is_clean_for_the_next_call() -> None:
+def test_a_packer_that_raised_is_not_reused() -> None:
+    _POOL.clear()
     for bad in ([1, object()], [1, 2**70]):
+        packb([0])
+        assert len(_POOL) == 1
         with pytest.raises((TypeError, OverflowError)):
             packb(bad)
+        assert _POOL == []  # dropped (its buffer may have grown before it failed)
         assert packb([5]) == msgpack.packb([5])
+
+
+def test_a_packer_whose_buffer_grew_is_not_kept() -> None:
+    # A packer keeps its largest buffer: the pool must not hold on to big ones.
+    _POOL.clear()
+    fits = b"x" * (_BUFFER_BYTES - 5)  # bin 32 header: 5 bytes
+    assert packb(fits) == msgpack.packb(fits)
+    assert len(_POOL) == 1
+    big = b"x" * _BUFFER_BYTES
+    assert packb(big) == msgpack.packb(big)
+    assert _POOL == []
