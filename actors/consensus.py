@@ -55,7 +55,7 @@ from protocol.ids import MemberId
 from protocol.raft import HardState, RaftCore, SnapshotMeta
 from protocol.raft.messages import RAFT_MESSAGE_TYPES, RaftMessage
 from protocol.raft.types import Refusal, Refused, Role
-from protocol.session import GetRequestsForRetry
+from protocol.session import ClientRequest, GetRequestsForRetry, SessionCommand
 from protocol.wire import ErrorReason, RejectReason
 
 __all__ = ["ConsensusActor"]
@@ -67,6 +67,25 @@ _ROLES = {
     Role.LEADER: NodeRole.LEADER,
     Role.REMOVED: NodeRole.FOLLOWER,
 }
+
+
+#: Bound of ConsensusActor._proposed (commands proposed, not yet committed).
+_MAX_REMEMBERED = 65_536
+
+
+def _decodes_to_itself(cmd: SessionCommand) -> bool:
+    """Whether decoding ``encode(cmd)`` gives ``cmd`` back, checked the cheap way: a
+    ``ClientRequest`` (the command of every client request) whose fields have exactly
+    the types its decoder demands. Then the leader may apply ``cmd`` as it is, exactly
+    as every follower applies what it decodes."""
+    return (
+        type(cmd) is ClientRequest
+        and type(cmd.session_id) is str
+        and type(cmd.request_id) is int
+        and type(cmd.lowest_pending_request_id) is int
+        and type(cmd.command) is bytes
+        and type(cmd.created_at) is int
+    )
 
 
 class _Flush:
@@ -107,6 +126,11 @@ class ConsensusActor(NodeActor):
         self.log = member_logger(__name__, core.id)
         self._flush_scheduled = False
         self._proposals: list[tuple[RaftAction | None, bytes]] = []
+        #: Commands this leader proposed, by their encoded bytes: when they commit, the
+        #: session actor gets them along and need not decode what was just encoded.
+        #: (A hit is always right: it is what decoding those bytes gives.) Emptied when
+        #: this node stops leading; bounded, so entries that never commit cannot pile up.
+        self._proposed: dict[bytes, SessionCommand] = {}
         # Messages that may leave only once writer submission ``seq`` is durable.
         self._after_sync: deque[tuple[int, list[RaftMessage]]] = deque()
         self._submitted = 0
@@ -216,7 +240,12 @@ class ConsensusActor(NodeActor):
         if cmd is None:
             self.log.warning("ignored unexpected %s", type(action).__name__)
             return
-        self._proposals.append((action, encode(cmd)))
+        payload = encode(cmd)
+        self._proposals.append((action, payload))
+        if _decodes_to_itself(cmd):
+            if len(self._proposed) >= _MAX_REMEMBERED:
+                self._proposed.clear()
+            self._proposed[payload] = cmd
 
     # ------------------------------------------------------------------ proposals, reads
 
@@ -229,7 +258,8 @@ class ConsensusActor(NodeActor):
                 result = self.core.propose([payload for _, payload in batch])
                 self.board.metrics.proposals += len(batch)
             if isinstance(result, Refused):
-                for action, _ in batch:
+                for action, payload in batch:
+                    self._proposed.pop(payload, None)
                     self._refuse(action, result)
         while self.core.has_ready():
             self._handle_ready()
@@ -305,10 +335,13 @@ class ConsensusActor(NodeActor):
                     self._send(msg)
             else:
                 self._after_sync.append((self._submitted, after_sync))
-        if rd.committed_entries:
-            self.board.metrics.commits += len(rd.committed_entries)
+        committed = rd.committed_entries
+        if committed:
+            self.board.metrics.commits += len(committed)
+            proposed = self._proposed
+            commands = [proposed.pop(e.data, None) for e in committed] if proposed else None
             assert wiring.session is not None
-            wiring.session.tell(ApplyEntries(rd.committed_entries))
+            wiring.session.tell(ApplyEntries(committed, commands))
         if rd.read_states:
             reads = []
             for state in rd.read_states:
@@ -373,6 +406,7 @@ class ConsensusActor(NodeActor):
         if self.on_role is not None:
             self.on_role(role)
         if node_role != NodeRole.LEADER:
+            self._proposed.clear()
             for action in self._reads.values():
                 self._to_registry(
                     SendQueryError(

@@ -12,6 +12,7 @@ from protocol.actions import QueryAction
 from protocol.ids import MemberId
 from protocol.raft import LogEntry, SnapshotMeta
 from protocol.raft.types import ReadState
+from protocol.session import SessionCommand
 
 __all__ = [
     "Applied",
@@ -43,9 +44,15 @@ class PeerFrame:
 
 @dataclass(frozen=True, slots=True)
 class ApplyEntries:
-    """Committed entries, in log order (consensus -> session)."""
+    """Committed entries, in log order (consensus -> session).
+
+    ``commands``, if given, runs parallel to ``entries``: the session command a leader
+    already holds decoded for an entry it proposed itself (what decoding the entry's
+    data gives), or ``None`` where the entry must be decoded.
+    """
 
     entries: list[LogEntry]
+    commands: list[SessionCommand | None] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,12 +44,17 @@ from protocol.session import (
     ApplicationError,
     CreateSession,
     RetryBatch,
+    SessionCommand,
     SessionStateMachine,
     decode_session_command,
 )
 from protocol.wire import ErrorReason
 
 __all__ = ["SessionActor"]
+
+# Module constants: looked up once per entry rather than through the enum class.
+_COMMAND = EntryKind.COMMAND
+_CONFIGURATION = EntryKind.CONFIGURATION
 
 
 class SessionActor(NodeActor):
@@ -86,7 +91,7 @@ class SessionActor(NodeActor):
 
     def handle(self, message: Any) -> None:
         if isinstance(message, ApplyEntries):
-            self._apply(message.entries)
+            self._apply(message.entries, message.commands)
         elif isinstance(message, RunQueries):
             for state, action in message.reads:
                 heapq.heappush(self._queries, (state.index, next(self._query_order), action))
@@ -108,34 +113,42 @@ class SessionActor(NodeActor):
 
     # ------------------------------------------------------------------ apply
 
-    def _apply(self, entries: list[LogEntry]) -> None:
+    def _apply(
+        self, entries: list[LogEntry], commands: list[SessionCommand | None] | None = None
+    ) -> None:
+        """Apply ``entries``; ``commands``: see :class:`ApplyEntries`."""
         started = perf_counter()
         out: list[ServerAction] = []
         machine = self.machine
-        for entry in entries:
-            if entry.index <= self.applied:
+        is_leader = self.is_leader
+        for k, entry in enumerate(entries):
+            index = entry.index
+            if index <= self.applied:
                 continue  # already covered by an installed snapshot
-            if entry.kind == EntryKind.COMMAND:
-                try:
-                    cmd = decode_session_command(entry.data)
-                except ProtocolError as exc:
-                    # Every replica skips the same entry the same way.
-                    self.log.error("skipped undecodable entry %d: %s", entry.index, exc)
-                else:
-                    result = machine.apply(entry.index, cmd)
-                    if self.is_leader:
+            kind = entry.kind
+            if kind == _COMMAND:
+                cmd = commands[k] if commands is not None else None
+                if cmd is None:
+                    try:
+                        cmd = decode_session_command(entry.data)
+                    except ProtocolError as exc:
+                        # Every replica skips the same entry the same way.
+                        self.log.error("skipped undecodable entry %d: %s", index, exc)
+                if cmd is not None:
+                    result = machine.apply(index, cmd)
+                    if is_leader:
                         if type(result) is RetryBatch:
                             self.board.metrics.server_requests_retried += len(
                                 result.server_requests
                             )
-                        caps = cmd.capabilities if isinstance(cmd, CreateSession) else None
+                        caps = cmd.capabilities if type(cmd) is CreateSession else None
                         out.extend(to_server_actions(result, caps))
-            elif entry.kind == EntryKind.CONFIGURATION:
+            elif kind == _CONFIGURATION:
                 try:
                     self.configuration = decode(entry.data, Configuration)
                 except ProtocolError as exc:
-                    self.log.error("bad configuration entry %d: %s", entry.index, exc)
-            self.applied, self.applied_term = entry.index, entry.term
+                    self.log.error("bad configuration entry %d: %s", index, exc)
+            self.applied, self.applied_term = index, entry.term
             self.bytes_since_snapshot += len(entry.data) + 32
             due = self._sessions_due
             if due is not None and entry.term >= due:

@@ -71,17 +71,22 @@ def to_server_actions(
     """What the registry must hear after one command was applied (``capabilities``: the
     ``CreateSession`` command's, echoed in its confirmation)."""
     out: list[ServerAction]
+    if type(result) is RequestResult:  # one per client request: plain attribute reads
+        sid, rid, response = result.session_id, result.request_id, result.response
+        if type(response) is bytes:
+            out = [SendResponse(sid, rid, response)]
+        elif isinstance(response, ApplicationError):
+            failed = ErrorReason.APPLICATION_ERROR
+            out = [SendRequestError(sid, rid, failed, response.message)]
+        elif isinstance(response, ResponseEvicted):
+            out = [SendRequestError(sid, rid, ErrorReason.RESPONSE_EVICTED, "")]
+        else:
+            out = [SendRequestError(sid, rid, ErrorReason.SESSION_EXPIRED, "")]
+        if result.server_requests:
+            out.extend(_sends(result.server_requests))
+        return out
+    envelopes: tuple[ServerRequestEnvelope, ...]
     match result:
-        case RequestResult(sid, rid, response, envelopes, _):
-            if type(response) is bytes:
-                out = [SendResponse(sid, rid, response)]
-            elif isinstance(response, ApplicationError):
-                reason = ErrorReason.APPLICATION_ERROR
-                out = [SendRequestError(sid, rid, reason, response.message)]
-            elif isinstance(response, ResponseEvicted):
-                out = [SendRequestError(sid, rid, ErrorReason.RESPONSE_EVICTED, "")]
-            else:
-                out = [SendRequestError(sid, rid, ErrorReason.SESSION_EXPIRED, "")]
         case SessionCreated(sid, envelopes):
             out = [SessionCreationConfirmed(sid, dict(capabilities or {}))]
         case SessionRejected(sid, reason):

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import functools
 import types
 import typing
 from collections.abc import Callable
@@ -27,6 +26,7 @@ from typing import Any, TypeVar
 import msgpack
 
 from protocol.fastinit import fast_frozen_init
+from protocol.packing import packb as _packb
 
 __all__ = [
     "DEFAULT_MAX_FRAME_BYTES",
@@ -43,10 +43,9 @@ WIRE_VERSION = 1
 DEFAULT_MAX_FRAME_BYTES = 64 * 1024 * 1024
 
 # unpackb bounds every container and string by the input's length itself, so a hostile
-# frame cannot make it allocate much more than the frame.
-_UNPACK_OPTIONS: dict[str, Any] = {"raw": False, "strict_map_key": False, "use_list": True}
-_unpackb = functools.partial(msgpack.unpackb, **_UNPACK_OPTIONS)
-_packb = functools.partial(msgpack.packb, use_bin_type=True)
+# frame cannot make it allocate much more than the frame. (Called with its options
+# spelled out: a functools.partial would add ~0.1 us to every frame.)
+_unpackb = msgpack.unpackb
 #: Frame types decode accepts (a tuple: ``bytes | bytearray`` would be built per call).
 _BYTES_LIKE = (bytes, bytearray, memoryview)
 
@@ -73,6 +72,8 @@ _MessageEncoder = Callable[[Any], list[Any]]
 _BY_TAG: dict[int, type[Any]] = {}
 _CLASSES: set[type[Any]] = set()
 _DECODERS: dict[type[Any], _Decoder] = {}
+#: Whole-frame decoders (``[version, tag, field...]``) by tag.
+_FRAME_DECODERS: dict[int, _Decoder] = {}
 _ENCODERS: dict[type[Any], _MessageEncoder] = {}
 _FRAME_ENCODERS: dict[type[Any], Callable[[Any], bytes]] = {}
 
@@ -122,15 +123,17 @@ def decode(
     if len(data) > max_bytes:
         raise ProtocolError(f"frame of {len(data)} bytes exceeds the limit of {max_bytes}")
     try:
-        raw = _unpackb(data)
+        raw = _unpackb(data, raw=False, strict_map_key=False, use_list=True)
     except Exception as exc:  # msgpack raises a zoo of types on garbage
         raise ProtocolError(f"malformed msgpack: {exc}") from None
-    if not isinstance(raw, list) or len(raw) < 2:
+    if type(raw) is not list or len(raw) < 2:
         raise ProtocolError("frame is not a [version, tag, ...] array")
     version = raw[0]
     if version != WIRE_VERSION or type(version) is not int:
         raise ProtocolError(f"unsupported wire version {version!r} (expected {WIRE_VERSION})")
-    msg = _decode_tagged(raw[1:], "frame")
+    tag = raw[1]
+    dec = _FRAME_DECODERS.get(tag) if type(tag) is int else None
+    msg = (dec or _frame_decoder_for(tag))(raw)
     if expected is not None and not isinstance(msg, expected):
         raise ProtocolError(f"unexpected message type {type(msg).__name__}")
     return msg  # type: ignore[no-any-return]
@@ -204,7 +207,7 @@ def _value_encoder(tp: Any) -> _Encoder | None:
     if origin is tuple:
         item_tps = args[:1] if len(args) == 2 and args[1] is Ellipsis else args
         if all(_value_encoder(a) is None for a in item_tps):
-            return list
+            return None  # msgpack packs a tuple as the array a list would be
         if len(args) == 2 and args[1] is Ellipsis:
             ie = _value_encoder(args[0])
             assert ie is not None
@@ -226,8 +229,7 @@ def _value_encoder(tp: Any) -> _Encoder | None:
         kf = ke or (lambda x: x)
         vf = ve or (lambda x: x)
         return lambda v: {kf(k): vf(x) for k, x in v.items()}
-    if isinstance(tp, type) and issubclass(tp, enum.IntEnum):
-        return int
+    # An IntEnum is an int subclass, which msgpack packs as that int: native too.
     return None
 
 
@@ -242,24 +244,46 @@ def _decoder_for(cls: type[Any]) -> _Decoder:
     return dec
 
 
-def _compile_decoder(cls: type[Any]) -> _Decoder:
+def _frame_decoder_for(tag: Any) -> _Decoder:
+    """The whole-frame decoder of the class registered under ``tag`` (compiled on first
+    use); ``ProtocolError`` for anything but a known tag."""
+    if type(tag) is not int:
+        raise ProtocolError("frame: tag must be an int")
+    cls = _BY_TAG.get(tag)
+    if cls is None:
+        raise ProtocolError(f"frame: unknown message tag {tag}")
+    dec = _FRAME_DECODERS[tag] = _compile_decoder(cls, frame=True)
+    return dec
+
+
+def _compile_decoder(cls: type[Any], *, frame: bool = False) -> _Decoder:
     """Generate ``cls``'s decoder: the arity check, an inline ``type(v) is T`` check per
-    field of an exact primitive type (the hot path of every frame), the compiled decoders
-    of the other fields, then the object. A class without ``__post_init__`` is built by
-    setting its slots directly, which is what its frozen ``__init__`` does, only without
-    that ``__init__``'s per-field ``object.__setattr__`` detour."""
+    field of an exact primitive type and an inline member lookup per ``IntEnum`` field
+    (the hot path of every frame), the compiled decoders of the other fields, then the
+    object. A class without ``__post_init__`` is built by setting its slots directly,
+    which is what its frozen ``__init__`` does, only without that ``__init__``'s
+    per-field ``object.__setattr__`` detour. ``frame``: the decoder takes the whole frame
+    ``[version, tag, field...]`` (whose header :func:`decode` checked), so the fields
+    need not be sliced out of it first; else a nested ``[tag, field...]``."""
     hints = typing.get_type_hints(cls)
     fields = dataclasses.fields(cls)
     name = cls.__name__
-    n = len(fields) + 1
+    header = 2 if frame else 1
+    n = len(fields) + header
 
     def arity(raw: list[Any]) -> ProtocolError:
-        return ProtocolError(f"{name}: expected {n - 1} fields, got {len(raw) - 1}")
+        return ProtocolError(f"{name}: expected {n - header} fields, got {len(raw) - header}")
 
     def bad(i: int, tp: type[Any], v: Any) -> ProtocolError:
         return ProtocolError(
             f"{name}.{fields[i].name}: expected {tp.__name__}, got {type(v).__name__}"
         )
+
+    def bad_enum(i: int, tp: type[Any], v: Any) -> ProtocolError:
+        where = f"{name}.{fields[i].name}"
+        if type(v) is not int:
+            return ProtocolError(f"{where}: expected {tp.__name__}")
+        return ProtocolError(f"{where}: bad {tp.__name__} value {v}")
 
     def invalid(exc: Exception) -> ProtocolError:
         return ProtocolError(f"{name}: {exc}")
@@ -269,6 +293,7 @@ def _compile_decoder(cls: type[Any]) -> _Decoder:
         "_new": object.__new__,
         "_arity": arity,
         "_bad": bad,
+        "_bad_enum": bad_enum,
         "_invalid": invalid,
     }
     names = [f"v{i}" for i in range(len(fields))]
@@ -278,12 +303,21 @@ def _compile_decoder(cls: type[Any]) -> _Decoder:
         "        raise _arity(raw)",
     ]
     if names:
-        lines.append(f"    _, {', '.join(names)} = raw")
+        lines.append(f"    {'_, ' * header}{', '.join(names)} = raw")
     for i, f in enumerate(fields):
         tp = _primitive(hints[f.name])
         if tp is not None:
             namespace[f"_t{i}"] = tp
             lines += [f"    if type(v{i}) is not _t{i}:", f"        raise _bad({i}, _t{i}, v{i})"]
+        elif isinstance(hints[f.name], type) and issubclass(hints[f.name], enum.IntEnum):
+            namespace[f"_t{i}"] = hints[f.name]
+            namespace[f"_m{i}"] = {int(m): m for m in hints[f.name]}
+            lines += [
+                f"    e = _m{i}.get(v{i}) if type(v{i}) is int else None",
+                "    if e is None:",
+                f"        raise _bad_enum({i}, _t{i}, v{i})",
+                f"    v{i} = e",
+            ]
         else:
             namespace[f"_d{i}"] = _value_decoder(hints[f.name], f"{name}.{f.name}")
             lines.append(f"    v{i} = _d{i}(v{i})")
@@ -378,6 +412,8 @@ def _value_decoder(tp: Any, where: str) -> _Decoder:
 
         return as_union
     if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis and args[0] in _CLASSES:
+            return _message_tuple_decoder(args[0], where)
         if len(args) == 2 and args[1] is Ellipsis:
             item = _value_decoder(args[0], where)
 
@@ -426,6 +462,29 @@ def _nested_decoder(allowed: tuple[type[Any], ...], where: str) -> _Decoder:
         return as_msg(v)
 
     return as_one
+
+
+def _message_tuple_decoder(only: type[Any], where: str) -> _Decoder:
+    """``tuple[M, ...]`` of one message class (e.g. an AppendEntries' entries): each
+    item tagged as ``M`` goes straight to ``M``'s decoder, without a call per item to
+    check it; anything else takes the checking path (and fails there)."""
+    tag = only.TAG
+    checked = _nested_decoder((only,), where)
+
+    def as_msg_tuple(v: Any) -> tuple[Any, ...]:
+        if type(v) is not list:
+            raise ProtocolError(f"{where}: expected array")
+        dec = _DECODERS.get(only) or _decoder_for(only)
+        return tuple(
+            [
+                dec(x)
+                if type(x) is list and x and x[0] == tag and type(x[0]) is int
+                else checked(x)
+                for x in v
+            ]
+        )
+
+    return as_msg_tuple
 
 
 def _exact(tp: type[Any], where: str) -> _Decoder:

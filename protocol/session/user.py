@@ -26,6 +26,7 @@ from typing import Any, Final, Protocol
 import msgpack
 
 from protocol.ids import SessionId
+from protocol.packing import packb
 
 __all__ = [
     "RESERVED_PREFIX",
@@ -75,10 +76,6 @@ class UserCodec(Protocol):
     def decode_value(self, data: Any) -> Any: ...
 
 
-def _pack(value: Any) -> bytes:
-    return msgpack.packb(value, use_bin_type=True)  # type: ignore[no-any-return]
-
-
 def _unpack(data: bytes) -> Any:
     return msgpack.unpackb(data, raw=False, strict_map_key=False)
 
@@ -91,13 +88,13 @@ class MsgpackCodec:
     needs more (e.g. ``encode_value`` for sets or your own classes).
     """
 
-    encode_command = staticmethod(_pack)
+    encode_command = staticmethod(packb)
     decode_command = staticmethod(_unpack)
-    encode_response = staticmethod(_pack)
+    encode_response = staticmethod(packb)
     decode_response = staticmethod(_unpack)
-    encode_payload = staticmethod(_pack)
+    encode_payload = staticmethod(packb)
     decode_payload = staticmethod(_unpack)
-    encode_query = staticmethod(_pack)
+    encode_query = staticmethod(packb)
     decode_query = staticmethod(_unpack)
 
     def encode_value(self, value: Any) -> Any:

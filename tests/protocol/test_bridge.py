@@ -4,6 +4,8 @@ SessionStateMachine, so every kind of result is covered."""
 from __future__ import annotations
 
 import msgpack
+from hypothesis import given
+from hypothesis import strategies as st
 
 from examples.counter import CounterStateMachine
 from protocol.actions import (
@@ -21,7 +23,17 @@ from protocol.actions import (
 )
 from protocol.bridge import to_server_actions, to_session_command
 from protocol.ids import RequestId, SessionId
-from protocol.session import GetRequestsForRetry, InternalCommand, SessionStateMachine
+from protocol.session import (
+    RESPONSE_EVICTED,
+    UNKNOWN_SESSION,
+    ApplicationError,
+    GetRequestsForRetry,
+    InternalCommand,
+    RequestResult,
+    ResponseEvicted,
+    ServerRequestEnvelope,
+    SessionStateMachine,
+)
 from protocol.wire import ErrorReason, RejectReason
 
 A, B = SessionId("a"), SessionId("b")
@@ -73,3 +85,47 @@ def test_every_action_and_result_kind_maps() -> None:
 
 def test_queries_are_not_logged() -> None:
     assert to_session_command(QueryAction(b"c", 1, b""), 5) is None
+
+
+ENVELOPES = st.lists(
+    st.builds(
+        ServerRequestEnvelope,
+        st.text(max_size=4).map(SessionId),
+        st.integers(min_value=1).map(RequestId),
+        st.binary(max_size=4),
+    ),
+    max_size=3,
+).map(tuple)
+RESULTS = st.builds(
+    RequestResult,
+    st.text(max_size=4).map(SessionId),
+    st.integers(min_value=1).map(RequestId),
+    st.one_of(
+        st.binary(max_size=4),
+        st.builds(ApplicationError, st.text(max_size=4)),
+        st.just(RESPONSE_EVICTED),
+        st.just(UNKNOWN_SESSION),
+    ),
+    ENVELOPES,
+    st.booleans(),
+)
+
+
+@given(RESULTS)
+def test_request_results_map_as_the_design_says(result: RequestResult) -> None:
+    # The reference mapping, written out: one answer to the request, then the server
+    # requests it emitted, in order.
+    sid, rid, response = result.session_id, result.request_id, result.response
+    answer: object
+    if isinstance(response, bytes):
+        answer = SendResponse(sid, rid, response)
+    elif isinstance(response, ApplicationError):
+        answer = SendRequestError(sid, rid, ErrorReason.APPLICATION_ERROR, response.message)
+    elif isinstance(response, ResponseEvicted):
+        answer = SendRequestError(sid, rid, ErrorReason.RESPONSE_EVICTED, "")
+    else:
+        answer = SendRequestError(sid, rid, ErrorReason.SESSION_EXPIRED, "")
+    sends = [
+        SendServerRequest(e.session_id, e.request_id, e.payload) for e in result.server_requests
+    ]
+    assert to_server_actions(result) == [answer, *sends]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NewType
 
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 from protocol.codec import (
     WIRE_VERSION,
     ProtocolError,
+    _decode_tagged,
     decode,
     encode,
     message,
@@ -141,3 +143,139 @@ def test_corrupted_valid_frames_raise_only_protocol_error(noise: bytes, at: int)
     decodes_cleanly(bytes(frame))
     for cut in range(len(frame)):
         decodes_cleanly(bytes(frame[:cut]))
+
+
+# ---------------------------------------------------------------- fast paths == checked paths
+
+INTS = st.integers(min_value=-(2**63), max_value=2**64 - 1)
+LEAVES = st.builds(Leaf, INTS, st.text(max_size=5).map(Name))
+TREES = st.builds(
+    Tree,
+    leaves=st.lists(LEAVES, max_size=3).map(tuple),
+    child=st.one_of(st.none(), LEAVES, st.builds(Other, st.booleans())),
+    when=st.one_of(st.floats(allow_nan=False), INTS),
+    blob=st.binary(max_size=8),
+    colour=st.sampled_from(Colour),
+    pairs=st.dictionaries(st.text(max_size=3), INTS, max_size=3),
+    fixed=st.tuples(INTS, st.text(max_size=3)),
+)
+#: What may replace a field: wrong scalars, arrays of junk, arrays tagged (wrongly) as
+#: messages, enum values in and out of range.
+JUNK = st.recursive(
+    st.one_of(
+        st.none(), st.booleans(), st.integers(-3, 60004), st.floats(allow_nan=False),
+        st.text(max_size=3), st.binary(max_size=3),
+    ),
+    lambda inner: st.lists(inner, max_size=4)
+    | st.tuples(st.sampled_from([60001, 60002, 60003, True, 60001.0]), INTS, st.text(max_size=2))
+    .map(list),
+    max_leaves=8,
+)  # fmt: skip
+
+
+def outcome(decode_it: Callable[[], object]) -> object:
+    try:
+        return ("decoded", decode_it())
+    except ProtocolError:
+        return ("refused",)
+
+
+@given(st.one_of(TREES, LEAVES), st.data())
+def test_frame_decoder_agrees_with_the_nested_decoder(msg: object, data: st.DataObject) -> None:
+    # decode() runs a whole-frame decoder (no slicing, inline enum lookups, the tuple of
+    # one message class without a call per item); _decode_tagged the nested one. On any
+    # body, valid or with one field replaced by junk, both give the same message or both
+    # refuse.
+    body = msgpack.unpackb(encode(msg), raw=False, strict_map_key=False)[1:]
+    if data.draw(st.booleans()):
+        at = data.draw(st.integers(min_value=1, max_value=len(body)))
+        body[at : at + 1] = data.draw(st.lists(JUNK, min_size=0, max_size=2))
+    frame = msgpack.packb([WIRE_VERSION, *body], use_bin_type=True)
+    assert outcome(lambda: decode(frame)) == outcome(lambda: _decode_tagged(body, "frame"))
+
+
+@pytest.mark.parametrize(
+    "leaves",
+    [
+        [[60001, 1, "a"], [60002, True]],  # another class's tag
+        [[60001, 1, "a"], [True, 1, "a"]],  # a bool is not a tag
+        [[60001.0, 1, "a"]],  # nor is a float
+        [[]],  # an empty array
+        [[60001, 1]],  # short
+        [7],  # not an array
+        [[99999, 1, "a"]],  # unknown tag
+    ],
+)
+def test_bad_items_of_a_message_tuple_are_refused(leaves: list[object]) -> None:
+    frame = msgpack.packb([WIRE_VERSION, 60003, leaves, None, 1.0, b"", 1, {}, [0, ""]])
+    with pytest.raises(ProtocolError):
+        decode(frame)
+
+
+def nested(msg: object) -> list[object]:
+    body: list[object] = msgpack.unpackb(encode(msg), raw=False, strict_map_key=False)[1:]
+    return body
+
+
+@given(st.lists(st.one_of(LEAVES.map(nested), JUNK), max_size=4))
+def test_message_tuple_items_decode_like_single_nested_messages(items: list[object]) -> None:
+    frame = msgpack.packb([WIRE_VERSION, 60003, items, None, 1.0, b"", 1, {}, [0, ""]])
+
+    def one_by_one() -> Tree:
+        for item in items:
+            if not isinstance(item, list) or not item:
+                raise ProtocolError("not a nested message")
+        leaves = tuple(_decode_tagged(item, "leaf", (Leaf,)) for item in items)  # type: ignore[arg-type]
+        return Tree(leaves, None, 1.0, b"", Colour.RED, {}, (0, ""))
+
+    assert outcome(lambda: decode(frame)) == outcome(one_by_one)
+
+
+@given(JUNK)
+def test_enum_fields_decode_like_the_enum_constructor(value: object) -> None:
+    frame = msgpack.packb([WIRE_VERSION, 60003, [], None, 1.0, b"", value, {}, [0, ""]])
+
+    def by_constructor() -> Tree:
+        if type(value) is not int or value not in {c.value for c in Colour}:
+            raise ProtocolError("not a Colour")
+        return Tree((), None, 1.0, b"", Colour(value), {}, (0, ""))
+
+    assert outcome(lambda: decode(frame)) == outcome(by_constructor)
+
+
+@message(tag=60004)
+@dataclass(frozen=True, slots=True)
+class Containers:
+    """Enums and messages inside containers: the generic (non-inline) paths."""
+
+    colours: tuple[Colour, ...]
+    mixed: tuple[Leaf | Other, ...]
+    by_name: dict[str, Leaf]
+    by_colour: dict[Colour, int]
+    pair: tuple[Leaf, Colour]
+
+
+CONTAINERS = Containers(
+    colours=(Colour.RED, Colour.BLUE),
+    mixed=(Leaf(1, Name("a")), Other(False)),
+    by_name={"x": Leaf(2, Name("b"))},
+    by_colour={Colour.BLUE: 3},
+    pair=(Leaf(3, Name("c")), Colour.RED),
+)
+
+
+def test_enums_and_messages_inside_containers_round_trip() -> None:
+    decoded = decode(encode(CONTAINERS))
+    assert decoded == CONTAINERS
+    assert type(decoded.colours[0]) is Colour and type(decoded.pair[1]) is Colour
+    assert msgpack.unpackb(encode(CONTAINERS), strict_map_key=False)[2:5] == [
+        [1, 2], [[60001, 1, "a"], [60002, False]], {"x": [60001, 2, "b"]},
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("colours", [[3], ["red"], [True]])
+def test_bad_enum_inside_a_container_is_refused(colours: list[object]) -> None:
+    body = msgpack.unpackb(encode(CONTAINERS), strict_map_key=False)
+    body[2] = colours
+    with pytest.raises(ProtocolError, match="Colour"):
+        decode(msgpack.packb(body))

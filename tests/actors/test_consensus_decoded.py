@@ -1,0 +1,193 @@
+"""A leader hands the session actor the commands it proposed, already decoded.
+
+Decoding a committed entry on the leader would only undo the ``encode`` the leader did
+when it proposed it, so the consensus actor keeps the command objects (by their bytes)
+and passes them along in ``ApplyEntries.commands``. These tests pin that what it passes
+is exactly what decoding gives, and that nothing is kept that must not be.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from actors.base import Wiring
+from actors.consensus import ConsensusActor, _decodes_to_itself
+from actors.messages import ApplyEntries, PeerFrame, Tick
+from actors.status import StatusBoard
+from actors.storage import MemoryStorage, StorageError, StorageWriter
+from protocol.actions import ClientRequestAction, ServerRequestAckAction
+from protocol.codec import decode, encode
+from protocol.ids import MemberId, RequestId, SessionId
+from protocol.raft import (
+    AppendEntries,
+    AppendEntriesResponse,
+    Configuration,
+    RaftCore,
+    RaftOptions,
+    RequestVote,
+    RequestVoteResponse,
+    RestoredState,
+    Role,
+)
+from protocol.raft.messages import RAFT_MESSAGE_TYPES, RaftMessage
+from protocol.session import ClientRequest, decode_session_command
+
+A, B, C = MemberId("n1"), MemberId("n2"), MemberId("n3")
+WAIT = 10.0
+INTS = st.integers(min_value=-(2**63), max_value=2**63 - 1)
+
+
+class Recorder:
+    """Stands in for the peers and for the other actors: records what it is given."""
+
+    def __init__(self) -> None:
+        self.sent: list[RaftMessage] = []
+        self.told: list[Any] = []
+
+    def send(self, to: MemberId, frame: bytes) -> bool:
+        self.sent.append(decode(frame, RAFT_MESSAGE_TYPES))
+        return True
+
+    def add_peer(self, member: MemberId, address: str) -> None:
+        pass
+
+    def tell(self, message: Any) -> None:
+        self.told.append(message)
+
+
+class _Rng:
+    def randrange(self, start: int, stop: int) -> int:
+        return start
+
+
+@pytest.fixture
+def leader() -> Iterator[tuple[ConsensusActor, Recorder]]:
+    """A 3-member leader driven by hand on the test's thread; its writer's reports are
+    handed to it by ``settle``."""
+    storage = MemoryStorage()
+    reports: list[Any] = []
+    done = threading.Semaphore(0)
+
+    def on_persisted(p: Any) -> None:
+        reports.append(p)
+        done.release()
+
+    writer = StorageWriter(storage.log, storage.stable, on_persisted).start()
+    core = RaftCore(
+        A,
+        RaftOptions(election_ticks=20, heartbeat_ticks=19, pre_vote=False),
+        _Rng(),
+        RestoredState.bootstrap(Configuration((A, B, C))),
+    )
+    rec = Recorder()
+    wiring = Wiring(consensus=rec, session=rec, registry=rec, retry=rec)  # type: ignore[arg-type]
+    actor = ConsensusActor(
+        core, writer, storage.snapshots, rec, {}, wiring, StatusBoard(), max_frame_bytes=1 << 20
+    )  # type: ignore[arg-type]
+
+    def settle() -> None:
+        while writer.persisted is None or writer.persisted.index < core.last_index:
+            assert done.acquire(timeout=WAIT)
+            actor.handle(reports[-1])
+        while done.acquire(blocking=False):
+            actor.handle(reports[-1])
+
+    actor.settle = settle  # type: ignore[attr-defined]
+    try:
+        for _ in range(30):
+            actor.handle(Tick(0))
+            if core.role != Role.FOLLOWER:
+                break
+        settle()
+        for v in [m for m in rec.sent if isinstance(m, RequestVote)]:
+            actor.handle(
+                PeerFrame(v.receiver, encode(RequestVoteResponse(v.term, v.receiver, A, True)))
+            )
+        settle()
+        assert core.is_leader
+        yield actor, rec
+    finally:
+        writer.stop(WAIT)
+
+
+def commit_all(actor: ConsensusActor, rec: Recorder) -> list[ApplyEntries]:
+    """Let n2 acknowledge everything; return the ApplyEntries told since."""
+    actor.settle()  # type: ignore[attr-defined]
+    start = len(rec.told)
+    last = actor.core.last_index
+    actor.handle(PeerFrame(B, encode(AppendEntriesResponse(actor.core.term, B, A, True, last))))
+    assert actor.core.commit_index == last
+    return [m for m in rec.told[start:] if isinstance(m, ApplyEntries)]
+
+
+def test_committed_client_requests_arrive_decoded_as_decoding_would(
+    leader: tuple[ConsensusActor, Recorder],
+) -> None:
+    actor, rec = leader
+    sid = SessionId("s" * 32)
+    actions = [
+        ClientRequestAction(sid, RequestId(1), RequestId(1), b"\x91\x01"),
+        ServerRequestAckAction(sid, RequestId(3)),  # rare: decoded by the session actor
+        ClientRequestAction(sid, RequestId(2), RequestId(1), b"\x91\x02"),
+    ]
+    actor.handle(actions)
+    applied = commit_all(actor, rec)
+    entries = [e for m in applied for e in m.entries if e.data]
+    commands = [
+        c for m in applied for c, e in zip(m.commands or [], m.entries, strict=True) if e.data
+    ]
+    assert len(entries) == 3
+    assert [type(c) for c in commands] == [ClientRequest, type(None), ClientRequest]
+    for entry, cmd in zip(entries, commands, strict=True):
+        if cmd is not None:
+            assert decode_session_command(entry.data) == cmd
+    assert actor._proposed == {}  # handed over, not kept
+
+
+def test_refused_proposals_and_a_lost_leadership_leave_nothing_behind(
+    leader: tuple[ConsensusActor, Recorder],
+) -> None:
+    actor = leader[0]
+    actor._failed = StorageError("disk")  # the leader refuses writes from now on
+    actor.handle([ClientRequestAction(SessionId("s"), RequestId(1), RequestId(1), b"")])
+    assert actor._proposed == {}
+    actor._failed = None
+    actor.handle([ClientRequestAction(SessionId("s"), RequestId(2), RequestId(1), b"")])
+    assert len(actor._proposed) == 1
+    term = actor.core.term + 1  # a newer leader appears: this one steps down
+    heartbeat = AppendEntries(term, B, A, actor.core.last_index, actor.core.term, (), 0)
+    actor.handle(PeerFrame(B, encode(heartbeat)))
+    assert actor.core.role == Role.FOLLOWER
+    assert actor._proposed == {}
+
+
+@given(st.text(max_size=8), INTS, INTS, st.binary(max_size=8), INTS)
+def test_a_client_request_of_exact_types_decodes_to_itself(
+    sid: str, rid: int, low: int, command: bytes, at: int
+) -> None:
+    cmd = ClientRequest(SessionId(sid), RequestId(rid), RequestId(low), command, at)
+    assert _decodes_to_itself(cmd)
+    assert decode_session_command(encode(cmd)) == cmd
+
+
+class Sid(str):
+    pass
+
+
+@pytest.mark.parametrize(
+    "cmd",
+    [
+        ClientRequest(SessionId("s"), True, RequestId(1), b"", 1),  # type: ignore[arg-type]
+        ClientRequest(Sid("s"), RequestId(1), RequestId(1), b"", 1),  # type: ignore[arg-type]
+        ClientRequest(SessionId("s"), RequestId(1), RequestId(1), bytearray(), 1),  # type: ignore[arg-type]
+    ],
+)
+def test_a_command_of_other_types_is_left_to_the_decoder(cmd: ClientRequest) -> None:
+    # (The leader then applies what decoding gives, as every follower does.)
+    assert not _decodes_to_itself(cmd)
