@@ -31,7 +31,14 @@ from protocol.actions import ClientRequestAction
 from protocol.bridge import to_server_actions, to_session_command
 from protocol.codec import decode, encode
 from protocol.ids import MemberId, RequestId, SessionId
-from protocol.raft import Configuration, Proposed, RaftCore, RaftOptions, RestoredState
+from protocol.raft import (
+    Configuration,
+    Proposed,
+    RaftCore,
+    RaftMessage,
+    RaftOptions,
+    RestoredState,
+)
 from protocol.raft.log import EntryKind, LogEntry
 from protocol.raft.messages import RAFT_MESSAGE_TYPES
 from protocol.session import (
@@ -99,7 +106,7 @@ class Pipeline:
         for core in self.cores.values():
             self._process(core)
         while self.frames:
-            msg = decode(self.frames.popleft(), RAFT_MESSAGE_TYPES)
+            msg: RaftMessage = decode(self.frames.popleft(), RAFT_MESSAGE_TYPES)
             core = self.cores[msg.receiver]
             core.step(msg)
             self._process(core)
