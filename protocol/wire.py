@@ -17,20 +17,38 @@ Server -> client: :class:`SessionCreated`, :class:`SessionContinued`,
 :class:`SessionRejected`, :class:`SessionClosed`, :class:`KeepAliveResponse`,
 :class:`ClientResponse`, :class:`QueryResponse`, :class:`QueryError`,
 :class:`RequestError`, :class:`ServerRequest`, :class:`NotLeader`.
+
+Shared connections and batches (tags 241-242): one transport connection carries up to
+``max_sessions_per_connection`` *channels* (0, 1, ...), each a logical connection with
+the rules above (one session at a time). A frame is either one message (channel 0, the
+format of every message above, unchanged) or a :class:`ClientBatch` /
+:class:`ServerBatch` whose items are ``(channel, frame)`` pairs, each frame one message
+as it would be sent alone. Many sessions of one client process then share one socket,
+and everything queued for one connection in one turn travels as one frame (one
+transport-thread turn, one pair of system calls) instead of one frame per message.
+:func:`pack_batches` splits a run of items into frames under an item and a byte bound.
+A channel is never reused by a client for another session on the same connection, so
+a late answer to a session that left cannot reach another one.
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from protocol.codec import DEFAULT_MAX_FRAME_BYTES, decode, message
+from protocol.codec import DEFAULT_MAX_FRAME_BYTES, decode, encode, message
 from protocol.ids import RequestId, SessionId
 
 __all__ = [
+    "BATCH_ITEM_OVERHEAD_BYTES",
+    "CLIENT_FRAME_TYPES",
     "CLIENT_MESSAGE_TYPES",
+    "MAX_CHANNELS",
+    "SERVER_FRAME_TYPES",
     "SERVER_MESSAGE_TYPES",
+    "ClientBatch",
     "ClientMessage",
     "ClientRequest",
     "ClientResponse",
@@ -47,6 +65,7 @@ __all__ = [
     "QueryResponse",
     "RejectReason",
     "RequestError",
+    "ServerBatch",
     "ServerMessage",
     "ServerRequest",
     "ServerRequestAck",
@@ -54,9 +73,20 @@ __all__ = [
     "SessionContinued",
     "SessionCreated",
     "SessionRejected",
+    "decode_client_frame",
     "decode_client_message",
+    "decode_server_frame",
     "decode_server_message",
+    "pack_batches",
 ]
+
+#: Channels one connection can carry at most (a channel number fits in a byte); a
+#: server accepts channels below its ``max_sessions_per_connection``.
+MAX_CHANNELS = 256
+#: Bytes a batch adds around each item frame (array header, channel, bin header).
+BATCH_ITEM_OVERHEAD_BYTES = 8
+#: Bytes a batch frame adds around its items (version, tag, array headers).
+_BATCH_OVERHEAD_BYTES = 16
 
 
 class RejectReason(enum.IntEnum):
@@ -319,6 +349,34 @@ class QueryError:
     leader_hint: str | None
 
 
+# ---------------------------------------------------------------- batches
+
+
+@message(tag=241)
+@dataclass(frozen=True, slots=True)
+class ClientBatch:
+    """Several client messages in one frame: ``(channel, frame)`` pairs, in order.
+
+    Each ``frame`` is one client message encoded as if sent alone; ``channel`` names
+    the logical connection (0 <= channel < the server's ``max_sessions_per_connection``)
+    it belongs to. The server handles the items in order, each exactly as if it had
+    arrived alone on its channel; a bad item costs only its channel (a typed
+    ``SessionClosed(PROTOCOL_ERROR)`` on it), a bad batch (too many items, a channel
+    out of range) the whole connection. A single message on channel 0 is sent alone.
+    """
+
+    items: tuple[tuple[int, bytes], ...]
+
+
+@message(tag=242)
+@dataclass(frozen=True, slots=True)
+class ServerBatch:
+    """Several server messages in one frame, for the channels of one connection, in
+    order (see :class:`ClientBatch`). A single message for channel 0 is sent alone."""
+
+    items: tuple[tuple[int, bytes], ...]
+
+
 ClientMessage = (
     CreateSession
     | ContinueSession
@@ -365,6 +423,12 @@ SERVER_MESSAGE_TYPES: tuple[type[Any], ...] = (
 )
 
 
+#: What a client frame may be: one message (channel 0) or a batch.
+CLIENT_FRAME_TYPES: tuple[type[Any], ...] = (*CLIENT_MESSAGE_TYPES, ClientBatch)
+#: What a server frame may be: one message (channel 0) or a batch.
+SERVER_FRAME_TYPES: tuple[type[Any], ...] = (*SERVER_MESSAGE_TYPES, ServerBatch)
+
+
 def decode_client_message(
     data: bytes, *, max_bytes: int = DEFAULT_MAX_FRAME_BYTES
 ) -> ClientMessage:
@@ -379,3 +443,59 @@ def decode_server_message(
     """Decode a frame a server sent; anything else (or any garbage) is a ProtocolError."""
     msg: ServerMessage = decode(data, SERVER_MESSAGE_TYPES, max_bytes=max_bytes)
     return msg
+
+
+def decode_client_frame(
+    data: bytes, *, max_bytes: int = DEFAULT_MAX_FRAME_BYTES
+) -> ClientMessage | ClientBatch:
+    """Decode a client frame: one message (for channel 0) or a batch (items not yet
+    decoded: each is checked on its own, so a bad one costs only its channel)."""
+    msg: ClientMessage | ClientBatch = decode(data, CLIENT_FRAME_TYPES, max_bytes=max_bytes)
+    return msg
+
+
+def decode_server_frame(
+    data: bytes, *, max_bytes: int = DEFAULT_MAX_FRAME_BYTES
+) -> ServerMessage | ServerBatch:
+    """Decode a server frame: one message (for channel 0) or a batch of item frames."""
+    msg: ServerMessage | ServerBatch = decode(data, SERVER_FRAME_TYPES, max_bytes=max_bytes)
+    return msg
+
+
+def pack_batches(
+    items: Sequence[tuple[int, bytes]],
+    batch: type[ClientBatch] | type[ServerBatch],
+    *,
+    max_items: int,
+    max_bytes: int,
+) -> list[bytes]:
+    """The frames that carry ``items`` (``(channel, encoded message)``) in order.
+
+    Consecutive items share a ``batch`` frame while it holds at most ``max_items`` items
+    and ``max_bytes`` bytes; an item that does not fit with others goes alone. A frame
+    of a single item for channel 0 is that item itself (the unbatched format), so a
+    connection with one session sends exactly the frames it always sent.
+    """
+    if max_items < 1:
+        raise ValueError("max_items must be >= 1")
+    frames: list[bytes] = []
+    chunk: list[tuple[int, bytes]] = []
+    size = _BATCH_OVERHEAD_BYTES
+    for item in items:
+        cost = len(item[1]) + BATCH_ITEM_OVERHEAD_BYTES
+        if chunk and (len(chunk) >= max_items or size + cost > max_bytes):
+            frames.append(_one_frame(chunk, batch))
+            chunk, size = [], _BATCH_OVERHEAD_BYTES
+        chunk.append(item)
+        size += cost
+    if chunk:
+        frames.append(_one_frame(chunk, batch))
+    return frames
+
+
+def _one_frame(
+    chunk: list[tuple[int, bytes]], batch: type[ClientBatch] | type[ServerBatch]
+) -> bytes:
+    if len(chunk) == 1 and chunk[0][0] == 0:
+        return chunk[0][1]
+    return encode(batch(tuple(chunk)))
