@@ -3,9 +3,10 @@
 A :class:`ClientLoop` owns one thread, one ZeroMQ context and an OS poller. Every
 session hosted on it (one :class:`~actors.client.host.SessionHost` per
 :class:`~actors.client.RaftClient`) runs its pure core, encodes, sends and receives on
-that thread: a session's DEALER socket is created, polled, read, written and closed
-there and nowhere else, so "each ZeroMQ socket is used by exactly one thread" holds
-without any hand-off. A message to or from the cluster crosses no thread on the client
+that thread: the loop's DEALER sockets (one per member connection, shared by the
+sessions talking to that member) are created, polled, read, written and closed there
+and nowhere else, so "each ZeroMQ socket is used by exactly one thread" holds without
+any hand-off. A message to or from the cluster crosses no thread on the client
 side; only the user's own thread hands a submission over (and is woken by its future).
 
 Other threads reach the loop through :meth:`ClientLoop.post`: an item goes into a
