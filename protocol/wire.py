@@ -362,7 +362,10 @@ class ClientBatch:
     it belongs to. The server handles the items in order, each exactly as if it had
     arrived alone on its channel; a bad item costs only its channel (a typed
     ``SessionClosed(PROTOCOL_ERROR)`` on it), a bad batch (too many items, a channel
-    out of range) the whole connection. A single message on channel 0 is sent alone.
+    outside 0..255) the whole connection. An item on a channel beyond the server's
+    limit is refused (``SessionRejected(TOO_MANY_SESSIONS)``, or
+    ``SessionClosed(NO_SESSION)``): the client backs off and takes a fresh connection.
+    A single message on channel 0 is sent alone.
     """
 
     items: tuple[tuple[int, bytes], ...]

@@ -25,9 +25,11 @@ Rules (DESIGN.md, "RegistryActor"):
 - A transport connection carries up to ``max_sessions_per_connection`` channels, each a
   connection in the sense above, keyed by :func:`~protocol.registry.frames.channel_key`
   (:meth:`Registry.on_routed`). A frame is one message (channel 0) or a
-  ``ClientBatch``: a batch with too many items or a channel out of range is a protocol
+  ``ClientBatch``: a batch with too many items or a channel beyond 255 is a protocol
   error of the whole connection; a bad item costs only its channel, which gets
-  ``SessionClosed(PROTOCOL_ERROR)`` and is forgotten. The shell packs one turn's answers
+  ``SessionClosed(PROTOCOL_ERROR)`` and is forgotten; an item on a channel beyond
+  ``max_sessions_per_connection`` gets ``SessionRejected(TOO_MANY_SESSIONS)`` (or
+  ``SessionClosed(NO_SESSION)``) and leaves no state. The shell packs one turn's answers
   per routing id with :meth:`Registry.frames`.
 """
 
@@ -60,6 +62,7 @@ from protocol.registry.frames import channel_key, pack_server_frames
 from protocol.registry.table import ConnectionRecord, ConnectionTable, PendingCreation
 from protocol.registry.types import RegistryEffects
 from protocol.wire import (
+    MAX_CHANNELS,
     ClientBatch,
     ClientMessage,
     ClientRequest,
@@ -128,11 +131,11 @@ class Registry(ConnectionTable):
         if not isinstance(msg, ClientBatch):
             return self.on_client_message(channel_key(routing_id, 0), msg, now_ms)
         items = msg.items
-        channels = self._config.channels
         if len(items) > self._config.max_batch_items or any(
-            not 0 <= channel < channels for channel, _ in items
+            not 0 <= channel < MAX_CHANNELS for channel, _ in items
         ):
             return self.on_bad_connection(routing_id)
+        channels = self._config.channels
         max_bytes = self._config.max_frame_bytes
         for channel, data in items:
             key = channel_key(routing_id, channel)
@@ -142,8 +145,23 @@ class Registry(ConnectionTable):
                 self._send(key, SessionClosed(CloseReason.PROTOCOL_ERROR, None))
                 self._drop_connection(key)  # only this channel: the others are fine
                 continue
-            self._handle(key, item, now_ms)
+            if channel < channels:
+                self._handle(key, item, now_ms)
+            else:
+                self._beyond_limit(key, item)
         return self._take()
+
+    def _beyond_limit(self, key: bytes, msg: ClientMessage) -> None:
+        """A message on a channel beyond ``max_sessions_per_connection``: no state, a
+        typed refusal (a client that shares connections more widely than this node
+        allows backs off and takes a fresh connection)."""
+        if not self.is_leader:
+            self._send(key, NotLeader(self._hint))
+        elif isinstance(msg, CreateSession | ContinueSession):
+            detail = f"at most {self._config.channels} sessions per connection"
+            self._reject(key, RejectReason.TOO_MANY_SESSIONS, msg.nonce, detail)
+        else:
+            self._send(key, SessionClosed(CloseReason.NO_SESSION, None))
 
     def on_bad_connection(self, routing_id: bytes) -> RegistryEffects:
         """The transport connection ``routing_id`` sent garbage: tell each of its channels

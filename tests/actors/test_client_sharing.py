@@ -184,6 +184,19 @@ def raw_cluster() -> Iterator[FakeCluster]:
     hub.stop()
 
 
+def test_a_loop_sharing_more_widely_than_the_node_allows_still_gets_every_session(
+    cluster: FakeCluster, make_client: MakeClient
+) -> None:
+    """The node takes 4 sessions per connection, the loop puts 6 on one: the sessions
+    on channels 4 and 5 are refused, back off and take a fresh connection."""
+    with ClientLoop(name="raft-client-wide", sessions_per_connection=6) as wide:
+        clients = [make_client(loop=wide).connect(timeout=WAIT_S) for _ in range(6)]
+        assert [c.call(increment(1), timeout=WAIT_S) for c in clients] == [1, 2, 3, 4, 5, 6]
+        assert sum(c.stats().connects for c in clients) > 6  # some had to move
+        for client in clients:
+            client.close()
+
+
 def test_a_batch_with_a_bad_item_costs_only_that_channel(raw_cluster: FakeCluster) -> None:
     cluster = raw_cluster
     frames: queue.Queue[bytes] = queue.Queue()
@@ -205,9 +218,13 @@ def test_a_batch_with_a_bad_item_costs_only_that_channel(raw_cluster: FakeCluste
         assert (1, SessionClosed(CloseReason.PROTOCOL_ERROR, None)) in got
         assert any(c == 0 and isinstance(m, SessionCreated) for c, m in got)
         assert any(c == 2 and m.request_id == 1 for c, m in got)  # NO_SESSION: a typed error
-        # a channel beyond the node's limit (4) is a bad batch: the connection is dropped
+        # a channel beyond the node's limit (4) is refused, without state
         conn.send(encode(ClientBatch(((4, encode(request)),))))
-        # (only channel 0 holds anything now: the answer is a single message)
+        refused: Any = decode(frames.get(timeout=WAIT_S), SERVER_FRAME_TYPES)
+        assert refused == ServerBatch(((4, encode(SessionClosed(CloseReason.NO_SESSION, None))),))
+        # a batch that is no batch (a channel beyond 255) drops the whole connection;
+        # only channel 0 holds anything now, so the answer is a single message
+        conn.send(encode(ClientBatch(((256, encode(request)),))))
         closed: Any = decode(frames.get(timeout=WAIT_S), SERVER_FRAME_TYPES)
         assert closed == SessionClosed(CloseReason.PROTOCOL_ERROR, None)
         with cluster.lock:

@@ -22,13 +22,16 @@ from protocol.wire import (
     ClientRequest,
     ClientResponse,
     CloseReason,
+    ContinueSession,
     CreateSession,
     KeepAlive,
     KeepAliveResponse,
     NotLeader,
+    RejectReason,
     ServerBatch,
     SessionClosed,
     SessionCreated,
+    SessionRejected,
 )
 from tests.protocol.registry_helpers import HINT, follow, lead, make_registry
 
@@ -142,7 +145,8 @@ def test_a_batch_beyond_the_bounds_drops_the_whole_connection_only() -> None:
     s0, s1 = open_sessions(reg, [0, 1])
     (other,) = open_sessions(reg, [0], OTHER)
     for bad in (
-        batch((2, KeepAlive(s0, 1))),  # channel out of range
+        batch((256, KeepAlive(s0, 1))),  # not a channel
+        batch((-1, KeepAlive(s0, 1))),
         batch(*((0, KeepAlive(s0, i)) for i in range(4))),  # too many items
     ):
         fx = reg.on_routed(R, bad, 0)
@@ -153,6 +157,36 @@ def test_a_batch_beyond_the_bounds_drops_the_whole_connection_only() -> None:
     assert reg.connection_of(other) == channel_key(OTHER, 0)
     fx = reg.on_transport_frame(R, b"\xc1", 0)
     assert fx.send == [(channel_key(R, 0), SessionClosed(CloseReason.PROTOCOL_ERROR, None))]
+
+
+def test_a_channel_beyond_the_limit_is_refused_without_state() -> None:
+    reg = make_registry(max_sessions_per_connection=2)
+    lead(reg)
+    (s0,) = open_sessions(reg, [0])
+    key = channel_key(R, 2)
+    fx = reg.on_routed(
+        R,
+        batch(
+            (2, CreateSession({}, b"c")),
+            (2, ContinueSession(s0, b"d")),
+            (2, ClientRequest(RequestId(1), RequestId(1), b"x")),
+            (0, KeepAlive(s0, 9)),
+        ),
+        0,
+    )
+    detail = "at most 2 sessions per connection"
+    assert fx.send == [
+        (key, SessionRejected(RejectReason.TOO_MANY_SESSIONS, None, b"c", detail)),
+        (key, SessionRejected(RejectReason.TOO_MANY_SESSIONS, None, b"d", detail)),
+        (key, SessionClosed(CloseReason.NO_SESSION, None)),
+        (channel_key(R, 0), KeepAliveResponse(9)),
+    ]
+    assert fx.propose == [] and fx.close == []
+    assert reg.connection_of(s0) == channel_key(R, 0)
+    assert reg.status().connections == 1
+    follow(reg, 2)
+    fx = reg.on_routed(R, batch((2, KeepAlive(s0, 1))), 0)
+    assert fx.send == [(key, NotLeader(HINT))]
 
 
 def test_a_follower_answers_each_item_on_its_channel_in_one_frame() -> None:
