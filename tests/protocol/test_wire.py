@@ -12,10 +12,12 @@ from hypothesis import strategies as st
 
 import protocol
 from protocol import wire
-from protocol.codec import WIRE_VERSION, ProtocolError, encode, registered_messages
+from protocol.codec import WIRE_VERSION, ProtocolError, decode, encode, registered_messages
 from protocol.ids import RequestId, SessionId
 from protocol.wire import (
+    CLIENT_FRAME_TYPES,
     CLIENT_MESSAGE_TYPES,
+    SERVER_FRAME_TYPES,
     SERVER_MESSAGE_TYPES,
     ClientBatch,
     ClientRequest,
@@ -259,3 +261,35 @@ def test_garbage_frames_decode_only_to_protocol_errors(data: bytes) -> None:
     for decoder in (decode_client_frame, decode_server_frame):
         with contextlib.suppress(ProtocolError):
             decoder(data)
+
+
+_LEAF = st.one_of(
+    st.integers(-3, 300), st.binary(max_size=6), st.text(max_size=3), st.booleans(), st.none()
+)
+_SHAPES = st.one_of(
+    st.recursive(_LEAF, lambda inner: st.lists(inner, max_size=4), max_leaves=12),
+    st.lists(st.tuples(st.integers(-1, 300), st.binary(max_size=6)).map(list), max_size=4),
+)
+
+
+@given(st.sampled_from([241, 242]), _SHAPES, st.booleans())
+def test_the_direct_batch_decoding_agrees_with_the_codec(tag: int, items: Any, extra: bool) -> None:
+    """Frames that start like a batch take a direct path: it accepts and refuses
+    exactly what the generic codec does."""
+    raw = [WIRE_VERSION, tag, items] + ([1] if extra else [])
+    data = msgpack.packb(raw, use_bin_type=True)
+    fast = decode_client_frame if tag == 241 else decode_server_frame
+    types = CLIENT_FRAME_TYPES if tag == 241 else SERVER_FRAME_TYPES
+    try:
+        expected: Any = decode(data, types)
+    except ProtocolError:
+        expected = ProtocolError
+    try:
+        got: Any = fast(data)
+    except ProtocolError:
+        got = ProtocolError
+    assert got == expected
+    with pytest.raises(ProtocolError):
+        fast(data, max_bytes=len(data) - 1)
+    with pytest.raises(ProtocolError):
+        fast(data[:4] + b"\xc1")
