@@ -37,7 +37,12 @@ from protocol.admin import (
 from protocol.codec import ProtocolError, decode, encode
 from protocol.ids import MemberId, SessionId
 from protocol.registry import Registry, RegistryConfig, RegistryEffects, routing_ids
-from protocol.wire import CLIENT_FRAME_TYPES, ServerMessage
+from protocol.wire import (
+    CLIENT_BATCH_HEAD,
+    CLIENT_FRAME_TYPES,
+    ServerMessage,
+    decode_client_frame,
+)
 
 __all__ = ["ClientFrame", "RegistryActor", "registry_config", "start_registry_actor"]
 
@@ -167,7 +172,11 @@ class RegistryActor(NodeActor):
 
     def _frame(self, connection: bytes, data: bytes, now_ms: int, admin: bool = True) -> None:
         try:
-            msg: Any = decode(data, _ACCEPTED, max_bytes=self.max_frame_bytes)
+            msg: Any
+            if data[:4] == CLIENT_BATCH_HEAD:  # (the direct path for batches)
+                msg = decode_client_frame(data, max_bytes=self.max_frame_bytes)
+            else:
+                msg = decode(data, _ACCEPTED, max_bytes=self.max_frame_bytes)
         except ProtocolError as exc:
             self.bad_frames += 1
             self.log.debug("bad client frame: %s", exc)

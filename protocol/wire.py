@@ -45,9 +45,11 @@ from protocol.ids import RequestId, SessionId
 
 __all__ = [
     "BATCH_ITEM_OVERHEAD_BYTES",
+    "CLIENT_BATCH_HEAD",
     "CLIENT_FRAME_TYPES",
     "CLIENT_MESSAGE_TYPES",
     "MAX_CHANNELS",
+    "SERVER_BATCH_HEAD",
     "SERVER_FRAME_TYPES",
     "SERVER_MESSAGE_TYPES",
     "ClientBatch",
@@ -457,7 +459,7 @@ def decode_client_frame(
 ) -> ClientMessage | ClientBatch:
     """Decode a client frame: one message (for channel 0) or a batch (items not yet
     decoded: each is checked on its own, so a bad one costs only its channel)."""
-    if data[:4] == _CLIENT_BATCH_HEAD:
+    if data[:4] == CLIENT_BATCH_HEAD:
         return ClientBatch(_batch_items(data, max_bytes))
     msg: ClientMessage | ClientBatch = decode(data, CLIENT_FRAME_TYPES, max_bytes=max_bytes)
     return msg
@@ -467,7 +469,7 @@ def decode_server_frame(
     data: bytes, *, max_bytes: int = DEFAULT_MAX_FRAME_BYTES
 ) -> ServerMessage | ServerBatch:
     """Decode a server frame: one message (for channel 0) or a batch of item frames."""
-    if data[:4] == _SERVER_BATCH_HEAD:
+    if data[:4] == SERVER_BATCH_HEAD:
         return ServerBatch(_batch_items(data, max_bytes))
     msg: ServerMessage | ServerBatch = decode(data, SERVER_FRAME_TYPES, max_bytes=max_bytes)
     return msg
@@ -476,8 +478,9 @@ def decode_server_frame(
 #: How a batch frame starts as this module encodes it (``[version, tag, items]``): such
 #: frames take a direct path (the generic codec checks each item's fields one by one,
 #: which cost as much as decoding the items); any other spelling takes the codec's.
-_CLIENT_BATCH_HEAD = bytes((0x93, WIRE_VERSION, 0xCC, _CLIENT_BATCH_TAG))
-_SERVER_BATCH_HEAD = bytes((0x93, WIRE_VERSION, 0xCC, _SERVER_BATCH_TAG))
+#: A shell that decodes frames itself (with more types) tests for it first.
+CLIENT_BATCH_HEAD = bytes((0x93, WIRE_VERSION, 0xCC, _CLIENT_BATCH_TAG))
+SERVER_BATCH_HEAD = bytes((0x93, WIRE_VERSION, 0xCC, _SERVER_BATCH_TAG))
 
 
 def _batch_items(data: bytes, max_bytes: int) -> tuple[tuple[int, bytes], ...]:
