@@ -308,7 +308,7 @@ class ClientLoop:
         self._wake_pending = False
         connections = self.connections
         while True:
-            if connections.dirty:  # what the turn queued, one frame per connection
+            if connections.dirty:  # what reads and ticks queued, one frame per connection
                 connections.flush()
             now = self.now_ms()
             if self._closing and (not self._hosts or now >= self._close_deadline):
@@ -339,6 +339,8 @@ class ClientLoop:
                     fn(*args)
                 except Exception:
                     LOG.exception("%s: handling an event failed", self.name)
+            if connections.dirty:  # now, so that the check below reads after the sends
+                connections.flush()
             if self._check:
                 check, self._check = self._check, set()
                 for conn in check:
