@@ -35,8 +35,13 @@ from protocol.admin import (
 )
 from protocol.codec import ProtocolError, decode, encode
 from protocol.ids import MemberId, SessionId
-from protocol.registry import Registry, RegistryConfig, RegistryEffects
-from protocol.wire import CLIENT_MESSAGE_TYPES
+from protocol.registry import Registry, RegistryConfig, RegistryEffects, routing_ids
+from protocol.wire import (
+    CLIENT_BATCH_HEAD,
+    CLIENT_FRAME_TYPES,
+    ServerMessage,
+    decode_client_frame,
+)
 
 __all__ = [
     "ClientFrame",
@@ -46,7 +51,7 @@ __all__ = [
     "start_registry_actor",
 ]
 
-_ACCEPTED = (*CLIENT_MESSAGE_TYPES, StatusRequest, AdminRequest)
+_ACCEPTED = (*CLIENT_FRAME_TYPES, StatusRequest, AdminRequest)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,8 +143,30 @@ class RegistryActor(NodeActor):
         #: While a burst of frames is handled: the RaftActions it produced, proposed
         #: together at its end.
         self._batch: list[RaftAction] | None = None
+        #: While a message is handled: the answers to clients and the connections to
+        #: close, carried out at its end (one frame per client connection).
+        self._out: list[tuple[bytes, ServerMessage]] = []
+        self._closing: list[bytes] = []
 
     def handle(self, message: Any) -> None:
+        try:
+            self._handle(message)
+        finally:
+            if self._out or self._closing:
+                self._flush()
+
+    def _flush(self) -> None:
+        """Send the turn's answers, one frame per connection, then close connections
+        (after their last frames, which tell the client why)."""
+        out, self._out = self._out, []
+        closing, self._closing = self._closing, []
+        send = self.transport.send
+        for routing_id, frame in self.registry.frames(out):
+            send(routing_id, frame)
+        for routing_id in routing_ids(closing):
+            self.transport.disconnect(routing_id)
+
+    def _handle(self, message: Any) -> None:
         if isinstance(message, Drain):  # every client frame that arrived in one burst
             frames = message.source.take()
             now = wall_ms()
@@ -165,11 +192,15 @@ class RegistryActor(NodeActor):
 
     def _frame(self, connection: bytes, data: bytes, now_ms: int, admin: bool = True) -> None:
         try:
-            msg: Any = decode(data, _ACCEPTED, max_bytes=self.max_frame_bytes)
+            msg: Any
+            if data[:4] == CLIENT_BATCH_HEAD:  # (the direct path for batches)
+                msg = decode_client_frame(data, max_bytes=self.max_frame_bytes)
+            else:
+                msg = decode(data, _ACCEPTED, max_bytes=self.max_frame_bytes)
         except ProtocolError as exc:
             self.bad_frames += 1
             self.log.debug("bad client frame: %s", exc)
-            self._carry_out(self.registry.on_bad_frame(connection))
+            self._carry_out(self.registry.on_bad_connection(connection))
             return
         if isinstance(msg, StatusRequest):
             self._send(connection, encode(StatusResponse(msg.correlation_id, self.status())))
@@ -182,7 +213,7 @@ class RegistryActor(NodeActor):
                 refusal = AdminResponse(msg.correlation_id, False, error, False, None)
                 self._send(connection, encode(refusal))
             return
-        self._carry_out(self.registry.on_client_message(connection, msg, now_ms))
+        self._carry_out(self.registry.on_routed(connection, msg, now_ms))
 
     def _admin(self, connection: bytes, request: AdminRequest) -> None:
         """Forward to the consensus actor, which answers through this actor's mailbox."""
@@ -204,15 +235,15 @@ class RegistryActor(NodeActor):
         )
 
     def _carry_out(self, fx: RegistryEffects) -> None:
-        for connection, msg in fx.send:
-            self._send(connection, encode(msg))
+        if fx.send:
+            self._out.extend(fx.send)
         if fx.propose:
             if self._batch is not None:
                 self._batch.extend(fx.propose)  # one message for the whole burst
             else:
                 self._propose(fx.propose)
-        for connection in fx.close:
-            self.transport.disconnect(connection)
+        if fx.close:
+            self._closing.extend(fx.close)
 
     def _propose(self, actions: list[RaftAction]) -> None:
         consensus = self.wiring.consensus

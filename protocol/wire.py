@@ -17,20 +17,42 @@ Server -> client: :class:`SessionCreated`, :class:`SessionContinued`,
 :class:`SessionRejected`, :class:`SessionClosed`, :class:`KeepAliveResponse`,
 :class:`ClientResponse`, :class:`QueryResponse`, :class:`QueryError`,
 :class:`RequestError`, :class:`ServerRequest`, :class:`NotLeader`.
+
+Shared connections and batches (tags 241-242): one transport connection carries up to
+``max_sessions_per_connection`` *channels* (0, 1, ...), each a logical connection with
+the rules above (one session at a time). A frame is either one message (channel 0, the
+format of every message above, unchanged) or a :class:`ClientBatch` /
+:class:`ServerBatch` whose items are ``(channel, frame)`` pairs, each frame one message
+as it would be sent alone. Many sessions of one client process then share one socket,
+and everything queued for one connection in one turn travels as one frame (one
+transport-thread turn, one pair of system calls) instead of one frame per message.
+:func:`pack_batches` splits a run of items into frames under an item and a byte bound.
+A channel is never reused by a client for another session on the same connection, so
+a late answer to a session that left cannot reach another one.
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from protocol.codec import DEFAULT_MAX_FRAME_BYTES, decode, message
+import msgpack
+
+from protocol.codec import DEFAULT_MAX_FRAME_BYTES, WIRE_VERSION, ProtocolError, decode, message
 from protocol.ids import RequestId, SessionId
 
 __all__ = [
+    "BATCH_ITEM_OVERHEAD_BYTES",
+    "CLIENT_BATCH_HEAD",
+    "CLIENT_FRAME_TYPES",
     "CLIENT_MESSAGE_TYPES",
+    "MAX_CHANNELS",
+    "SERVER_BATCH_HEAD",
+    "SERVER_FRAME_TYPES",
     "SERVER_MESSAGE_TYPES",
+    "ClientBatch",
     "ClientMessage",
     "ClientRequest",
     "ClientResponse",
@@ -47,6 +69,7 @@ __all__ = [
     "QueryResponse",
     "RejectReason",
     "RequestError",
+    "ServerBatch",
     "ServerMessage",
     "ServerRequest",
     "ServerRequestAck",
@@ -54,9 +77,22 @@ __all__ = [
     "SessionContinued",
     "SessionCreated",
     "SessionRejected",
+    "decode_client_frame",
     "decode_client_message",
+    "decode_server_frame",
     "decode_server_message",
+    "pack_batches",
 ]
+
+#: Channels one connection can carry at most (a channel number fits in a byte); a
+#: server accepts channels below its ``max_sessions_per_connection``.
+MAX_CHANNELS = 256
+#: Bytes a batch adds around each item frame (array header, channel, bin header).
+BATCH_ITEM_OVERHEAD_BYTES = 8
+#: Bytes a batch frame adds around its items (version, tag, array headers).
+_BATCH_OVERHEAD_BYTES = 16
+_CLIENT_BATCH_TAG = 241
+_SERVER_BATCH_TAG = 242
 
 
 class RejectReason(enum.IntEnum):
@@ -319,6 +355,37 @@ class QueryError:
     leader_hint: str | None
 
 
+# ---------------------------------------------------------------- batches
+
+
+@message(tag=_CLIENT_BATCH_TAG)
+@dataclass(frozen=True, slots=True)
+class ClientBatch:
+    """Several client messages in one frame: ``(channel, frame)`` pairs, in order.
+
+    Each ``frame`` is one client message encoded as if sent alone; ``channel`` names
+    the logical connection (0 <= channel < the server's ``max_sessions_per_connection``)
+    it belongs to. The server handles the items in order, each exactly as if it had
+    arrived alone on its channel; a bad item costs only its channel (a typed
+    ``SessionClosed(PROTOCOL_ERROR)`` on it), a bad batch (too many items, a channel
+    outside 0..255) the whole connection. An item on a channel beyond the server's
+    limit is refused (``SessionRejected(TOO_MANY_SESSIONS)``, or
+    ``SessionClosed(NO_SESSION)``): the client backs off and takes a fresh connection.
+    A single message on channel 0 is sent alone.
+    """
+
+    items: tuple[tuple[int, bytes], ...]
+
+
+@message(tag=_SERVER_BATCH_TAG)
+@dataclass(frozen=True, slots=True)
+class ServerBatch:
+    """Several server messages in one frame, for the channels of one connection, in
+    order (see :class:`ClientBatch`). A single message for channel 0 is sent alone."""
+
+    items: tuple[tuple[int, bytes], ...]
+
+
 ClientMessage = (
     CreateSession
     | ContinueSession
@@ -365,6 +432,12 @@ SERVER_MESSAGE_TYPES: tuple[type[Any], ...] = (
 )
 
 
+#: What a client frame may be: one message (channel 0) or a batch.
+CLIENT_FRAME_TYPES: tuple[type[Any], ...] = (*CLIENT_MESSAGE_TYPES, ClientBatch)
+#: What a server frame may be: one message (channel 0) or a batch.
+SERVER_FRAME_TYPES: tuple[type[Any], ...] = (*SERVER_MESSAGE_TYPES, ServerBatch)
+
+
 def decode_client_message(
     data: bytes, *, max_bytes: int = DEFAULT_MAX_FRAME_BYTES
 ) -> ClientMessage:
@@ -379,3 +452,95 @@ def decode_server_message(
     """Decode a frame a server sent; anything else (or any garbage) is a ProtocolError."""
     msg: ServerMessage = decode(data, SERVER_MESSAGE_TYPES, max_bytes=max_bytes)
     return msg
+
+
+def decode_client_frame(
+    data: bytes, *, max_bytes: int = DEFAULT_MAX_FRAME_BYTES
+) -> ClientMessage | ClientBatch:
+    """Decode a client frame: one message (for channel 0) or a batch (items not yet
+    decoded: each is checked on its own, so a bad one costs only its channel)."""
+    if data[:4] == CLIENT_BATCH_HEAD:
+        return ClientBatch(_batch_items(data, max_bytes))
+    msg: ClientMessage | ClientBatch = decode(data, CLIENT_FRAME_TYPES, max_bytes=max_bytes)
+    return msg
+
+
+def decode_server_frame(
+    data: bytes, *, max_bytes: int = DEFAULT_MAX_FRAME_BYTES
+) -> ServerMessage | ServerBatch:
+    """Decode a server frame: one message (for channel 0) or a batch of item frames."""
+    if data[:4] == SERVER_BATCH_HEAD:
+        return ServerBatch(_batch_items(data, max_bytes))
+    msg: ServerMessage | ServerBatch = decode(data, SERVER_FRAME_TYPES, max_bytes=max_bytes)
+    return msg
+
+
+#: How a batch frame starts as this module encodes it (``[version, tag, items]``): such
+#: frames take a direct path (the generic codec checks each item's fields one by one,
+#: which cost as much as decoding the items); any other spelling takes the codec's.
+#: A shell that decodes frames itself (with more types) tests for it first.
+CLIENT_BATCH_HEAD = bytes((0x93, WIRE_VERSION, 0xCC, _CLIENT_BATCH_TAG))
+SERVER_BATCH_HEAD = bytes((0x93, WIRE_VERSION, 0xCC, _SERVER_BATCH_TAG))
+
+
+def _batch_items(data: bytes, max_bytes: int) -> tuple[tuple[int, bytes], ...]:
+    """The items of a batch frame, checked exactly as the codec would check them."""
+    if len(data) > max_bytes:
+        raise ProtocolError(f"frame of {len(data)} bytes exceeds the limit of {max_bytes}")
+    try:
+        raw = msgpack.unpackb(data, raw=False, strict_map_key=False, use_list=True)
+    except Exception as exc:  # msgpack raises a zoo of types on garbage
+        raise ProtocolError(f"malformed msgpack: {exc}") from None
+    if type(raw) is not list or len(raw) != 3 or type(raw[2]) is not list:
+        raise ProtocolError("a batch is [version, tag, [[channel, frame], ...]]")
+    items = []
+    for item in raw[2]:
+        if type(item) is not list or len(item) != 2:
+            raise ProtocolError("a batch item is [channel, frame]")
+        channel, frame = item
+        if type(channel) is not int or type(frame) is not bytes:
+            raise ProtocolError("a batch item is [int, bytes]")
+        items.append((channel, frame))
+    return tuple(items)
+
+
+def pack_batches(
+    items: Sequence[tuple[int, bytes]],
+    batch: type[ClientBatch] | type[ServerBatch],
+    *,
+    max_items: int,
+    max_bytes: int,
+) -> list[bytes]:
+    """The frames that carry ``items`` (``(channel, encoded message)``) in order.
+
+    Consecutive items share a ``batch`` frame while it holds at most ``max_items`` items
+    and ``max_bytes`` bytes; an item that does not fit with others goes alone. A frame
+    of a single item for channel 0 is that item itself (the unbatched format), so a
+    connection with one session sends exactly the frames it always sent.
+    """
+    if max_items < 1:
+        raise ValueError("max_items must be >= 1")
+    frames: list[bytes] = []
+    chunk: list[tuple[int, bytes]] = []
+    size = _BATCH_OVERHEAD_BYTES
+    for item in items:
+        cost = len(item[1]) + BATCH_ITEM_OVERHEAD_BYTES
+        if chunk and (len(chunk) >= max_items or size + cost > max_bytes):
+            frames.append(_one_frame(chunk, batch))
+            chunk, size = [], _BATCH_OVERHEAD_BYTES
+        chunk.append(item)
+        size += cost
+    if chunk:
+        frames.append(_one_frame(chunk, batch))
+    return frames
+
+
+def _one_frame(
+    chunk: list[tuple[int, bytes]], batch: type[ClientBatch] | type[ServerBatch]
+) -> bytes:
+    if len(chunk) == 1 and chunk[0][0] == 0:
+        return chunk[0][1]
+    # what ``encode(batch(tuple(chunk)))`` gives (the golden bytes pin it), directly
+    tag = _CLIENT_BATCH_TAG if batch is ClientBatch else _SERVER_BATCH_TAG
+    frame: bytes = msgpack.packb([WIRE_VERSION, tag, chunk], use_bin_type=True)
+    return frame

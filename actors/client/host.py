@@ -8,13 +8,16 @@ user's thread), "handled" reports from the delivery thread, and close. The host 
 out the core's effects: it opens connections, encodes and sends messages, resolves the
 user's futures and hands server requests to the delivery thread.
 
-Connections: every ``connect`` effect makes a *new* connection and drops the old one.
-By default that is a ZeroMQ DEALER made, polled, written and closed on the loop thread
-(:class:`_ZmqLink`): a closed socket's frames are gone with it. With a
-``connection_factory`` it is that transport's connection, on its own thread, with a
-frame handler bound to a generation number that posts frames to the loop; frames of an
-older generation still queued are ignored (counted as stale). Either way a late
+Connections: every ``connect`` effect moves the session to a *new* channel: a channel of
+a connection its loop already has to that member (shared with other sessions of the
+loop, see :mod:`actors.client.connections`), never of the connection it leaves, or of
+a new one. By default a connection is a ZeroMQ DEALER made, polled, written and closed
+on the loop thread; with a ``connection_factory`` it is that transport's connection, on
+its own thread, posting frames to the loop. Channels are never reused, so frames still
+in flight for a channel the session left are dropped (counted as stale): a late
 ``NotLeader`` from a node the client already left cannot send it away from the leader.
+What the session sends goes out at the end of the loop's turn, batched with everything
+else queued for its connection.
 """
 
 from __future__ import annotations
@@ -24,13 +27,10 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
-import zmq
-
-from actors.transport import ClientConnection, ConnectionFrameHandler, CurveClient
-from actors.transport._zmq_loop import MAXMSGSIZE_SLACK
-from actors.transport.curve import configure_client
+from actors.client.connections import Channel, ConnectionFactory
+from actors.transport import CurveClient
 from protocol.client import (
     ClientClosedError,
     ClientConfig,
@@ -45,6 +45,7 @@ from protocol.ids import RequestId, SessionId
 from protocol.wire import (
     CloseSession,
     NotLeader,
+    ServerMessage,
     ServerRequest,
     SessionClosed,
     decode_server_message,
@@ -57,13 +58,7 @@ __all__ = ["ClientStats", "ConnectionFactory", "SessionHost"]
 
 LOG = logging.getLogger("actors.client")
 
-#: Builds a (not yet started) connection that passes received frames to the handler.
-ConnectionFactory = Callable[[ConnectionFrameHandler], ClientConnection]
-
-#: Frames read from one socket per poll before the loop turns to other work.
-_BATCH = 256
 _STARTED = (ClientPhase.ACTIVE, ClientPhase.FAILED, ClientPhase.CLOSED)
-_EVENTS, _POLLIN, _RCVMORE, _NOBLOCK = zmq.EVENTS, zmq.POLLIN, zmq.RCVMORE, zmq.NOBLOCK
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,75 +78,6 @@ class ClientStats:
     server_requests_handled: int
     #: Server requests whose payload did not decode or whose handler raised.
     handler_errors: int
-
-
-class _Link(Protocol):
-    """The current connection, as the host uses it (on the loop thread)."""
-
-    def send(self, frame: bytes) -> None: ...
-
-    def stop(self) -> None: ...
-
-
-class _ZmqLink:
-    """A DEALER owned by the loop thread: made, polled, written and closed only there."""
-
-    __slots__ = ("_fd", "_host", "_loop", "dropped", "socket")
-
-    def __init__(
-        self, loop: ClientLoop, host: SessionHost, address: str, curve: CurveClient | None
-    ) -> None:
-        socket = loop.context.socket(zmq.DEALER)
-        try:
-            if curve is not None:
-                configure_client(socket, curve)
-            socket.setsockopt(zmq.LINGER, 0)
-            socket.setsockopt(zmq.SNDHWM, loop.hwm)
-            socket.setsockopt(zmq.RCVHWM, loop.hwm)
-            socket.setsockopt(zmq.RECONNECT_IVL, 100)
-            socket.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
-            socket.setsockopt(zmq.MAXMSGSIZE, loop.max_frame_bytes + MAXMSGSIZE_SLACK)
-            socket.connect(address)
-        except zmq.ZMQError:
-            socket.close(0)
-            raise
-        self._loop = loop
-        self._host = host
-        self.socket = socket
-        #: Frames not sent because the high-water mark was reached.
-        self.dropped = 0
-        self._fd: int = socket.getsockopt(zmq.FD)
-        loop.register(self._fd, host)
-
-    def send(self, frame: bytes) -> None:
-        try:
-            self.socket.send(frame, zmq.NOBLOCK)
-        except zmq.Again:  # the high-water mark: lost like on the network, resent later
-            self.dropped += 1
-        # a send may consume the descriptor's signal of a message that arrived
-        self._loop.check(self._host)
-
-    def stop(self) -> None:
-        self._loop.unregister(self._fd)
-        self.socket.close(0)
-
-
-class _ForeignLink:
-    """A connection from a ``connection_factory``: its own thread posts frames to us."""
-
-    __slots__ = ("_conn",)
-
-    def __init__(self, conn: ClientConnection) -> None:
-        self._conn = conn
-
-    def send(self, frame: bytes) -> None:
-        self._conn.send(frame)
-
-    def stop(self) -> None:
-        try:
-            self._conn.stop()
-        except Exception:  # pragma: no cover - stop() never raises by contract
-            LOG.exception("stopping a client connection failed")
 
 
 class SessionHost:
@@ -191,8 +117,7 @@ class SessionHost:
         self._lock = threading.Lock()
         self._accepting = True  # guarded by _lock: user items are still taken
         # loop thread only:
-        self._link: _Link | None = None
-        self._generation = 0
+        self._channel: Channel | None = None
         self._requests: dict[RequestId, Future[Any]] = {}
         self._queries: dict[int, Future[Any]] = {}
         self._closing_until: int | None = None
@@ -272,38 +197,10 @@ class SessionHost:
         if self._closing_until is not None and now >= self._closing_until:
             self.shutdown()  # no confirmation of the close: stop anyway
 
-    def readable(self, signalled: bool = False) -> None:
-        """Read what the current DEALER has, until ``ZMQ_EVENTS`` shows nothing waiting
-        or a ``recv`` finds nothing (either re-arms its descriptor), or a bounded batch
-        (then the loop is asked to come back). ``signalled``: the descriptor fired, so
-        a message is likely: try ``recv`` before asking (one system call less)."""
-        link = self._link
-        if not isinstance(link, _ZmqLink):
-            return
-        socket = link.socket
-        getsockopt, recv = socket.getsockopt, socket.recv
-        max_bytes = self._loop.max_frame_bytes
-        ask = not signalled
-        for _ in range(_BATCH):
-            if self._done or self._link is not link:
-                return  # a frame made us reconnect (or close): the socket is gone
-            # asking is cheaper than the exception of an empty recv
-            if ask and not getsockopt(_EVENTS) & _POLLIN:
-                return
-            ask = True
-            try:
-                frame = recv(_NOBLOCK)
-            except zmq.Again:  # a wake-up for something else
-                return
-            if getsockopt(_RCVMORE):  # servers send single-part messages only
-                while getsockopt(_RCVMORE):
-                    recv()
-                self._bad_frame("a multi-part message")
-            elif len(frame) > max_bytes:
-                self._bad_frame(f"an oversized frame ({len(frame)} bytes)")
-            else:
-                self._guarded(self._frame, frame)
-        self._loop.check(self)  # the batch is used up: more may be waiting
+    @property
+    def max_payload_bytes(self) -> int:
+        """The session's payload limit in force (its connection batches under it)."""
+        return self._core.max_payload_bytes
 
     def shutdown(self) -> None:
         """Stop the connection, fail whatever is still waiting, release the waiters."""
@@ -336,31 +233,35 @@ class SessionHost:
         except Exception:  # a bug is logged, never the end of the loop
             LOG.exception("%s: handling an event failed", self._name)
 
-    def _bad_frame(self, why: object) -> None:
+    def bad_frame(self, why: object) -> None:
+        """A frame (or batch item) for this session did not decode: count, log rarely."""
         self.bad_frames += 1
         if self.bad_frames & (self.bad_frames - 1) == 0:  # 1st, 2nd, 4th, 8th...
             LOG.warning("%s: dropped a bad frame (%d so far): %s", self._name, self.bad_frames, why)
 
-    def _foreign_frame(self, generation: int, frame: bytes) -> None:
-        if self._done:
-            return
-        if generation != self._generation:
-            self.stale_frames += 1
-            return
-        self._frame(frame)
-
-    def _frame(self, frame: bytes) -> None:
+    def frame(self, frame: bytes) -> None:
+        """A frame for this session's channel (a batch item): decode and handle it."""
         try:
             msg = decode_server_message(frame)
         except ProtocolError as exc:
-            self._bad_frame(exc)
+            self.bad_frame(exc)
+            return
+        self.message(msg)
+
+    def message(self, msg: ServerMessage) -> None:
+        """A message for this session's channel (guarded: a bug is logged, never the
+        end of the loop or of the other sessions on the connection)."""
+        if self._done:
             return
         self.frames_in += 1
-        if self._closing_until is not None:
-            if isinstance(msg, SessionClosed | NotLeader):
-                self.shutdown()  # the server has our CloseSession (or has no session)
-            return
-        self._apply(self._core.on_message(msg, self._loop.now_ms()))
+        try:
+            if self._closing_until is not None:
+                if isinstance(msg, SessionClosed | NotLeader):
+                    self.shutdown()  # the server has our CloseSession (or has no session)
+                return
+            self._apply(self._core.on_message(msg, self._loop.now_ms()))
+        except Exception:
+            LOG.exception("%s: handling a message failed", self._name)
 
     def _submit(self, payload: bytes, deadline_ms: int | None, future: Future[Any]) -> None:
         if self._done:
@@ -404,10 +305,10 @@ class SessionHost:
             opened: bool | None = None
             if fx.connect is not None:
                 opened = self._open(fx.connect)
-            link = self._link
-            if link is not None and fx.send:
+            channel = self._channel
+            if channel is not None and fx.send:
                 for msg in fx.send:
-                    link.send(encode(msg))
+                    channel.send(encode(msg))
             if fx.completed:
                 requests = self._requests
                 for c in fx.completed:
@@ -435,11 +336,10 @@ class SessionHost:
                 self.opened.set()
 
     def _open(self, address: str) -> bool:
-        """Drop the current connection and open a new one to ``address``."""
-        self._generation += 1
-        self._drop_connection()
+        """Leave the current channel for a new one on a connection to ``address``."""
+        self._channel = None
         try:
-            self._link = self._new_link(address)
+            self._channel = self._loop.connections.open(self, address, self._curve, self._factory)
         except Exception as exc:
             LOG.warning("%s: cannot connect to %s: %s", self._name, address, exc)
             return False
@@ -447,27 +347,10 @@ class SessionHost:
         LOG.debug("%s: connected to %s", self._name, address)
         return True
 
-    def _new_link(self, address: str) -> _Link:
-        if self._factory is None:
-            return _ZmqLink(self._loop, self, address, self._curve)
-        post, frame, generation = self._loop.post, self._foreign_frame, self._generation
-
-        def on_frame(data: bytes) -> None:
-            post(frame, generation, data)
-
-        conn = self._factory(on_frame)
-        try:
-            conn.start()
-            conn.connect(address)
-        except Exception:
-            conn.stop()
-            raise
-        return _ForeignLink(conn)
-
     def _drop_connection(self) -> None:
-        link, self._link = self._link, None
-        if link is not None:
-            link.stop()
+        if self._channel is not None:
+            self._channel = None
+            self._loop.connections.release(self)
 
     def _resolve(
         self, future: Future[Any] | None, response: bytes | None, error: Exception | None

@@ -3,9 +3,10 @@
 A :class:`ClientLoop` owns one thread, one ZeroMQ context and an OS poller. Every
 session hosted on it (one :class:`~actors.client.host.SessionHost` per
 :class:`~actors.client.RaftClient`) runs its pure core, encodes, sends and receives on
-that thread: a session's DEALER socket is created, polled, read, written and closed
-there and nowhere else, so "each ZeroMQ socket is used by exactly one thread" holds
-without any hand-off. A message to or from the cluster crosses no thread on the client
+that thread: the loop's DEALER sockets (one per member connection, shared by the
+sessions talking to that member) are created, polled, read, written and closed there
+and nowhere else, so "each ZeroMQ socket is used by exactly one thread" holds without
+any hand-off. A message to or from the cluster crosses no thread on the client
 side; only the user's own thread hands a submission over (and is woken by its future).
 
 Other threads reach the loop through :meth:`ClientLoop.post`: an item goes into a
@@ -25,8 +26,13 @@ quiet. Hence the rule: a host that sent, or that stopped reading before ``EAGAIN
 is put on the loop's *check* list and reads (until ``EAGAIN`` and ``ZMQ_EVENTS`` says
 nothing is waiting) before the loop sleeps again.
 
-Connections that are not ZeroMQ (a ``connection_factory`` such as the in-memory
-transport's) keep their own I/O thread and post received frames to the loop.
+Connections are the loop's, not the sessions' (:mod:`actors.client.connections`):
+sessions that talk to the same member share a connection (up to
+``sessions_per_connection`` of them, each on its own channel), and everything they
+queued for it in one turn of the loop goes out as one frame at the turn's end (a
+``ClientBatch``; a single message alone, as always). Connections that are not ZeroMQ
+(a ``connection_factory`` such as the in-memory transport's) keep their own I/O thread
+and post received frames to the loop.
 
 Every RaftClient made without a ``loop`` gets a private loop (thread ``raft-client-N``)
 closed with it; applications with many sessions can share one loop between them.
@@ -44,10 +50,15 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import zmq
 
+from actors.client.connections import (
+    DEFAULT_MAX_BATCH_ITEMS,
+    DEFAULT_SESSIONS_PER_CONNECTION,
+    ConnectionPool,
+)
 from actors.transport._zmq_loop import DEFAULT_HWM
 from protocol.client import ClientClosedError
 from protocol.codec import DEFAULT_MAX_FRAME_BYTES
@@ -70,12 +81,21 @@ _JOIN_SLACK_S = 2.0
 Item = tuple[Callable[..., None], tuple[Any, ...]]
 
 
+class Readable(Protocol):
+    """What the loop watches a descriptor for: a connection that reads its socket."""
+
+    def readable(self, signalled: bool = False) -> None: ...
+
+
 class ClientLoop:
     """One thread hosting many client sessions (see the module docstring).
 
     ``context``: a ZeroMQ context to make the sockets in (not terminated by the loop);
     default: the loop makes and terminates its own. ``max_frame_bytes`` and ``hwm``
     bound received frames and each socket's queues, as for the ZeroMQ transports.
+    ``sessions_per_connection``: how many sessions share one connection to a member
+    (at most the nodes' ``max_sessions_per_connection``, 8 by default);
+    ``max_batch_items``: messages in one batch frame (at most the nodes' bound).
 
     Share one among many clients with ``RaftClient(members, loop=loop)``; the loop
     starts with the first client's ``connect`` (or :meth:`start`). :meth:`close` closes
@@ -97,9 +117,13 @@ class ClientLoop:
         context: zmq.Context[Any] | None = None,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         hwm: int = DEFAULT_HWM,
+        sessions_per_connection: int = DEFAULT_SESSIONS_PER_CONNECTION,
+        max_batch_items: int = DEFAULT_MAX_BATCH_ITEMS,
     ) -> None:
         if max_frame_bytes <= 0 or hwm <= 0:
             raise ValueError("max_frame_bytes and hwm must be positive")
+        #: The loop's connections, shared by its sessions (loop thread only).
+        self.connections = ConnectionPool(self, sessions_per_connection, max_batch_items)
         self.name = name if name is not None else f"raft-client-loop-{next(_numbers)}"
         self.max_frame_bytes = max_frame_bytes
         self.hwm = hwm
@@ -115,9 +139,9 @@ class ClientLoop:
         # loop thread only:
         self._context: zmq.Context[Any] | None = None
         self._poller: _Poller | None = None  # made on the thread
-        self._fds: dict[int, SessionHost] = {}
-        #: Hosts whose socket may hold messages its descriptor does not signal.
-        self._check: set[SessionHost] = set()
+        self._fds: dict[int, Readable] = {}
+        #: Connections whose socket may hold messages its descriptor does not signal.
+        self._check: set[Readable] = set()
         self._hosts: list[SessionHost] = []
         self._next_sweep = 0
         self._closing = False
@@ -199,20 +223,20 @@ class ClientLoop:
         assert self._context is not None
         return self._context
 
-    def register(self, fd: int, host: SessionHost) -> None:
-        """Watch a socket's ``ZMQ_FD`` for ``host`` (and check it once now)."""
+    def register(self, fd: int, conn: Readable) -> None:
+        """Watch a socket's ``ZMQ_FD`` for ``conn`` (and check it once now)."""
         assert self._poller is not None
-        self._fds[fd] = host
+        self._fds[fd] = conn
         self._poller.register(fd)
-        self._check.add(host)
+        self._check.add(conn)
 
     def unregister(self, fd: int) -> None:
         if self._fds.pop(fd, None) is not None and self._poller is not None:
             self._poller.unregister(fd)
 
-    def check(self, host: SessionHost) -> None:
-        """``host`` sent (or left messages unread): read its socket before sleeping."""
-        self._check.add(host)
+    def check(self, conn: Readable) -> None:
+        """``conn`` sent (or left messages unread): read its socket before sleeping."""
+        self._check.add(conn)
 
     def detach(self, host: SessionHost) -> None:
         """The host ended (called from its shutdown)."""
@@ -282,7 +306,10 @@ class ClientLoop:
         wake_r = self._wake_r
         fds = self._fds
         self._wake_pending = False
+        connections = self.connections
         while True:
+            if connections.dirty:  # what reads and ticks queued, one frame per connection
+                connections.flush()
             now = self.now_ms()
             if self._closing and (not self._hosts or now >= self._close_deadline):
                 return
@@ -299,9 +326,9 @@ class ClientLoop:
                     self._drain_wake()
                     self._wake_pending = False
                 else:
-                    host = fds.get(fd)
-                    if host is not None:
-                        self._read(host, signalled=True)
+                    conn = fds.get(fd)
+                    if conn is not None:
+                        self._read(conn, signalled=True)
             # everything queued, also what arrives meanwhile (bounded: a done-callback
             # may submit again and again), so timers fire after the I/O that is in
             for _ in range(_MAX_ITEMS):
@@ -312,22 +339,24 @@ class ClientLoop:
                     fn(*args)
                 except Exception:
                     LOG.exception("%s: handling an event failed", self.name)
+            if connections.dirty:  # now, so that the check below reads after the sends
+                connections.flush()
             if self._check:
                 check, self._check = self._check, set()
-                for host in check:
-                    self._read(host)  # (what it sends now puts it back on the list)
+                for conn in check:
+                    self._read(conn)  # (what it sends now puts it back on the list)
             now = self.now_ms()
             if now >= self._next_sweep:
                 self._sweep(now)
 
-    def _read(self, host: SessionHost, signalled: bool = False) -> None:
-        """``host.readable``, guarded: one session's broken socket must not end the
-        loop (and with it every other session on it); that session's own tick and
-        timeouts deal with a link that stays broken."""
+    def _read(self, conn: Readable, signalled: bool = False) -> None:
+        """``conn.readable``, guarded: one broken socket must not end the loop (and
+        with it every other session on it); the sessions' own ticks and timeouts deal
+        with a connection that stays broken."""
         try:
-            host.readable(signalled=signalled)
+            conn.readable(signalled=signalled)
         except Exception:
-            LOG.exception("%s: reading a session's socket failed", self.name)
+            LOG.exception("%s: reading a connection's socket failed", self.name)
 
     def _sweep(self, now: int) -> None:
         """Tick every host whose tick is due; remember when the next one is."""
@@ -357,6 +386,7 @@ class ClientLoop:
                 fn(*args)
             except Exception:  # pragma: no cover - hosts are done: items only fail futures
                 LOG.exception("%s: handling a late event failed", self.name)
+        self.connections.close_all()
         if self._poller is not None:
             self._poller.close()
         if context is not None and self._given_context is None:

@@ -4,13 +4,17 @@ Threads (all daemon, all ended by :meth:`RaftClient.close`):
 
 * the **loop thread** (``raft-client-N``, :mod:`actors.client.loop`) hosts the session
   (:mod:`actors.client.host`): it owns the pure
-  :class:`~protocol.client.ClientSessionCore` and the ZeroMQ socket, so frames, ticks,
-  submissions and acks all run there and the core needs no locks. Clients made with a
-  shared :class:`~actors.client.loop.ClientLoop` use that loop's thread instead;
+  :class:`~protocol.client.ClientSessionCore`, and the loop owns the ZeroMQ socket, so
+  frames, ticks, submissions and acks all run there and the core needs no locks.
+  Clients made with a shared :class:`~actors.client.loop.ClientLoop` use that loop's
+  thread instead, and share its connections: sessions talking to the same member use
+  one socket, and what they send in one turn of the loop travels as one frame
+  (:mod:`actors.client.connections`);
 * the **delivery thread** (``raft-client-N-delivery``, only with ``on_server_request``)
   runs the handler, so a handler may itself call the client;
 * with a ``connection_factory`` (e.g. the in-memory transport), that connection's own
-  I/O thread, replaced on every reconnect.
+  I/O thread, replaced when the connection is (shared by the loop's clients that pass
+  the same factory object).
 
 Futures are resolved on the loop thread, so their done-callbacks run there: keep them
 short and never block in them (a blocking ``call``/``query`` there is refused with

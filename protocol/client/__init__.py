@@ -1,5 +1,6 @@
 """The client library's pure core (hosted by ``actors.client.RaftClient``)."""
 
+from protocol.client.channels import ChannelTable, Placement
 from protocol.client.core import ClientSessionCore
 from protocol.client.types import (
     ClientClosedError,
@@ -18,6 +19,7 @@ from protocol.client.types import (
 )
 
 __all__ = [
+    "ChannelTable",
     "ClientClosedError",
     "ClientConfig",
     "ClientEffects",
@@ -25,6 +27,7 @@ __all__ = [
     "ClientPhase",
     "ClientSessionCore",
     "Completion",
+    "Placement",
     "QueryCompletion",
     "RequestFailedError",
     "RequestTimeoutError",

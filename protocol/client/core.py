@@ -145,6 +145,12 @@ class ClientSessionCore:
         return self._address
 
     @property
+    def max_payload_bytes(self) -> int:
+        """The payload limit in force: the configured one, or the server's if lower
+        (a shared connection packs its batches under it, so the server takes them)."""
+        return self._max_payload
+
+    @property
     def pending_request_ids(self) -> tuple[RequestId, ...]:
         return tuple(self._pending)
 

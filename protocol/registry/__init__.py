@@ -1,6 +1,7 @@
 """The client connection registry's pure core (hosted by ``actors.registry``)."""
 
 from protocol.registry.core import Registry
+from protocol.registry.frames import channel_key, pack_server_frames, routing_ids, split_key
 from protocol.registry.types import (
     RegistryConfig,
     RegistryEffects,
@@ -14,4 +15,8 @@ __all__ = [
     "RegistryEffects",
     "RegistryStatus",
     "SessionIdSource",
+    "channel_key",
+    "pack_server_frames",
+    "routing_ids",
+    "split_key",
 ]

@@ -22,11 +22,21 @@ Rules (DESIGN.md, "RegistryActor"):
   a ``NOT_LEADER`` answer with the new leader's hint and is closed.
 - Server requests for a session without a connection are held (bounded) and sent when
   it is continued; beyond the bound the retry scheduler resends them later.
+- A transport connection carries up to ``max_sessions_per_connection`` channels, each a
+  connection in the sense above, keyed by :func:`~protocol.registry.frames.channel_key`
+  (:meth:`Registry.on_routed`). A frame is one message (channel 0) or a
+  ``ClientBatch``: a batch with too many items or a channel beyond 255 is a protocol
+  error of the whole connection; a bad item costs only its channel, which gets
+  ``SessionClosed(PROTOCOL_ERROR)`` and is forgotten; an item on a channel beyond
+  ``max_sessions_per_connection`` gets ``SessionRejected(TOO_MANY_SESSIONS)`` (or
+  ``SessionClosed(NO_SESSION)``) and leaves no state. The shell packs one turn's answers
+  per routing id with :meth:`Registry.frames`.
 """
 
 from __future__ import annotations
 
 import heapq
+from collections.abc import Iterable
 
 from protocol.actions import (
     ClientRequestAction,
@@ -48,9 +58,12 @@ from protocol.actions import (
 )
 from protocol.codec import ProtocolError
 from protocol.ids import RequestId, SessionId
+from protocol.registry.frames import channel_key, pack_server_frames
 from protocol.registry.table import ConnectionRecord, ConnectionTable, PendingCreation
 from protocol.registry.types import RegistryEffects
 from protocol.wire import (
+    MAX_CHANNELS,
+    ClientBatch,
     ClientMessage,
     ClientRequest,
     ClientResponse,
@@ -74,6 +87,7 @@ from protocol.wire import (
     SessionContinued,
     SessionCreated,
     SessionRejected,
+    decode_client_frame,
     decode_client_message,
 )
 
@@ -100,6 +114,74 @@ class Registry(ConnectionTable):
             return self.on_bad_frame(connection)
         return self.on_client_message(connection, msg, now_ms)
 
+    def on_transport_frame(self, routing_id: bytes, data: bytes, now_ms: int) -> RegistryEffects:
+        """Decode a raw frame of the transport connection ``routing_id`` (one message for
+        channel 0, or a batch) and handle it; a bad frame drops the whole connection."""
+        try:
+            msg = decode_client_frame(data, max_bytes=self._config.max_batch_frame_bytes)
+        except ProtocolError:
+            return self.on_bad_connection(routing_id)
+        return self.on_routed(routing_id, msg, now_ms)
+
+    def on_routed(
+        self, routing_id: bytes, msg: ClientMessage | ClientBatch, now_ms: int
+    ) -> RegistryEffects:
+        """Handle a decoded frame of the transport connection ``routing_id``: a single
+        message belongs to channel 0; a batch's items to their channels, in order."""
+        if not isinstance(msg, ClientBatch):
+            return self.on_client_message(channel_key(routing_id, 0), msg, now_ms)
+        items = msg.items
+        if len(items) > self._config.max_batch_items or any(
+            not 0 <= channel < MAX_CHANNELS for channel, _ in items
+        ):
+            return self.on_bad_connection(routing_id)
+        channels = self._config.channels
+        max_bytes = self._config.max_frame_bytes
+        for channel, data in items:
+            key = channel_key(routing_id, channel)
+            try:
+                item = decode_client_message(data, max_bytes=max_bytes)
+            except ProtocolError:
+                self._send(key, SessionClosed(CloseReason.PROTOCOL_ERROR, None))
+                self._drop_connection(key)  # only this channel: the others are fine
+                continue
+            if channel < channels:
+                self._handle(key, item, now_ms)
+            else:
+                self._beyond_limit(key, item)
+        return self._take()
+
+    def _beyond_limit(self, key: bytes, msg: ClientMessage) -> None:
+        """A message on a channel beyond ``max_sessions_per_connection``: no state, a
+        typed refusal (a client that shares connections more widely than this node
+        allows backs off and takes a fresh connection)."""
+        if not self.is_leader:
+            self._send(key, NotLeader(self._hint))
+        elif isinstance(msg, CreateSession | ContinueSession):
+            detail = f"at most {self._config.channels} sessions per connection"
+            self._reject(key, RejectReason.TOO_MANY_SESSIONS, msg.nonce, detail)
+        else:
+            self._send(key, SessionClosed(CloseReason.NO_SESSION, None))
+
+    def on_bad_connection(self, routing_id: bytes) -> RegistryEffects:
+        """The transport connection ``routing_id`` sent garbage: tell each of its channels
+        (channel 0 always) why, forget them, and close the connection."""
+        for channel in range(self._config.channels):
+            key = channel_key(routing_id, channel)
+            if channel == 0 or key in self._connections:
+                self._send(key, SessionClosed(CloseReason.PROTOCOL_ERROR, None))
+                self._drop_connection(key)
+        self._fx.close.append(channel_key(routing_id, 0))
+        return self._take()
+
+    def frames(self, sends: Iterable[tuple[bytes, ServerMessage]]) -> list[tuple[bytes, bytes]]:
+        """The ``(routing_id, frame)`` pairs that carry ``sends`` (keys made by
+        :meth:`on_routed`): one frame per connection, within the batch bounds."""
+        cfg = self._config
+        return pack_server_frames(
+            sends, max_items=cfg.max_batch_items, max_bytes=cfg.max_batch_bytes
+        )
+
     def on_bad_frame(self, connection: bytes) -> RegistryEffects:
         """The client sent garbage: tell it why and close its connection."""
         self._send(connection, SessionClosed(CloseReason.PROTOCOL_ERROR, None))
@@ -116,9 +198,13 @@ class Registry(ConnectionTable):
         self, connection: bytes, msg: ClientMessage, now_ms: int
     ) -> RegistryEffects:
         """Handle one decoded client message from the connection ``connection``."""
+        self._handle(connection, msg, now_ms)
+        return self._take()
+
+    def _handle(self, connection: bytes, msg: ClientMessage, now_ms: int) -> None:
         if not self.is_leader:
             self._send(connection, NotLeader(self._hint))
-            return self._take()
+            return
         conn = self._connections.get(connection)
         if conn is None:
             conn = self._connections[connection] = ConnectionRecord(connection)
@@ -140,7 +226,6 @@ class Registry(ConnectionTable):
             case CloseSession():
                 self._close_session(conn)
         self._prune(conn)
-        return self._take()
 
     def on_tick(self, now_ms: int) -> RegistryEffects:
         """Propose the expiry of every session past its deadline (leader only, once)."""

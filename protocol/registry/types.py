@@ -52,6 +52,12 @@ class RegistryConfig:
     #: Server requests kept for a session that has no connection (resent on continue;
     #: beyond this they are dropped and the retry scheduler resends them later).
     max_held_server_requests: int = 1024
+    #: Items one batch frame may carry (either direction); a client batch with more is
+    #: a protocol error of its connection.
+    max_batch_items: int = 1024
+    #: Soft bound on the bytes of one server batch frame (a larger single answer still
+    #: goes alone, as it would unbatched).
+    max_batch_bytes: int = 64 * 1024
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -62,6 +68,17 @@ class RegistryConfig:
     def max_frame_bytes(self) -> int:
         """The largest client frame worth decoding (payload plus field overhead)."""
         return self.max_payload_bytes + FRAME_OVERHEAD_BYTES
+
+    @property
+    def max_batch_frame_bytes(self) -> int:
+        """The largest client batch frame worth decoding (a client packs its batches
+        under its payload limit, and an item too large for that goes alone)."""
+        return self.max_frame_bytes + FRAME_OVERHEAD_BYTES
+
+    @property
+    def channels(self) -> int:
+        """Channels one connection may use: ``max_sessions_per_connection``, at most 256."""
+        return min(self.max_sessions_per_connection, 256)
 
 
 @dataclass(slots=True)

@@ -16,8 +16,9 @@ Client side, so that one GIL does not cap it: N ``RaftClient`` sessions spread o
 ``--workers`` client processes (default 4; fewer when N is smaller). Each client is
 closed-loop with ``--window`` commands in flight (default 1: it sends the next command
 when the previous one's response arrived, so N clients = N commands in flight). The
-clients of one worker share one ``ClientLoop`` (one thread, one ZeroMQ context, a
-DEALER per session), as an application with many sessions would; ``--loop private``
+clients of one worker share one ``ClientLoop`` (one thread, one ZeroMQ context, one
+DEALER per 8 sessions carrying batched frames), as an application with many sessions
+would; ``--loop private``
 gives each client its own loop thread (the default for a lone ``RaftClient``).
 
 The command: the counter expects ``["inc", n]`` and ignores further elements, so the

@@ -19,6 +19,7 @@ One lock serialises everything (transport threads, the tick thread, test calls).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import threading
@@ -54,7 +55,7 @@ from protocol.admin import NodeStatus, StatusRequest, StatusResponse
 from protocol.bridge import to_server_actions, to_session_command
 from protocol.codec import ProtocolError, decode, encode
 from protocol.ids import MemberId, SessionId
-from protocol.registry import Registry, RegistryConfig, RegistryEffects
+from protocol.registry import Registry, RegistryConfig, RegistryEffects, routing_ids, split_key
 from protocol.session import (
     ApplicationError,
     GetRequestsForRetry,
@@ -63,7 +64,13 @@ from protocol.session import (
     RetryBatch,
     SessionStateMachine,
 )
-from protocol.wire import CLIENT_MESSAGE_TYPES, ErrorReason
+from protocol.wire import (
+    CLIENT_FRAME_TYPES,
+    ClientBatch,
+    ErrorReason,
+    ServerMessage,
+    decode_client_message,
+)
 
 _CODEC = MsgpackCodec()
 
@@ -85,8 +92,11 @@ class FakeNode:
         self.address = ""
         #: Every routing id that sent this node a frame.
         self.connections: set[bytes] = set()
-        #: Decoded client messages received, in order (for assertions).
+        #: Decoded client messages received, in order (batch items one by one).
         self.received: list[Any] = []
+        #: Client frames received, and how many of them were batches.
+        self.frames_in = 0
+        self.batches_in = 0
 
 
 class FakeCluster:
@@ -105,10 +115,14 @@ class FakeCluster:
         session_timeout_ms: int = 10_000,
         retry_after_ms: int = 200,
         tick_ms: int = 10,
+        max_sessions_per_connection: int = 8,
     ) -> None:
         self.hub = hub
         self.lock = threading.RLock()
-        self.registry_config = RegistryConfig(session_timeout_ms=session_timeout_ms)
+        self.registry_config = RegistryConfig(
+            session_timeout_ms=session_timeout_ms,
+            max_sessions_per_connection=max_sessions_per_connection,
+        )
         self.sm = SessionStateMachine(CounterStateMachine())
         self.index = 0
         self.term = 1
@@ -185,9 +199,17 @@ class FakeCluster:
     def send_raw(self, session_id: SessionId, frame: bytes) -> None:
         """Send any bytes to the connection the session is bound to on the leader."""
         with self.lock:
-            routing_id = self.leader.registry.connection_of(session_id)
-            assert routing_id is not None, "session not bound"
-            self.leader.transport.send(routing_id, frame)
+            key = self.leader.registry.connection_of(session_id)
+            assert key is not None, "session not bound"
+            self.leader.transport.send(split_key(key)[0], frame)
+
+    def send_to_session(self, session_id: SessionId, msg: ServerMessage) -> None:
+        """Send ``msg`` on the leader to the channel the session is bound to."""
+        with self.lock:
+            key = self.leader.registry.connection_of(session_id)
+            assert key is not None, "session not bound"
+            for routing_id, frame in self.leader.registry.frames([(key, msg)]):
+                self.leader.transport.send(routing_id, frame)
 
     def pending_server_requests(self) -> int:
         with self.lock:
@@ -243,25 +265,36 @@ class FakeCluster:
             if not node.alive:
                 return
             node.connections.add(routing_id)
+            node.frames_in += 1
             try:
-                msg: Any = decode(frame, (*CLIENT_MESSAGE_TYPES, StatusRequest))
+                msg: Any = decode(frame, (*CLIENT_FRAME_TYPES, StatusRequest))
             except ProtocolError:
-                self._carry(node, node.registry.on_bad_frame(routing_id))
+                self._carry(node, node.registry.on_bad_connection(routing_id))
                 return
-            node.received.append(msg)
             if isinstance(msg, StatusRequest):
                 answer = StatusResponse(msg.correlation_id, self._status(node))
                 node.transport.send(routing_id, encode(answer))
                 return
-            self._carry(node, node.registry.on_client_message(routing_id, msg, self._now()))
+            if isinstance(msg, ClientBatch):
+                node.batches_in += 1
+                for _, item in msg.items:
+                    with contextlib.suppress(ProtocolError):
+                        node.received.append(decode_client_message(item))
+            else:
+                node.received.append(msg)
+            self._carry(node, node.registry.on_routed(routing_id, msg, self._now()))
 
     def _carry(self, node: FakeNode, fx: RegistryEffects) -> None:
         """Carry out a registry's effects: send, commit proposals (leader only), close."""
-        for routing_id, msg in fx.send:
-            node.transport.send(routing_id, encode(msg))
+        self._send(node, fx)
         if fx.propose and node is self.leader and node.alive:
             self._commit(fx.propose)
-        for routing_id in fx.close:
+
+    def _send(self, node: FakeNode, fx: RegistryEffects) -> None:
+        """Send ``fx``'s messages (one frame per connection, as a node does), then close."""
+        for routing_id, frame in node.registry.frames(fx.send):
+            node.transport.send(routing_id, frame)
+        for routing_id in routing_ids(fx.close):
             node.transport.disconnect(routing_id)
 
     def _commit(self, actions: list[RaftAction]) -> None:
@@ -304,10 +337,7 @@ class FakeCluster:
         leader = self.leader
         while work:
             fx = leader.registry.on_server_action(work.popleft(), self._now())
-            for routing_id, msg in fx.send:
-                leader.transport.send(routing_id, encode(msg))
-            for routing_id in fx.close:
-                leader.transport.disconnect(routing_id)
+            self._send(leader, fx)
             if fx.propose:  # (the registry does not propose in answer to actions today)
                 self._commit(fx.propose)
 

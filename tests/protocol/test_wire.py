@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import msgpack
@@ -11,11 +12,14 @@ from hypothesis import strategies as st
 
 import protocol
 from protocol import wire
-from protocol.codec import WIRE_VERSION, ProtocolError, encode, registered_messages
+from protocol.codec import WIRE_VERSION, ProtocolError, decode, encode, registered_messages
 from protocol.ids import RequestId, SessionId
 from protocol.wire import (
+    CLIENT_FRAME_TYPES,
     CLIENT_MESSAGE_TYPES,
+    SERVER_FRAME_TYPES,
     SERVER_MESSAGE_TYPES,
+    ClientBatch,
     ClientRequest,
     ClientResponse,
     CloseReason,
@@ -31,14 +35,18 @@ from protocol.wire import (
     QueryResponse,
     RejectReason,
     RequestError,
+    ServerBatch,
     ServerRequest,
     ServerRequestAck,
     SessionClosed,
     SessionContinued,
     SessionCreated,
     SessionRejected,
+    decode_client_frame,
     decode_client_message,
+    decode_server_frame,
     decode_server_message,
+    pack_batches,
 )
 from tests.protocol.message_strategies import (
     any_of,
@@ -174,3 +182,114 @@ def test_fuzz_corrupted_and_truncated_valid_frames(msg: Any, noise: bytes, at: i
 def test_fuzz_well_formed_msgpack_with_wire_tags(values: list[int]) -> None:
     """Valid msgpack arrays with a wire tag but arbitrary fields: still only ProtocolError."""
     only_protocol_errors(msgpack.packb([WIRE_VERSION, 200 + values[0] % 41, *values[1:]]))
+
+
+# ------------------------------------------------------------------ batches
+
+BATCH_GOLDEN: list[tuple[Any, str]] = [
+    (
+        ClientBatch(((0, encode(KeepAlive(S, 1))), (1, encode(CloseSession())))),
+        "9301ccf1929200c40a9401cccaa435653535019201c4049201ccce",
+    ),
+    (
+        ServerBatch(
+            ((0, encode(ClientResponse(RequestId(3), b"ok"))), (2, encode(NotLeader(None))))
+        ),
+        "9301ccf2929200c4099401cceb03c4026f6b9202c4059301ccefc0",
+    ),
+]
+
+
+@pytest.mark.parametrize(("msg", "hexed"), BATCH_GOLDEN, ids=lambda v: type(v).__name__)
+def test_golden_bytes_pin_the_batch_format(msg: Any, hexed: str) -> None:
+    assert encode(msg).hex() == hexed
+    decoder = decode_client_frame if isinstance(msg, ClientBatch) else decode_server_frame
+    assert decoder(bytes.fromhex(hexed)) == msg
+    assert type(msg).TAG in range(241, 250)
+
+
+def test_single_messages_are_frames_too_and_batches_are_not_items() -> None:
+    frame = encode(KeepAlive(S, 1))
+    assert decode_client_frame(frame) == KeepAlive(S, 1)
+    assert decode_server_frame(encode(NotLeader(None))) == NotLeader(None)
+    batch = encode(ClientBatch(((0, frame),)))
+    with pytest.raises(ProtocolError):
+        decode_client_message(batch)
+    with pytest.raises(ProtocolError):
+        decode_server_frame(batch)
+    with pytest.raises(ProtocolError):  # an item must be (channel, bytes)
+        decode_client_frame(encode(ClientBatch(((0, frame),)))[:-3] + b"\x91\x00")
+
+
+ITEMS = st.lists(st.tuples(st.integers(0, 7), st.binary(max_size=40)), max_size=30)
+
+
+@given(ITEMS, st.integers(1, 6), st.integers(1, 200))
+def test_pack_batches_keeps_order_and_bounds(
+    items: list[tuple[int, bytes]], max_items: int, max_bytes: int
+) -> None:
+    frames = pack_batches(items, ClientBatch, max_items=max_items, max_bytes=max_bytes)
+    out: list[tuple[int, bytes]] = []
+    for frame in frames:
+        msg = (
+            decode_client_frame(frame)
+            if frame[:1] == b"\x93" and frame[2:4] == b"\xcc\xf1"
+            else None
+        )
+        if isinstance(msg, ClientBatch):
+            assert 1 <= len(msg.items) <= max_items
+            assert len(msg.items) == 1 or len(frame) <= max_bytes
+            assert not (len(msg.items) == 1 and msg.items[0][0] == 0)  # that goes alone
+            out.extend(msg.items)
+        else:
+            out.append((0, frame))  # a lone channel-0 item is the frame itself
+    assert out == items
+
+
+def test_pack_batches_sends_one_channel_zero_message_alone() -> None:
+    frame = encode(KeepAlive(S, 1))
+    assert pack_batches([(0, frame)], ClientBatch, max_items=8, max_bytes=1 << 16) == [frame]
+    (one,) = pack_batches([(3, frame)], ClientBatch, max_items=8, max_bytes=1 << 16)
+    assert decode_client_frame(one) == ClientBatch(((3, frame),))
+    assert pack_batches([], ServerBatch, max_items=8, max_bytes=100) == []
+    with pytest.raises(ValueError, match="max_items"):
+        pack_batches([], ServerBatch, max_items=0, max_bytes=100)
+
+
+@given(st.binary(max_size=200))
+def test_garbage_frames_decode_only_to_protocol_errors(data: bytes) -> None:
+    for decoder in (decode_client_frame, decode_server_frame):
+        with contextlib.suppress(ProtocolError):
+            decoder(data)
+
+
+_LEAF = st.one_of(
+    st.integers(-3, 300), st.binary(max_size=6), st.text(max_size=3), st.booleans(), st.none()
+)
+_SHAPES = st.one_of(
+    st.recursive(_LEAF, lambda inner: st.lists(inner, max_size=4), max_leaves=12),
+    st.lists(st.tuples(st.integers(-1, 300), st.binary(max_size=6)).map(list), max_size=4),
+)
+
+
+@given(st.sampled_from([241, 242]), _SHAPES, st.booleans())
+def test_the_direct_batch_decoding_agrees_with_the_codec(tag: int, items: Any, extra: bool) -> None:
+    """Frames that start like a batch take a direct path: it accepts and refuses
+    exactly what the generic codec does."""
+    raw = [WIRE_VERSION, tag, items] + ([1] if extra else [])
+    data = msgpack.packb(raw, use_bin_type=True)
+    fast = decode_client_frame if tag == 241 else decode_server_frame
+    types = CLIENT_FRAME_TYPES if tag == 241 else SERVER_FRAME_TYPES
+    try:
+        expected: Any = decode(data, types)
+    except ProtocolError:
+        expected = ProtocolError
+    try:
+        got: Any = fast(data)
+    except ProtocolError:
+        got = ProtocolError
+    assert got == expected
+    with pytest.raises(ProtocolError):
+        fast(data, max_bytes=len(data) - 1)
+    with pytest.raises(ProtocolError):
+        fast(data[:4] + b"\xc1")

@@ -1,0 +1,233 @@
+"""Sessions of one ClientLoop sharing connections, against a fake cluster (real
+registries and session state machine, see ``fake_server.py``), in memory and over
+ZeroMQ: shared connections, batches both ways, hints, failover, server requests, bad
+items and the sessions-per-connection bound."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from typing import Any
+
+import pytest
+
+from actors.client import ClientLoop, RaftClient
+from actors.transport import InMemoryClientConnection, InMemoryHub
+from examples.counter import increment
+from protocol.codec import decode, encode
+from protocol.ids import RequestId
+from protocol.wire import (
+    SERVER_FRAME_TYPES,
+    ClientBatch,
+    ClientRequest,
+    CloseReason,
+    CreateSession,
+    NotLeader,
+    ServerBatch,
+    SessionClosed,
+    SessionCreated,
+    decode_server_message,
+)
+from tests.actors.fake_server import FakeCluster
+from tests.actors.test_client import FAST, WAIT_S, client_threads
+from tests.actors.transport.harness import wait_until
+
+
+@pytest.fixture(params=["inmem", "zmq"])
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def cluster(kind: str) -> Iterator[FakeCluster]:
+    hub = InMemoryHub(seed=11) if kind == "inmem" else None
+    made = FakeCluster(hub, 3, max_sessions_per_connection=4)
+    yield made
+    made.close()
+    if hub is not None:
+        hub.stop()
+
+
+MakeClient = Callable[..., RaftClient]
+
+
+@pytest.fixture
+def loop() -> Iterator[ClientLoop]:
+    with ClientLoop(name="raft-client-shared", sessions_per_connection=4) as made:
+        yield made
+    assert client_threads() == [], "a client left a thread running"
+
+
+@pytest.fixture
+def make_client(cluster: FakeCluster, loop: ClientLoop) -> Iterator[MakeClient]:
+    made: list[RaftClient] = []
+    # one factory object for all: connections are shared only when it is the same
+    factory = cluster.connection_factory() if cluster.hub is not None else None
+
+    def make(members: list[str] | None = None, **kw: Any) -> RaftClient:
+        kw.setdefault("connection_factory", factory)
+        kw.setdefault("config", FAST)
+        kw.setdefault("loop", loop)
+        client = RaftClient(members if members is not None else cluster.addresses, **kw)
+        made.append(client)
+        return client
+
+    yield make
+    for client in made:
+        client.close()
+
+
+def senders(cluster: FakeCluster) -> set[bytes]:
+    with cluster.lock:
+        return set(cluster.leader.connections)
+
+
+def test_sessions_share_one_connection_and_batch_both_ways(
+    cluster: FakeCluster, loop: ClientLoop, make_client: MakeClient
+) -> None:
+    clients = [make_client().connect(timeout=WAIT_S) for _ in range(3)]
+    assert len(loop.connections) == 1 and len(senders(cluster)) == 1
+    futures: list[Future[Any]] = []
+    done = threading.Event()
+
+    def submit_all() -> None:  # on the loop thread: all of it in one turn
+        for client in clients:
+            futures.extend(client.submit(increment(1)) for _ in range(20))
+        done.set()
+
+    loop.post(submit_all)
+    assert done.wait(WAIT_S)
+    assert sorted(f.result(timeout=WAIT_S) for f in futures) == list(range(1, 61))
+    assert cluster.leader.batches_in >= 1  # the turn went out in (few) batch frames
+    applied = cluster.applied
+    assert len(applied) == len(set(applied)) == 60  # each command once
+    assert all(c.stats().bad_frames == 0 and c.stats().connects == 1 for c in clients)
+
+
+def test_one_session_follows_a_hint_while_the_other_stays(
+    cluster: FakeCluster, loop: ClientLoop, make_client: MakeClient
+) -> None:
+    a = make_client().connect(timeout=WAIT_S)
+    b = make_client().connect(timeout=WAIT_S)
+    assert b.session_id is not None
+    follower = cluster.nodes[1]
+    cluster.send_to_session(b.session_id, NotLeader(follower.address))
+    # b goes to the follower, which sends it back; it takes a fresh channel of the
+    # shared connection, whose other session never noticed
+    wait_until(lambda: b.stats().connects == 3)
+    assert b.call(increment(1), timeout=WAIT_S) == 1
+    assert a.call(increment(1), timeout=WAIT_S) == 2
+    assert a.stats().connects == 1
+    wait_until(lambda: len(loop.connections) == 1)  # the follower's connection is closed
+    with cluster.lock:
+        assert follower.connections  # b did go there
+
+
+def test_a_failover_moves_every_session_and_resends_with_the_same_ids(
+    cluster: FakeCluster, loop: ClientLoop, make_client: MakeClient
+) -> None:
+    clients = [make_client().connect(timeout=WAIT_S) for _ in range(3)]
+    cluster.hold_responses = True
+    futures = [c.submit(increment(1)) for c in clients]
+    wait_until(lambda: len(cluster.applied) == 3)
+    cluster.move_leader(cluster.nodes[2])  # the answers are lost with the old leader
+    assert sorted(f.result(timeout=WAIT_S) for f in futures) == [1, 2, 3]
+    assert len(cluster.applied) == 3  # the resends got the cached answers
+    assert [c.call(increment(1), timeout=WAIT_S) for c in clients] == [4, 5, 6]
+    wait_until(lambda: len(loop.connections) == 1)  # all on one connection to the new leader
+    assert len(senders(cluster)) == 1
+
+
+def test_server_requests_on_a_shared_connection_arrive_in_order_exactly_once(
+    cluster: FakeCluster, make_client: MakeClient
+) -> None:
+    seen: list[Any] = []
+    all_seen = threading.Event()
+
+    def handler(payload: Any) -> None:
+        seen.append(payload)
+        if len(seen) == 5:
+            all_seen.set()
+
+    listener = make_client(on_server_request=handler).connect(timeout=WAIT_S)
+    writer = make_client().connect(timeout=WAIT_S)
+    assert len(senders(cluster)) == 1  # both on one connection
+    for _ in range(5):
+        writer.call(increment(10), timeout=WAIT_S)
+    assert all_seen.wait(WAIT_S)
+    wait_until(lambda: cluster.pending_server_requests() == 0)  # acked, through the log
+    assert seen == [["crossed", v] for v in (10, 20, 30, 40, 50)]
+    assert listener.stats().server_requests_handled == 5
+
+
+def test_sessions_beyond_the_limit_get_another_connection(
+    cluster: FakeCluster, make_client: MakeClient
+) -> None:
+    with ClientLoop(name="raft-client-small", sessions_per_connection=2) as small:
+        clients = [make_client(loop=small).connect(timeout=WAIT_S) for _ in range(5)]
+        assert len(small.connections) == 3
+        assert len(senders(cluster)) == 3
+        assert [c.call(increment(1), timeout=WAIT_S) for c in clients] == [1, 2, 3, 4, 5]
+        for client in clients:
+            client.close()
+        wait_until(lambda: len(small.connections) == 0)  # closed with their last session
+
+
+@pytest.fixture
+def raw_cluster() -> Iterator[FakeCluster]:
+    hub = InMemoryHub(seed=5)
+    made = FakeCluster(hub, 1, max_sessions_per_connection=4)
+    yield made
+    made.close()
+    hub.stop()
+
+
+def test_a_loop_sharing_more_widely_than_the_node_allows_still_gets_every_session(
+    cluster: FakeCluster, make_client: MakeClient
+) -> None:
+    """The node takes 4 sessions per connection, the loop puts 6 on one: the sessions
+    on channels 4 and 5 are refused, back off and take a fresh connection."""
+    with ClientLoop(name="raft-client-wide", sessions_per_connection=6) as wide:
+        clients = [make_client(loop=wide).connect(timeout=WAIT_S) for _ in range(6)]
+        assert [c.call(increment(1), timeout=WAIT_S) for c in clients] == [1, 2, 3, 4, 5, 6]
+        assert sum(c.stats().connects for c in clients) > 6  # some had to move
+        for client in clients:
+            client.close()
+
+
+def test_a_batch_with_a_bad_item_costs_only_that_channel(raw_cluster: FakeCluster) -> None:
+    cluster = raw_cluster
+    frames: queue.Queue[bytes] = queue.Queue()
+    assert cluster.hub is not None
+    conn = InMemoryClientConnection(cluster.hub, frames.put)
+    conn.start()
+    try:
+        conn.connect(cluster.leader.address)
+        request = ClientRequest(RequestId(1), RequestId(1), b"x")
+        conn.send(encode(ClientBatch(((0, encode(CreateSession({}, b"n"))), (1, b"\xc1junk")))))
+        conn.send(encode(ClientBatch(((2, encode(request)),))))
+        got: list[tuple[int, Any]] = []
+        while len(got) < 3:
+            msg: Any = decode(frames.get(timeout=WAIT_S), SERVER_FRAME_TYPES)
+            if isinstance(msg, ServerBatch):
+                got.extend((c, decode_server_message(item)) for c, item in msg.items)
+            else:
+                got.append((0, msg))
+        assert (1, SessionClosed(CloseReason.PROTOCOL_ERROR, None)) in got
+        assert any(c == 0 and isinstance(m, SessionCreated) for c, m in got)
+        assert any(c == 2 and m.request_id == 1 for c, m in got)  # NO_SESSION: a typed error
+        # a channel beyond the node's limit (4) is refused, without state
+        conn.send(encode(ClientBatch(((4, encode(request)),))))
+        refused: Any = decode(frames.get(timeout=WAIT_S), SERVER_FRAME_TYPES)
+        assert refused == ServerBatch(((4, encode(SessionClosed(CloseReason.NO_SESSION, None))),))
+        # a batch that is no batch (a channel beyond 255) drops the whole connection;
+        # only channel 0 holds anything now, so the answer is a single message
+        conn.send(encode(ClientBatch(((256, encode(request)),))))
+        closed: Any = decode(frames.get(timeout=WAIT_S), SERVER_FRAME_TYPES)
+        assert closed == SessionClosed(CloseReason.PROTOCOL_ERROR, None)
+        with cluster.lock:
+            assert cluster.leader.registry.status().connections == 0
+    finally:
+        conn.stop()

@@ -1,0 +1,120 @@
+"""ChannelTable: which shared connection and channel each client session uses."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+
+from protocol.client import ChannelTable, Placement
+
+
+def test_sessions_to_one_key_share_a_connection_up_to_the_limit() -> None:
+    table: ChannelTable[str, str] = ChannelTable(2)
+    assert table.per_connection == 2
+    a = table.place("a", "n1")
+    b = table.place("b", "n1")
+    c = table.place("c", "n1")
+    assert (a.opened, b.opened, c.opened) == (True, False, True)
+    assert (a.connection, a.channel) == (b.connection, 0) and b.channel == 1
+    assert c.connection != a.connection and c.channel == 0
+    assert table.sessions_on(a.connection) == ["a", "b"]
+    assert table.connections() == {a.connection: 2, c.connection: 1}
+    d = table.place("d", "n2")  # another member: another connection
+    assert d.opened and d.connection not in (a.connection, c.connection)
+
+
+def test_a_moving_session_never_reuses_a_channel_or_the_connection_it_leaves() -> None:
+    table: ChannelTable[str, str] = ChannelTable(8)
+    a = table.place("a", "n1")
+    table.place("b", "n1")
+    moved = table.place("b", "n2")  # b follows a hint; a stays
+    assert moved.opened and moved.closed is None
+    assert table.session_at(a.connection, 1) is None
+    assert table.former_at(a.connection, 1) == "b"  # late frames for b: stale
+    back = table.place("b", "n1")  # back to n1: the shared connection, a fresh channel
+    assert back == Placement(a.connection, 2, opened=False, closed=moved.connection)
+    again = table.place("b", "n1")  # a reconnect to the same member: a fresh connection
+    assert again.opened and again.connection != a.connection and again.closed is None
+    assert table.where("b") == (again.connection, 0)
+
+
+def test_the_last_session_leaving_closes_the_connection() -> None:
+    table: ChannelTable[str, str] = ChannelTable(8)
+    a = table.place("a", "n1")
+    table.place("b", "n1")
+    assert table.release("a") is None
+    assert table.release("b") == a.connection
+    assert table.release("b") is None  # already gone
+    assert table.connections() == {}
+    assert table.session_at(a.connection, 0) is None and table.former_at(a.connection, 0) is None
+    assert table.sessions_on(a.connection) == []
+    assert table.place("c", "n1").opened  # nothing left to share
+
+
+def test_a_connection_whose_channels_are_used_up_takes_no_one_new() -> None:
+    table: ChannelTable[str, str] = ChannelTable(1)
+    a = table.place("a", "n1")
+    assert table.place("b", "n1").connection != a.connection
+    with pytest.raises(ValueError, match="per_connection"):
+        ChannelTable(0)
+    with pytest.raises(ValueError, match="per_connection"):
+        ChannelTable(257)
+
+
+class ChannelTableMachine(RuleBasedStateMachine):
+    """Random placements and releases keep the table's promises."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.per = 3
+        self.table: ChannelTable[str, int] = ChannelTable(self.per)
+        self.used: dict[int, set[int]] = {}  # connection -> channels ever given
+        self.open: dict[int, str] = {}  # live connection -> key
+        self.holder: dict[int, tuple[int, int]] = {}
+
+    @rule(session=st.integers(0, 6), key=st.sampled_from(["n1", "n2"]))
+    def place(self, session: int, key: str) -> None:
+        before = self.holder.get(session)
+        p = self.table.place(session, key)
+        if before is not None:
+            assert p.connection != before[0]  # never the connection it leaves
+            still = any(h[0] == before[0] for s, h in self.holder.items() if s != session)
+            assert (p.closed == before[0]) == (not still)
+        else:
+            assert p.closed is None
+        if p.closed is not None:
+            del self.open[p.closed]
+        assert p.channel not in self.used.get(p.connection, set())  # never reused
+        assert 0 <= p.channel < self.per
+        assert p.opened == (p.connection not in self.open)
+        self.used.setdefault(p.connection, set()).add(p.channel)
+        self.open[p.connection] = key
+        self.holder[session] = (p.connection, p.channel)
+
+    @rule(session=st.integers(0, 6))
+    def release(self, session: int) -> None:
+        before = self.holder.pop(session, None)
+        closed = self.table.release(session)
+        if before is None:
+            assert closed is None
+            return
+        still = any(h[0] == before[0] for h in self.holder.values())
+        assert (closed == before[0]) == (not still)
+        if closed is not None:
+            del self.open[closed]
+
+    @invariant()
+    def agrees(self) -> None:
+        for session, (conn, channel) in self.holder.items():
+            assert self.table.where(session) == (conn, channel)
+            assert self.table.session_at(conn, channel) == session
+        counts: dict[int, int] = {}
+        for conn, _ in self.holder.values():
+            counts[conn] = counts.get(conn, 0) + 1
+        assert self.table.connections() == counts  # no empty connection stays open
+
+
+TestChannelTable = ChannelTableMachine.TestCase
+TestChannelTable.settings = settings(max_examples=60, stateful_step_count=30, deadline=None)
