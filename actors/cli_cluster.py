@@ -36,6 +36,7 @@ from actors.cluster import (
     exit_status,
     live_pid,
     load_manifest,
+    parse_setting,
     resolve_dir,
     save_manifest,
     spawn_member,
@@ -232,16 +233,14 @@ def status_fn(timeout: float, curve: CurveClient | None = None) -> StatusFn:
     return fetch
 
 
-def _settings(pairs: Sequence[str]) -> dict[str, int]:
-    settings = {}
+def _settings(pairs: Sequence[str]) -> dict[str, int | str]:
+    settings: dict[str, int | str] = {}
     for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise CliError(f"--set {pair!r}: expected FIELD=VALUE")
         try:
-            settings[key.strip()] = int(value)
-        except ValueError:
-            raise CliError(f"--set {pair!r}: the value must be an integer") from None
+            key, value = parse_setting(pair)
+        except ValueError as exc:
+            raise CliError(str(exc)) from None
+        settings[key] = value
     return settings
 
 

@@ -267,7 +267,7 @@ def create_cluster(
     nodes: int,
     app: str,
     storage: Storage,
-    settings: dict[str, int] | None = None,
+    settings: dict[str, int | str] | None = None,
     curve: bool = False,
 ) -> tuple[Path, ClusterManifest]:
     """Make a cluster directory: free loopback ports, one TOML config per node, the
@@ -304,7 +304,10 @@ def create_cluster(
         f"\n[members.{m.member_id}]\npeer = {_toml_str(m.peer)}\nclient = {_toml_str(m.client)}\n"
         for m in members
     )
-    extra = "".join(f"{k} = {int(v)}\n" for k, v in sorted((settings or {}).items()))
+    extra = "".join(
+        f"{k} = {v if isinstance(v, int) else _toml_str(v)}\n"
+        for k, v in sorted((settings or {}).items())
+    )
     if curve:
         _make_curve_keys(directory, [m.member_id for m in members])
     for m in members:
@@ -366,6 +369,18 @@ def _source_root() -> str:
     """The directory holding the ``actors`` package, so children import this very code
     even when it is not installed."""
     return str(Path(__file__).resolve().parent.parent)
+
+
+def parse_setting(pair: str) -> tuple[str, int | str]:
+    """``FIELD=VALUE`` of ``--set``: an integer if it reads as one, else a string
+    (``--set actor_threads=separate``). ``ValueError`` without ``=`` or a field."""
+    key, sep, value = pair.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"--set {pair!r}: expected FIELD=VALUE")
+    try:
+        return key.strip(), int(value)
+    except ValueError:
+        return key.strip(), value.strip()
 
 
 def spawn_member(

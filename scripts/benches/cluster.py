@@ -428,10 +428,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     storages = [s.strip() for s in args.storage.split(",") if s.strip()]
     if not storages or set(storages) - {"durable", "memory"}:
         parser.error("--storage takes durable and/or memory")
-    args.settings = {}
-    for pair in args.set:
-        key, _, value = pair.partition("=")
-        args.settings[key.strip()] = int(value)
+    from actors.cluster import parse_setting
+
+    try:
+        args.settings = dict(parse_setting(pair) for pair in args.set)
+    except ValueError as exc:
+        parser.error(str(exc))
     args.storages = storages
     return args
 

@@ -135,8 +135,10 @@ def test_cluster_up_refuses_bad_settings_and_cleans_up(
     assert not target.exists()
     assert main([*argv, "--set", "tick_ms"]) == 1
     assert "expected FIELD=VALUE" in capsys.readouterr().err
-    assert main([*argv, "--set", "tick_ms=fast"]) == 1
-    assert "must be an integer" in capsys.readouterr().err
+    assert main([*argv, "--set", "tick_ms=fast"]) == 1  # a string where an int belongs
+    assert "tick_ms must be int, got 'fast'" in capsys.readouterr().err
+    assert main([*argv, "--set", "actor_threads=sometimes"]) == 1
+    assert "actor_threads" in capsys.readouterr().err
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("")
     assert main(["cluster", "up", "--dir", str(tmp_path / "full")]) == 1

@@ -24,6 +24,7 @@ from actors.cluster import (
     free_ports,
     live_pid,
     load_manifest,
+    parse_setting,
     read_current,
     resolve_dir,
     runs_member,
@@ -38,6 +39,14 @@ from actors.config import load_config
 from tests.cli.conftest import FakeCluster, Reaper, wait_ready
 
 
+def test_parse_setting_reads_integers_and_strings() -> None:
+    assert parse_setting("tick_ms=20") == ("tick_ms", 20)
+    assert parse_setting(" actor_threads = separate ") == ("actor_threads", "separate")
+    for bad in ("tick_ms", "=5"):
+        with pytest.raises(ValueError, match="expected FIELD=VALUE"):
+            parse_setting(bad)
+
+
 def test_free_ports_are_distinct_and_bindable() -> None:
     ports = free_ports(8)
     assert len(set(ports)) == 8 and all(1024 <= p < 65536 for p in ports)
@@ -46,7 +55,7 @@ def test_free_ports_are_distinct_and_bindable() -> None:
 def test_create_cluster_writes_loadable_configs(tmp_path: Path) -> None:
     directory, manifest = create_cluster(
         tmp_path / "c", nodes=3, app="kvstore", storage="durable",
-        settings={"election_timeout_ms": 500},
+        settings={"election_timeout_ms": 500, "actor_threads": "separate"},
     )  # fmt: skip
     assert [m.member_id for m in manifest.members] == ["n1", "n2", "n3"]
     addresses = {a for m in manifest.members for a in (m.peer, m.client)}
@@ -56,6 +65,7 @@ def test_create_cluster_writes_loadable_configs(tmp_path: Path) -> None:
         assert cfg.member_id == m.member_id
         assert cfg.data_dir == directory / "data" / m.member_id
         assert cfg.election_timeout_ms == 500
+        assert cfg.actor_threads == "separate"  # a string setting
         assert {k: (a.peer, a.client) for k, a in cfg.members.items()} == {
             x.member_id: (x.peer, x.client) for x in manifest.members
         }
