@@ -10,7 +10,9 @@ id (``QueryAction``, ``SendQueryResponse``...) carries the key unchanged.
 
 :func:`pack_server_frames` turns the ``(key, message)`` sends of one handling turn into
 one frame per routing id (more only beyond the item and byte bounds), keeping each
-connection's order.
+connection's order. A connection whose answers are all for channel 0 gets them as
+plain frames, never a ``ServerBatch``: a client that never used a channel beyond 0 (a
+lone session, or one from before batches) never has to read one.
 """
 
 from __future__ import annotations
@@ -51,8 +53,11 @@ def pack_server_frames(
         items.append((key[-1], encode(msg)))
     out: list[tuple[bytes, bytes]] = []
     for routing_id, items in by_connection.items():
-        if len(items) == 1 and items[0][0] == 0:
-            out.append((routing_id, items[0][1]))  # the usual single answer: no batch
+        if all(channel == 0 for channel, _ in items):
+            # Only channel 0: a lone session (or a client from before batches, which
+            # could not read a ServerBatch): its answers go as the plain frames they
+            # always were, so nodes can be upgraded before their clients.
+            out.extend((routing_id, data) for _, data in items)
             continue
         for frame in pack_batches(items, ServerBatch, max_items=max_items, max_bytes=max_bytes):
             out.append((routing_id, frame))

@@ -121,6 +121,21 @@ def test_a_single_message_is_channel_zero_and_its_answer_goes_unbatched() -> Non
     assert frame == encode(SessionCreated(action.session_id, b"n", reg.config.max_payload_bytes))
 
 
+def test_answers_for_channel_zero_alone_are_never_batched() -> None:
+    """A connection that only uses channel 0 (a lone session, or a client from before
+    batches, which cannot read a ServerBatch) gets plain frames, one per answer."""
+    reg = make_registry()
+    sends = [(channel_key(R, 0), KeepAliveResponse(i)) for i in range(3)]
+    frames = reg.frames(sends)
+    assert frames == [(R, encode(KeepAliveResponse(i))) for i in range(3)]
+    # One item for another channel makes the turn's answers one batch again.
+    frames = reg.frames([*sends, (channel_key(R, 1), KeepAliveResponse(9))])
+    ((routing_id, frame),) = frames
+    msg: Any = decode(frame, SERVER_FRAME_TYPES)
+    assert routing_id == R and isinstance(msg, ServerBatch)
+    assert [c for c, _ in msg.items] == [0, 0, 0, 1]
+
+
 def test_a_bad_item_costs_only_its_channel() -> None:
     reg = make_registry()
     lead(reg)
