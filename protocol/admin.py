@@ -34,10 +34,13 @@ __all__ = [
 ]
 
 
-@message(tag=250)
+@message(tag=250, extensible=True)
 @dataclass(frozen=True, slots=True)
 class NodeStatus:
-    """One node's view of itself and the cluster."""
+    """One node's view of itself and the cluster.
+
+    Extensible (see :mod:`protocol.codec`): status tools and nodes one release apart
+    read each other's status; add new fields last, with defaults."""
 
     member_id: MemberId
     role: str

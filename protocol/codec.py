@@ -3,7 +3,10 @@
 Every message type registers itself with :func:`message` under a unique integer tag.
 A frame is the msgpack array ``[WIRE_VERSION, tag, field_1, ..., field_n]``; a message
 nested inside another is the array ``[tag, field_1, ..., field_n]``. Field order is the
-dataclass field order, so adding a field is a format change (bump the version).
+dataclass field order, so adding a field is a format change (bump the version) --
+except for messages registered ``extensible``: their decoder ignores fields beyond the
+ones it knows and fills missing trailing fields that have defaults, so a reader and a
+writer one release apart understand each other (new fields go last, with defaults).
 
 Decoding is driven by the type hints of the target class, and checks every value
 against them, so that :func:`decode` of untrusted bytes either returns a well-typed
@@ -76,10 +79,16 @@ _DECODERS: dict[type[Any], _Decoder] = {}
 _FRAME_DECODERS: dict[int, _Decoder] = {}
 _ENCODERS: dict[type[Any], _MessageEncoder] = {}
 _FRAME_ENCODERS: dict[type[Any], Callable[[Any], bytes]] = {}
+#: Classes registered ``extensible`` (see the module docstring).
+_EXTENSIBLE: set[type[Any]] = set()
 
 
-def message(tag: int) -> Callable[[type[M]], type[M]]:
-    """Class decorator: register a frozen dataclass as a wire message under ``tag``."""
+def message(tag: int, *, extensible: bool = False) -> Callable[[type[M]], type[M]]:
+    """Class decorator: register a frozen dataclass as a wire message under ``tag``.
+
+    ``extensible``: decoding tolerates a writer with more fields (ignored) or fewer
+    (trailing fields with defaults get them), for messages that must cross versions,
+    such as a node's status read by an older or newer operator tool."""
 
     def register(cls: type[M]) -> type[M]:
         if not dataclasses.is_dataclass(cls):
@@ -89,6 +98,8 @@ def message(tag: int) -> Callable[[type[M]], type[M]]:
         cls.TAG = tag  # type: ignore[attr-defined]
         _BY_TAG[tag] = cls
         _CLASSES.add(cls)
+        if extensible:
+            _EXTENSIBLE.add(cls)
         return fast_frozen_init(cls)
 
     return register
@@ -300,8 +311,10 @@ def _compile_decoder(cls: type[Any], *, frame: bool = False) -> _Decoder:
     lines = [
         "def dec(raw):",
         f"    if len(raw) != {n}:",
-        "        raise _arity(raw)",
+        "        raw = _fit(raw)" if cls in _EXTENSIBLE else "        raise _arity(raw)",
     ]
+    if cls in _EXTENSIBLE:
+        namespace["_fit"] = _fitter(hints, fields, header, arity)
     if names:
         lines.append(f"    {'_, ' * header}{', '.join(names)} = raw")
     for i, f in enumerate(fields):
@@ -342,6 +355,40 @@ def _compile_decoder(cls: type[Any], *, frame: bool = False) -> _Decoder:
         ]
     exec("\n".join(lines) + "\n", namespace)  # every name here is generated above
     return namespace["dec"]  # type: ignore[no-any-return]
+
+
+def _fitter(
+    hints: dict[str, Any],
+    fields: tuple[dataclasses.Field[Any], ...],
+    header: int,
+    arity: Callable[[list[Any]], ProtocolError],
+) -> Callable[[list[Any]], list[Any]]:
+    """For an ``extensible`` class: make a raw array of another field count the known
+    shape (extra fields dropped; missing defaulted trailing fields filled with their
+    defaults as the wire would carry them); too few fields is still an error."""
+    optional = [
+        f
+        for f in fields
+        if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+    ]
+    required = header + len(fields) - len(optional)
+    known = header + len(fields)
+    defaults = []
+    for f in optional:
+        factory: Any = f.default_factory
+        value = f.default if f.default is not dataclasses.MISSING else factory()
+        enc = _value_encoder(hints[f.name])
+        native = enc(value) if enc is not None else value
+        defaults.append(_unpackb(_packb(native), raw=False, strict_map_key=False, use_list=True))
+
+    def fit(raw: list[Any]) -> list[Any]:
+        if len(raw) > known:
+            return raw[:known]
+        if len(raw) < required:
+            raise arity(raw)
+        return raw + defaults[len(raw) - required :]
+
+    return fit
 
 
 def _primitive(tp: Any) -> type[Any] | None:

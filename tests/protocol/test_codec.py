@@ -279,3 +279,68 @@ def test_bad_enum_inside_a_container_is_refused(colours: list[object]) -> None:
     body[2] = colours
     with pytest.raises(ProtocolError, match="Colour"):
         decode(msgpack.packb(body))
+
+
+# ---------------------------------------------------------------- extensible messages
+
+
+@message(tag=60005, extensible=True)
+@dataclass(frozen=True, slots=True)
+class Grows:
+    """Release 2 of a message: ``colours`` and ``leaf`` were added with defaults."""
+
+    n: int
+    colours: tuple[Colour, ...] = (Colour.RED,)
+    leaf: Leaf | None = None
+
+
+@message(tag=60006)
+@dataclass(frozen=True, slots=True)
+class Holder:
+    inner: Grows
+
+
+def test_an_extensible_message_reads_an_older_writer_with_defaults() -> None:
+    assert decode(msgpack.packb([WIRE_VERSION, 60005, 7])) == Grows(7)
+    older = msgpack.packb([WIRE_VERSION, 60005, 7, [2]])
+    assert decode(older) == Grows(7, (Colour.BLUE,), None)
+    with pytest.raises(ProtocolError, match="Grows"):
+        decode(msgpack.packb([WIRE_VERSION, 60005]))  # a required field is missing
+
+
+@given(st.lists(st.integers(-(2**63), 2**64 - 1) | st.text() | st.binary() | st.none(), max_size=5))
+def test_an_extensible_message_ignores_a_newer_writers_fields(extra: list[object]) -> None:
+    msg = Grows(3, (Colour.BLUE, Colour.RED), Leaf(1, Name("x")))
+    newer = msgpack.packb(msgpack.unpackb(encode(msg)) + extra, use_bin_type=True)
+    assert decode(newer) == msg
+    nested = msgpack.packb([WIRE_VERSION, 60006, [60005, 3, [2, 1], [60001, 1, "x"], *extra]])
+    assert decode(nested) == Holder(msg)
+
+
+def test_known_fields_of_an_extensible_message_are_still_checked() -> None:
+    with pytest.raises(ProtocolError, match="Grows"):
+        decode(msgpack.packb([WIRE_VERSION, 60005, 7, [9]]))  # no such colour
+    with pytest.raises(ProtocolError, match="Grows"):
+        decode(msgpack.packb([WIRE_VERSION, 60005, "7", [1], None, "extra"]))
+
+
+def test_other_messages_still_refuse_a_different_field_count() -> None:
+    with pytest.raises(ProtocolError, match="expected 1 fields"):
+        decode(msgpack.packb([WIRE_VERSION, 60002, True, "extra"]))
+
+
+def test_node_status_crosses_one_release_each_way() -> None:
+    from protocol.admin import NodeStatus, StatusResponse
+    from protocol.ids import MemberId
+
+    status = NodeStatus(
+        MemberId("n1"), "leader", 3, MemberId("n1"), 9, 9, 9, 0, (MemberId("n1"),), (),
+        1, 0, "tcp://c", "tcp://p", 42, 1000, ((MemberId("n2"), 5),),
+    )  # fmt: skip
+    frame: list[object] = msgpack.unpackb(encode(StatusResponse(1, status)))
+    inner = frame[3]
+    assert isinstance(inner, list)
+    newer = msgpack.packb([*frame[:3], [*inner, "a field from the future"]], use_bin_type=True)
+    assert decode(newer, StatusResponse) == StatusResponse(1, status)
+    older = msgpack.packb([*frame[:3], inner[:-1]], use_bin_type=True)  # before last_contact_ms
+    assert decode(older, StatusResponse).status.last_contact_ms == ()
