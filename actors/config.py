@@ -102,10 +102,12 @@ class NodeConfig:
     #: is within this many entries of the leader's last entry (0: only the former).
     promotion_lag_entries: int = 0
     metrics_host: str = "127.0.0.1"
-    #: Where the node's actors (registry, consensus, session, retry) run: ``"shared"``,
-    #: all on one thread (a message from one to another is a queue append, not a
-    #: thread wake-up); ``"separate"``, each on a thread of its own.
-    actor_threads: Literal["shared", "separate"] = "shared"
+    #: Where the node's actors (registry, consensus, session, retry) run:
+    #: ``"separate"``, each on a thread of its own; ``"shared"``, all on one thread (a
+    #: message from one to another is a queue append, not a thread wake-up; but then
+    #: snapshot writes and the user's state machine run on the consensus thread, so a
+    #: slow disk or a blocking ``apply`` delays heartbeats and can cost leadership).
+    actor_threads: Literal["shared", "separate"] = "separate"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -4,7 +4,8 @@ It turns each result into ``ServerAction``\\ s for the registry (only while this
 leads: a follower's registry serves no clients), runs linearizable queries once the
 applied index reaches their read index, answers the retry scheduler's dirty read,
 takes snapshots when the log since the last one has grown past a threshold (writing
-them itself, off the consensus thread), and installs snapshots from the leader.
+them itself, off the consensus thread unless the node shares one thread among its
+actors: `actor_threads = "shared"`), and installs snapshots from the leader.
 """
 
 from __future__ import annotations

@@ -34,9 +34,9 @@ def test_load_from_toml(tmp_path: Path) -> None:
     assert cfg.heartbeat_ms == 50  # default
     assert cfg.address == MemberAddress("tcp://127.0.0.1:7001", "tcp://127.0.0.1:8001")
     assert list(cfg.peers) == ["n2"]
-    assert cfg.actor_threads == "shared"  # default
-    (tmp_path / "n1s.toml").write_text('actor_threads = "separate"\n' + TOML)
-    assert load_config(tmp_path / "n1s.toml").actor_threads == "separate"
+    assert cfg.actor_threads == "separate"  # default
+    (tmp_path / "n1s.toml").write_text('actor_threads = "shared"\n' + TOML)
+    assert load_config(tmp_path / "n1s.toml").actor_threads == "shared"
 
 
 @pytest.mark.parametrize(

@@ -34,8 +34,8 @@ from protocol.wire import (
 
 WAIT = 15.0  # seconds: generous bound for anything a healthy cluster does
 
-#: Both ways a node can host its actors (``NodeConfig.actor_threads``; "shared" is the
-#: default every other test runs): representative node tests run under each.
+#: Both ways a node can host its actors (``NodeConfig.actor_threads``; "separate" is
+#: the default every other test runs): representative node tests run under each.
 ACTOR_THREADS = pytest.mark.parametrize("actor_threads", ["shared", "separate"])
 
 
