@@ -136,7 +136,11 @@ class RegistryActor(NodeActor):
         self.registry = registry
         self.wiring = wiring
         self.status = status
-        self.max_frame_bytes = max_frame_bytes
+        # A client frame is refused beyond the registry's own bound too (a batch of
+        # the largest payload), and its arrays and maps may hold at most as many items
+        # as a batch may (see codec.decode's max_items).
+        self.max_frame_bytes = min(max_frame_bytes, registry.config.max_batch_frame_bytes)
+        self.max_items = registry.config.max_batch_items
         self.transport = transport
         self.log = member_logger(__name__, member_id)
         self.bad_frames = 0
@@ -194,9 +198,13 @@ class RegistryActor(NodeActor):
         try:
             msg: Any
             if data[:4] == CLIENT_BATCH_HEAD:  # (the direct path for batches)
-                msg = decode_client_frame(data, max_bytes=self.max_frame_bytes)
+                msg = decode_client_frame(
+                    data, max_bytes=self.max_frame_bytes, max_items=self.max_items
+                )
             else:
-                msg = decode(data, _ACCEPTED, max_bytes=self.max_frame_bytes)
+                msg = decode(
+                    data, _ACCEPTED, max_bytes=self.max_frame_bytes, max_items=self.max_items
+                )
         except ProtocolError as exc:
             self.bad_frames += 1
             self.log.debug("bad client frame: %s", exc)

@@ -123,18 +123,31 @@ def decode(
     expected: type[M] | tuple[type[Any], ...] | None = None,
     *,
     max_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+    max_items: int | None = None,
 ) -> M:
     """Decode one frame; raise :class:`ProtocolError` if it is anything but valid.
 
     ``expected`` restricts the accepted message classes (a frame of another type is a
-    ``ProtocolError`` too).
+    ``ProtocolError`` too). ``max_items`` bounds every array and map in the frame while
+    it is unpacked: a frame from an untrusted sender made of a million tiny arrays
+    would otherwise cost a long unpack (holding the GIL) before its shape is refused.
     """
     if type(data) is not bytes and not isinstance(data, _BYTES_LIKE):
         raise ProtocolError(f"frame must be bytes, not {type(data).__name__}")
     if len(data) > max_bytes:
         raise ProtocolError(f"frame of {len(data)} bytes exceeds the limit of {max_bytes}")
     try:
-        raw = _unpackb(data, raw=False, strict_map_key=False, use_list=True)
+        if max_items is None:
+            raw = _unpackb(data, raw=False, strict_map_key=False, use_list=True)
+        else:
+            raw = _unpackb(
+                data,
+                raw=False,
+                strict_map_key=False,
+                use_list=True,
+                max_array_len=max_items,
+                max_map_len=max_items,
+            )
     except Exception as exc:  # msgpack raises a zoo of types on garbage
         raise ProtocolError(f"malformed msgpack: {exc}") from None
     if type(raw) is not list or len(raw) < 2:

@@ -438,11 +438,21 @@ CLIENT_FRAME_TYPES: tuple[type[Any], ...] = (*CLIENT_MESSAGE_TYPES, ClientBatch)
 SERVER_FRAME_TYPES: tuple[type[Any], ...] = (*SERVER_MESSAGE_TYPES, ServerBatch)
 
 
+#: Arrays and maps in a frame from a client hold at most this many items by default
+#: (batches hold at most ``max_batch_items`` of the registry; see ``codec.decode``).
+MAX_CLIENT_FRAME_ITEMS = 1024
+
+
 def decode_client_message(
-    data: bytes, *, max_bytes: int = DEFAULT_MAX_FRAME_BYTES
+    data: bytes,
+    *,
+    max_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+    max_items: int = MAX_CLIENT_FRAME_ITEMS,
 ) -> ClientMessage:
     """Decode a frame a client sent; anything else (or any garbage) is a ProtocolError."""
-    msg: ClientMessage = decode(data, CLIENT_MESSAGE_TYPES, max_bytes=max_bytes)
+    msg: ClientMessage = decode(
+        data, CLIENT_MESSAGE_TYPES, max_bytes=max_bytes, max_items=max_items
+    )
     return msg
 
 
@@ -455,13 +465,20 @@ def decode_server_message(
 
 
 def decode_client_frame(
-    data: bytes, *, max_bytes: int = DEFAULT_MAX_FRAME_BYTES
+    data: bytes,
+    *,
+    max_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+    max_items: int = MAX_CLIENT_FRAME_ITEMS,
 ) -> ClientMessage | ClientBatch:
     """Decode a client frame: one message (for channel 0) or a batch (items not yet
-    decoded: each is checked on its own, so a bad one costs only its channel)."""
+    decoded: each is checked on its own, so a bad one costs only its channel). No
+    array or map in it may hold more than ``max_items`` items (checked while
+    unpacking, so a hostile frame is refused before it costs much)."""
     if data[:4] == CLIENT_BATCH_HEAD:
-        return ClientBatch(_batch_items(data, max_bytes))
-    msg: ClientMessage | ClientBatch = decode(data, CLIENT_FRAME_TYPES, max_bytes=max_bytes)
+        return ClientBatch(_batch_items(data, max_bytes, max_items))
+    msg: ClientMessage | ClientBatch = decode(
+        data, CLIENT_FRAME_TYPES, max_bytes=max_bytes, max_items=max_items
+    )
     return msg
 
 
@@ -470,7 +487,7 @@ def decode_server_frame(
 ) -> ServerMessage | ServerBatch:
     """Decode a server frame: one message (for channel 0) or a batch of item frames."""
     if data[:4] == SERVER_BATCH_HEAD:
-        return ServerBatch(_batch_items(data, max_bytes))
+        return ServerBatch(_batch_items(data, max_bytes, None))
     msg: ServerMessage | ServerBatch = decode(data, SERVER_FRAME_TYPES, max_bytes=max_bytes)
     return msg
 
@@ -483,12 +500,25 @@ CLIENT_BATCH_HEAD = bytes((0x93, WIRE_VERSION, 0xCC, _CLIENT_BATCH_TAG))
 SERVER_BATCH_HEAD = bytes((0x93, WIRE_VERSION, 0xCC, _SERVER_BATCH_TAG))
 
 
-def _batch_items(data: bytes, max_bytes: int) -> tuple[tuple[int, bytes], ...]:
+def _batch_items(
+    data: bytes, max_bytes: int, max_items: int | None
+) -> tuple[tuple[int, bytes], ...]:
     """The items of a batch frame, checked exactly as the codec would check them."""
     if len(data) > max_bytes:
         raise ProtocolError(f"frame of {len(data)} bytes exceeds the limit of {max_bytes}")
     try:
-        raw = msgpack.unpackb(data, raw=False, strict_map_key=False, use_list=True)
+        if max_items is None:
+            raw = msgpack.unpackb(data, raw=False, strict_map_key=False, use_list=True)
+        else:
+            limit = max(max_items, 3)  # the frame itself is a 3-array
+            raw = msgpack.unpackb(
+                data,
+                raw=False,
+                strict_map_key=False,
+                use_list=True,
+                max_array_len=limit,
+                max_map_len=limit,
+            )
     except Exception as exc:  # msgpack raises a zoo of types on garbage
         raise ProtocolError(f"malformed msgpack: {exc}") from None
     if type(raw) is not list or len(raw) != 3 or type(raw[2]) is not list:

@@ -118,7 +118,11 @@ class Registry(ConnectionTable):
         """Decode a raw frame of the transport connection ``routing_id`` (one message for
         channel 0, or a batch) and handle it; a bad frame drops the whole connection."""
         try:
-            msg = decode_client_frame(data, max_bytes=self._config.max_batch_frame_bytes)
+            msg = decode_client_frame(
+                data,
+                max_bytes=self._config.max_batch_frame_bytes,
+                max_items=self._config.max_batch_items,
+            )
         except ProtocolError:
             return self.on_bad_connection(routing_id)
         return self.on_routed(routing_id, msg, now_ms)

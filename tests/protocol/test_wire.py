@@ -293,3 +293,24 @@ def test_the_direct_batch_decoding_agrees_with_the_codec(tag: int, items: Any, e
         fast(data, max_bytes=len(data) - 1)
     with pytest.raises(ProtocolError):
         fast(data[:4] + b"\xc1")
+
+
+def test_client_frames_bound_their_arrays_and_maps_while_unpacking() -> None:
+    """A hostile frame of many tiny containers is refused by the unpacker itself
+    (before it is built), whichever way it is spelled."""
+    many = [[0, b""]] * 1025
+    batch = msgpack.packb([WIRE_VERSION, 241, many], use_bin_type=True)
+    assert batch.startswith(wire.CLIENT_BATCH_HEAD)  # the direct batch path
+    for frame in (
+        batch,
+        msgpack.packb([WIRE_VERSION, 241, many, "x"], use_bin_type=True),  # the codec path
+        encode(CreateSession({f"k{i}": "v" for i in range(1025)}, b"n")),
+    ):
+        with pytest.raises(ProtocolError, match="exceeds max"):
+            decode_client_frame(frame)
+    with pytest.raises(ProtocolError, match="exceeds max"):
+        decode_client_message(encode(CreateSession({f"k{i}": "v" for i in range(1025)}, b"n")))
+    # Within the bound (and with a higher one) all is as before.
+    ok = msgpack.packb([WIRE_VERSION, 241, many[:1024]], use_bin_type=True)
+    assert len(decode_client_frame(ok).items) == 1024  # type: ignore[union-attr]
+    assert len(decode_client_frame(batch, max_items=2000).items) == 1025  # type: ignore[union-attr]
