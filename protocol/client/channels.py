@@ -10,6 +10,11 @@ settings), which connection and channel it gets:
   leaving (a reconnect gets a fresh connection when the old one is suspect);
 - else a new connection (``opened``).
 
+A connection a session moved away from takes no new sessions after that: a session
+moves when its server said "not here" or closed it (a step-down, a bad frame), and the
+server may have dropped the whole connection, which it tells only the channels it
+knew; a newcomer placed there would wait out a handshake timeout.
+
 Channels are never reused on a connection: a late answer to a session that left (a
 ``NotLeader``, a response to a resent request) arrives on a channel nobody holds and
 is dropped, instead of reaching another session. A connection thus serves at most
@@ -71,6 +76,8 @@ class ChannelTable(Generic[K, S]):
         """Move ``session`` to a channel of a connection to ``key`` (see the module
         docstring); it leaves its current channel, if any."""
         left = self._where.get(session)
+        if left is not None:  # suspect from now on (see the module docstring)
+            self._unlist(left[0], self._connections[left[0]].key)
         closed = self.release(session)
         conn_id = 0
         for candidate in self._open.get(key, ()):

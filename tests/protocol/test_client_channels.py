@@ -7,7 +7,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from protocol.client import ChannelTable, Placement
+from protocol.client import ChannelTable
 
 
 def test_sessions_to_one_key_share_a_connection_up_to_the_limit() -> None:
@@ -33,11 +33,27 @@ def test_a_moving_session_never_reuses_a_channel_or_the_connection_it_leaves() -
     assert moved.opened and moved.closed is None
     assert table.session_at(a.connection, 1) is None
     assert table.former_at(a.connection, 1) == "b"  # late frames for b: stale
-    back = table.place("b", "n1")  # back to n1: the shared connection, a fresh channel
-    assert back == Placement(a.connection, 2, opened=False, closed=moved.connection)
+    # Back to n1: not the shared connection b left (it is suspect: its server may have
+    # dropped it), a fresh one; a keeps its channel there.
+    back = table.place("b", "n1")
+    assert back.opened and back.connection != a.connection and back.closed == moved.connection
+    assert table.where("a") == (a.connection, 0)
+    assert table.place("c", "n1").connection == back.connection  # newcomers: not a's either
     again = table.place("b", "n1")  # a reconnect to the same member: a fresh connection
-    assert again.opened and again.connection != a.connection and again.closed is None
+    assert again.opened and again.connection not in (a.connection, back.connection)
     assert table.where("b") == (again.connection, 0)
+
+
+def test_a_connection_a_session_left_takes_no_newcomers() -> None:
+    """After a step-down the server drops the whole connection but tells only the
+    channels it knew: a newcomer placed there would wait out its handshake."""
+    table: ChannelTable[str, str] = ChannelTable(8)
+    first = table.place("s1", "n1")
+    table.place("s2", "n1")
+    table.place("s1", "n2")  # told "not here": moves
+    newcomer = table.place("s4", "n1")
+    assert newcomer.opened and newcomer.connection != first.connection
+    assert table.where("s2") == (first.connection, 1)  # s2 stays until it is told too
 
 
 def test_the_last_session_leaving_closes_the_connection() -> None:
