@@ -190,9 +190,7 @@ class RegistryActor(NodeActor):
         elif isinstance(message, SERVER_ACTION_TYPES):
             self._carry_out(self.registry.on_server_action(message, wall_ms()))
         elif isinstance(message, list):  # a batch of ServerActions, in order
-            now = wall_ms()
-            for action in message:
-                self._carry_out(self.registry.on_server_action(action, now))
+            self._carry_out(self.registry.on_server_actions(message, wall_ms()))
 
     def _frame(self, connection: bytes, data: bytes, now_ms: int, admin: bool = True) -> None:
         try:

@@ -58,7 +58,7 @@ from protocol.actions import (
 )
 from protocol.codec import ProtocolError
 from protocol.ids import RequestId, SessionId
-from protocol.registry.frames import channel_key, pack_server_frames
+from protocol.registry.frames import CHANNEL_BYTES, channel_key, pack_server_frames
 from protocol.registry.table import ConnectionRecord, ConnectionTable, PendingCreation
 from protocol.registry.types import RegistryEffects
 from protocol.wire import (
@@ -141,8 +141,9 @@ class Registry(ConnectionTable):
             return self.on_bad_connection(routing_id)
         channels = self._config.channels
         max_bytes = self._config.max_frame_bytes
+        handle = self._handle
         for channel, data in items:
-            key = channel_key(routing_id, channel)
+            key = routing_id + CHANNEL_BYTES[channel]  # channel_key (checked 0..255 above)
             try:
                 item = decode_client_message(data, max_bytes=max_bytes)
             except ProtocolError:
@@ -150,7 +151,7 @@ class Registry(ConnectionTable):
                 self._drop_connection(key)  # only this channel: the others are fine
                 continue
             if channel < channels:
-                self._handle(key, item, now_ms)
+                handle(key, item, now_ms)
             else:
                 self._beyond_limit(key, item)
         return self._take()
@@ -206,14 +207,22 @@ class Registry(ConnectionTable):
         return self._take()
 
     def _handle(self, connection: bytes, msg: ClientMessage, now_ms: int) -> None:
-        if not self.is_leader:
+        if self._role is not NodeRole.LEADER:
             self._send(connection, NotLeader(self._hint))
             return
         conn = self._connections.get(connection)
         if conn is None:
             conn = self._connections[connection] = ConnectionRecord(connection)
-        if conn.session_id is not None:
-            self._touch(self._sessions[conn.session_id], now_ms)
+        sid = conn.session_id
+        if sid is not None:
+            # (``_touch``, inline: this runs for every message of every client)
+            s = self._sessions[sid]
+            deadline = now_ms + self._config.session_timeout_ms
+            if deadline > s.deadline_ms:
+                s.deadline_ms = deadline
+            if sid and type(msg) is ClientRequest:  # nearly every message: commands
+                self._client_request(conn, msg)
+                return  # (a connection with a session is not idle: nothing to prune)
         match msg:
             case CreateSession():
                 self._create(conn, msg)
@@ -248,6 +257,23 @@ class Registry(ConnectionTable):
 
     def on_server_action(self, action: ServerAction, now_ms: int) -> RegistryEffects:
         """Handle an answer or notification from the session state machine or consensus."""
+        self._server_action(action, now_ms)
+        return self._take()
+
+    def on_server_actions(self, actions: Iterable[ServerAction], now_ms: int) -> RegistryEffects:
+        """Handle ``actions`` in order, exactly as one :meth:`on_server_action` each, and
+        return their effects as one batch (in the order those calls would give them):
+        the session actor answers a whole batch of commands in one message."""
+        server_action = self._server_action
+        for action in actions:
+            server_action(action, now_ms)
+        return self._take()
+
+    def _server_action(self, action: ServerAction, now_ms: int) -> None:
+        if type(action) is SendResponse:  # the answer to nearly every command
+            if self._role is NodeRole.LEADER:
+                self._respond(action.session_id, action.request_id, None, action)
+            return
         if isinstance(action, LeadershipChanged):
             self._leadership(action)
         elif self.is_leader:
@@ -270,7 +296,6 @@ class Registry(ConnectionTable):
                     self._load(action, now_ms)
                 case SessionRemoved():
                     self._removed(action.session_id)
-        return self._take()
 
     # ------------------------------------------------------------------ client messages
 
@@ -321,29 +346,29 @@ class Registry(ConnectionTable):
 
     def _client_request(self, conn: ConnectionRecord, msg: ClientRequest) -> None:
         rid = msg.request_id
+        lowest = msg.lowest_pending_request_id
         s = None if conn.session_id is None else self._sessions[conn.session_id]
+        cfg = self._config
         reason: ErrorReason | None = None
         detail = ""
         if s is None:
             reason = ErrorReason.NO_SESSION
-        elif len(msg.payload) > self._config.max_payload_bytes:
+        elif len(msg.payload) > cfg.max_payload_bytes:
             reason = ErrorReason.TOO_LARGE
-        elif not 1 <= msg.lowest_pending_request_id <= rid:
+        elif not 1 <= lowest <= rid:
             reason = ErrorReason.INVALID
         elif rid in s.in_flight:
             return  # a resend of a request already proposed: its answer will come
-        elif len(s.in_flight) >= self._config.max_pending_requests_per_session:
+        elif len(s.in_flight) >= cfg.max_pending_requests_per_session:
             reason = ErrorReason.TOO_MANY_PENDING
-        elif rid - msg.lowest_pending_request_id >= self._config.max_cached_responses_per_session:
+        elif rid - lowest >= cfg.max_cached_responses_per_session:
             reason, detail = ErrorReason.TOO_MANY_PENDING, "too many responses left cached"
         if reason is not None:
             self._send(conn.routing_id, RequestError(rid, reason, detail, None))
             return
         assert s is not None
         s.in_flight.add(rid)
-        self._fx.propose.append(
-            ClientRequestAction(s.session_id, rid, msg.lowest_pending_request_id, msg.payload)
-        )
+        self._fx.propose.append(ClientRequestAction(s.session_id, rid, lowest, msg.payload))
 
     def _query(self, conn: ConnectionRecord, msg: Query) -> None:
         cid = msg.correlation_id

@@ -22,7 +22,11 @@ from collections.abc import Iterable
 from protocol.codec import encode
 from protocol.wire import ServerBatch, ServerMessage, pack_batches
 
-__all__ = ["channel_key", "pack_server_frames", "routing_ids", "split_key"]
+__all__ = ["CHANNEL_BYTES", "channel_key", "pack_server_frames", "routing_ids", "split_key"]
+
+
+#: ``bytes((channel,))`` of every channel, made once (a key is made per message).
+CHANNEL_BYTES: tuple[bytes, ...] = tuple(bytes((channel,)) for channel in range(256))
 
 
 def channel_key(routing_id: bytes, channel: int) -> bytes:
