@@ -206,7 +206,11 @@ class Workload:
             elif isinstance(error, RequestTimeoutError):
                 self.timeouts += 1
             else:
+                # Any other error fails the check anyway; going on would only spin (a
+                # closed client fails every submit at once) and pile up errors: a failed
+                # test once left such threads running, growing pytest to 11 GB.
                 self.errors.append(error)
+                self._stop.set()
         self._room.release()
 
     def _run(self) -> None:
@@ -219,6 +223,11 @@ class Workload:
     def wait_ok(self, n: int, what: str) -> None:
         """Wait until at least ``n`` increments succeeded in all."""
         wait_for(lambda: self.ok >= n, f"{n} successful increments ({what})")
+
+    def halt(self) -> None:
+        """Stop submitting (bounded, no checks): for a test's cleanup."""
+        self._stop.set()
+        self._thread.join(5)
 
     def stop(self) -> None:
         """Stop submitting and wait for every outstanding increment's outcome."""

@@ -243,6 +243,8 @@ def counter_run(
         final = sessions[0].query(["get"], timeout=WAIT)
     finally:
         nemesis.stop()
+        for work in works:
+            work.halt()  # a failed run must not leave workload threads behind
         for client in sessions:
             client.close(2.0)
     ok_values = [v for w in works for v in w.ok_values]
