@@ -40,6 +40,7 @@ __all__ = [
     "encode",
     "message",
     "registered_messages",
+    "unpack_frame",
 ]
 
 WIRE_VERSION = 1
@@ -118,6 +119,27 @@ def encode(msg: Any) -> bytes:
     return frame(msg)
 
 
+def unpack_frame(data: bytes, *, max_bytes: int, max_items: int | None = None) -> Any:
+    """The msgpack value of a frame, within ``max_bytes`` and (if given) with no array
+    or map longer than ``max_items``; :class:`ProtocolError` for anything else. The one
+    place untrusted frames are unpacked (``decode`` and the wire's batch fast path)."""
+    if len(data) > max_bytes:
+        raise ProtocolError(f"frame of {len(data)} bytes exceeds the limit of {max_bytes}")
+    try:
+        if max_items is None:
+            return _unpackb(data, raw=False, strict_map_key=False, use_list=True)
+        return _unpackb(
+            data,
+            raw=False,
+            strict_map_key=False,
+            use_list=True,
+            max_array_len=max_items,
+            max_map_len=max_items,
+        )
+    except Exception as exc:  # msgpack raises a zoo of types on garbage
+        raise ProtocolError(f"malformed msgpack: {exc}") from None
+
+
 def decode(
     data: bytes,
     expected: type[M] | tuple[type[Any], ...] | None = None,
@@ -134,22 +156,7 @@ def decode(
     """
     if type(data) is not bytes and not isinstance(data, _BYTES_LIKE):
         raise ProtocolError(f"frame must be bytes, not {type(data).__name__}")
-    if len(data) > max_bytes:
-        raise ProtocolError(f"frame of {len(data)} bytes exceeds the limit of {max_bytes}")
-    try:
-        if max_items is None:
-            raw = _unpackb(data, raw=False, strict_map_key=False, use_list=True)
-        else:
-            raw = _unpackb(
-                data,
-                raw=False,
-                strict_map_key=False,
-                use_list=True,
-                max_array_len=max_items,
-                max_map_len=max_items,
-            )
-    except Exception as exc:  # msgpack raises a zoo of types on garbage
-        raise ProtocolError(f"malformed msgpack: {exc}") from None
+    raw = unpack_frame(data, max_bytes=max_bytes, max_items=max_items)
     if type(raw) is not list or len(raw) < 2:
         raise ProtocolError("frame is not a [version, tag, ...] array")
     version = raw[0]

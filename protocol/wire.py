@@ -40,7 +40,14 @@ from typing import Any
 
 import msgpack
 
-from protocol.codec import DEFAULT_MAX_FRAME_BYTES, WIRE_VERSION, ProtocolError, decode, message
+from protocol.codec import (
+    DEFAULT_MAX_FRAME_BYTES,
+    WIRE_VERSION,
+    ProtocolError,
+    decode,
+    message,
+    unpack_frame,
+)
 from protocol.ids import RequestId, SessionId
 
 __all__ = [
@@ -504,23 +511,8 @@ def _batch_items(
     data: bytes, max_bytes: int, max_items: int | None
 ) -> tuple[tuple[int, bytes], ...]:
     """The items of a batch frame, checked exactly as the codec would check them."""
-    if len(data) > max_bytes:
-        raise ProtocolError(f"frame of {len(data)} bytes exceeds the limit of {max_bytes}")
-    try:
-        if max_items is None:
-            raw = msgpack.unpackb(data, raw=False, strict_map_key=False, use_list=True)
-        else:
-            limit = max(max_items, 3)  # the frame itself is a 3-array
-            raw = msgpack.unpackb(
-                data,
-                raw=False,
-                strict_map_key=False,
-                use_list=True,
-                max_array_len=limit,
-                max_map_len=limit,
-            )
-    except Exception as exc:  # msgpack raises a zoo of types on garbage
-        raise ProtocolError(f"malformed msgpack: {exc}") from None
+    limit = None if max_items is None else max(max_items, 3)  # the frame is a 3-array
+    raw = unpack_frame(data, max_bytes=max_bytes, max_items=limit)
     if type(raw) is not list or len(raw) != 3 or type(raw[2]) is not list:
         raise ProtocolError("a batch is [version, tag, [[channel, frame], ...]]")
     items = []
