@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from actors.client import ClientConfig, ClientLoop, RaftClient
+from actors.client import ClientLoop, RaftClient
 from actors.transport import ClientConnection, ConnectionFrameHandler
 from examples.counter import CounterStateMachine, increment
 from protocol.codec import decode, encode
@@ -26,15 +26,7 @@ from protocol.wire import (
     decode_server_message,
 )
 from tests.actors.node.cluster import WAIT, local_cluster, wait_for
-
-FAST = ClientConfig(
-    ("replaced",),
-    keep_alive_interval_ms=100,
-    resend_interval_ms=300,
-    server_timeout_ms=600,
-    handshake_timeout_ms=400,
-    retry_backoff_ms=20,
-)
+from tests.actors.node.system import FAST_CLIENT
 
 
 @pytest.mark.parametrize("transport", ["memory", "zmq"])
@@ -50,7 +42,7 @@ def test_shared_sessions_follow_the_leader_and_survive_its_crash(transport: str)
             factory = cluster.connection  # one object: the clients share connections
         with ClientLoop(name="raft-client-shared-node") as loop:
             clients = [
-                RaftClient(members, config=FAST, loop=loop, connection_factory=factory)
+                RaftClient(members, config=FAST_CLIENT, loop=loop, connection_factory=factory)
                 for _ in range(3)
             ]
             try:
