@@ -8,7 +8,6 @@ is exactly what decoding gives, and that nothing is kept that must not be.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,30 +15,21 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from actors.base import Wiring
 from actors.consensus import ConsensusActor, _decodes_to_itself
-from actors.messages import ApplyEntries, PeerFrame, Tick
-from actors.status import StatusBoard
-from actors.storage import MemoryStorage, StorageError, StorageWriter
+from actors.messages import ApplyEntries, PeerFrame
+from actors.storage import StorageError
 from protocol.actions import ClientRequestAction, ServerRequestAckAction
 from protocol.codec import decode, encode
 from protocol.ids import MemberId, RequestId, SessionId
 from protocol.raft import (
     AppendEntries,
     AppendEntriesResponse,
-    Configuration,
-    RaftCore,
-    RaftOptions,
-    RequestVote,
-    RequestVoteResponse,
-    RestoredState,
     Role,
 )
 from protocol.raft.messages import RAFT_MESSAGE_TYPES, RaftMessage
 from protocol.session import ClientRequest, decode_session_command
+from tests.actors.consensus_harness import A, B, hand_driven_leader
 
-A, B, C = MemberId("n1"), MemberId("n2"), MemberId("n3")
-WAIT = 10.0
 INTS = st.integers(min_value=-(2**63), max_value=2**63 - 1)
 
 
@@ -61,59 +51,12 @@ class Recorder:
         self.told.append(message)
 
 
-class _Rng:
-    def randrange(self, start: int, stop: int) -> int:
-        return start
-
-
 @pytest.fixture
 def leader() -> Iterator[tuple[ConsensusActor, Recorder]]:
-    """A 3-member leader driven by hand on the test's thread; its writer's reports are
-    handed to it by ``settle``."""
-    storage = MemoryStorage()
-    reports: list[Any] = []
-    done = threading.Semaphore(0)
-
-    def on_persisted(p: Any) -> None:
-        reports.append(p)
-        done.release()
-
-    writer = StorageWriter(storage.log, storage.stable, on_persisted).start()
-    core = RaftCore(
-        A,
-        RaftOptions(election_ticks=20, heartbeat_ticks=19, pre_vote=False),
-        _Rng(),
-        RestoredState.bootstrap(Configuration((A, B, C))),
-    )
+    """A 3-member leader driven by hand on the test's thread (see consensus_harness)."""
     rec = Recorder()
-    wiring = Wiring(consensus=rec, session=rec, registry=rec, retry=rec)  # type: ignore[arg-type]
-    actor = ConsensusActor(
-        core, writer, storage.snapshots, rec, {}, wiring, StatusBoard(), max_frame_bytes=1 << 20
-    )  # type: ignore[arg-type]
-
-    def settle() -> None:
-        while writer.persisted is None or writer.persisted.index < core.last_index:
-            assert done.acquire(timeout=WAIT)
-            actor.handle(reports[-1])
-        while done.acquire(blocking=False):
-            actor.handle(reports[-1])
-
-    actor.settle = settle  # type: ignore[attr-defined]
-    try:
-        for _ in range(30):
-            actor.handle(Tick(0))
-            if core.role != Role.FOLLOWER:
-                break
-        settle()
-        for v in [m for m in rec.sent if isinstance(m, RequestVote)]:
-            actor.handle(
-                PeerFrame(v.receiver, encode(RequestVoteResponse(v.term, v.receiver, A, True)))
-            )
-        settle()
-        assert core.is_leader
+    with hand_driven_leader(rec, rec.sent, rec) as (actor, _):
         yield actor, rec
-    finally:
-        writer.stop(WAIT)
 
 
 def commit_all(actor: ConsensusActor, rec: Recorder) -> list[ApplyEntries]:

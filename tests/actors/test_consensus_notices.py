@@ -15,28 +15,17 @@ from typing import Any
 
 import pytest
 
-from actors.base import Wiring
 from actors.consensus import ConsensusActor
 from actors.messages import PeerFrame, Tick
-from actors.status import StatusBoard
-from actors.storage import MemoryStorage, Persisted, StorageWriter
+from actors.storage import Persisted
 from protocol.codec import decode, encode
 from protocol.ids import MemberId
 from protocol.raft import (
     AppendEntries,
     AppendEntriesResponse,
-    Configuration,
-    RaftCore,
-    RaftOptions,
-    RequestVote,
-    RequestVoteResponse,
-    RestoredState,
-    Role,
 )
 from protocol.raft.messages import RAFT_MESSAGE_TYPES, RaftMessage
-
-A, B, C = MemberId("n1"), MemberId("n2"), MemberId("n3")
-WAIT = 10.0
+from tests.actors.consensus_harness import WAIT, A, B, C, hand_driven_leader
 
 
 class FakePeers:
@@ -71,77 +60,19 @@ class Inbox:
 
 @pytest.fixture
 def leader() -> Iterator[tuple[ConsensusActor, FakePeers, list[Persisted]]]:
-    storage = MemoryStorage()
-    persisted: list[Persisted] = []
-    done = threading.Semaphore(0)
-
-    def on_persisted(p: Persisted) -> None:
-        persisted.append(p)
-        done.release()
-
-    writer = StorageWriter(storage.log, storage.stable, on_persisted).start()
-    core = RaftCore(
-        A,
-        RaftOptions(
-            election_ticks=20, heartbeat_ticks=19, pre_vote=False, lazy_commit_notices=True
-        ),
-        _Rng(),
-        RestoredState.bootstrap(Configuration((A, B, C))),
-    )
     peers = FakePeers()
-    inbox = Inbox()
-    wiring = Wiring(consensus=inbox, session=inbox, registry=inbox, retry=inbox)
-    actor = ConsensusActor(
-        core,
-        writer,
-        storage.snapshots,
-        peers,  # type: ignore[arg-type]
-        {},
-        wiring,
-        StatusBoard(),
-        max_frame_bytes=1 << 20,
-    )
-
-    def settle() -> None:
-        """Hand the actor the writer's reports until it has nothing left to write."""
-        while writer.persisted is None or writer.persisted.index < core.last_index:
-            assert done.acquire(timeout=WAIT)
-            actor.handle(persisted[-1])
-        while done.acquire(blocking=False):
-            actor.handle(persisted[-1])
-
-    actor.settle = settle  # type: ignore[attr-defined]
-    try:
-        # Campaign: ticks until the vote requests go out, then grant them.
-        for _ in range(30):
-            actor.handle(Tick(0))
-            if core.role != Role.FOLLOWER:
-                break
-        votes = [m for m in peers.wait_for(2) if isinstance(m, RequestVote)]  # once durable
-        settle()
-        for v in votes:
-            reply = RequestVoteResponse(v.term, v.receiver, A, True, False)
-            actor.handle(PeerFrame(v.receiver, encode(reply)))
-        settle()
-        assert core.is_leader
+    with hand_driven_leader(peers, peers.sent, Inbox(), lazy_commit_notices=True) as (
+        actor,
+        persisted,
+    ):
         # Acknowledge the no-op so that the commit index is at the no-op.
         noop = [m for m in peers.sent if isinstance(m, AppendEntries) and m.entries]
         for m in noop:
             ack = AppendEntriesResponse(m.term, m.receiver, A, True, m.entries[-1].index)
             actor.handle(PeerFrame(m.receiver, encode(ack)))
-        settle()
+        actor.settle()  # type: ignore[attr-defined]
         actor.handle(Tick(0))  # let any held notice go
         yield actor, peers, persisted
-    finally:
-        writer.stop(WAIT)
-
-
-class _Rng:
-    def randrange(self, start: int, stop: int) -> int:
-        return start
-
-    def random(self) -> float:
-        return 0.0
 
 
 def test_a_commit_only_append_waits_for_the_tick_and_a_newer_append_replaces_it(
