@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -154,6 +154,24 @@ def test_admin_operations_are_open_without_curve() -> None:
         assert response.ok and wait_for(lambda: cluster.leader().member_id != old, WAIT)
 
 
+def agreed_leader(cluster: SystemCluster) -> tuple[MemberId, int] | None:
+    """(leader, term) if n1 and n2 name the same leader in the same term."""
+    a, b = cluster.nodes[N1].status(), cluster.nodes[N2].status()
+    if a.leader is not None and a.leader == b.leader and a.term == b.term:
+        return a.leader, a.term
+    return None
+
+
+def repel(attack: Callable[[], bool], defended: Callable[[], bool], what: str) -> None:
+    """With CURVE: the attack must be seen defended (``what``), then keep failing for
+    a second of further attempts."""
+    wait_for(lambda: attack() or defended(), WAIT, what)
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:
+        assert not attack()
+        time.sleep(0.05)
+
+
 @pytest.mark.parametrize("curve", [False, True], ids=["plain", "curve"])
 def test_a_peer_without_an_allowed_key_cannot_disrupt_elections(keys: KeyRing, curve: bool) -> None:
     """A rogue posing as n3 (not running) sends n1 and n2 leadership-transfer vote
@@ -161,14 +179,7 @@ def test_a_peer_without_an_allowed_key_cannot_disrupt_elections(keys: KeyRing, c
     Without CURVE that throws out the leader (so the check can fail); with CURVE the
     rogue's key is refused at the handshake, nothing arrives, leader and term stay."""
     with cluster_of(keys if curve else None, start=[N1, N2]) as cluster:
-
-        def settled() -> tuple[MemberId, int] | None:
-            a, b = cluster.nodes[N1].status(), cluster.nodes[N2].status()
-            if a.leader is not None and a.leader == b.leader and a.term == b.term:
-                return a.leader, a.term
-            return None
-
-        leader, term = wait_for(settled, WAIT, "n1 and n2 agree on a leader")
+        leader, term = wait_for(lambda: agreed_leader(cluster), WAIT, "n1 and n2 agree on a leader")
         client = client_of(cluster, keys.client() if curve else None, cluster.client_addresses[:2])
         client.connect(timeout=WAIT)
         assert client.call(increment(1), timeout=WAIT) == 1
@@ -198,14 +209,10 @@ def test_a_peer_without_an_allowed_key_cannot_disrupt_elections(keys: KeyRing, c
             if not curve:
                 wait_for(attack, WAIT, "the forged vote request to throw out the leader")
                 return
-            wait_for(lambda: attack() or refused(), WAIT, "both handshakes refused")
-            deadline = time.monotonic() + 1.0
-            while time.monotonic() < deadline:
-                assert not attack()
-                time.sleep(0.05)
+            repel(attack, refused, "both handshakes refused")
         finally:
             rogue.stop()
-        assert settled() == (leader, term)
+        assert agreed_leader(cluster) == (leader, term)
         assert client.call(increment(1), timeout=WAIT) == 2
 
 
@@ -218,14 +225,7 @@ def test_a_member_key_cannot_speak_for_another_member(keys: KeyRing, curve: bool
     the handshakes pass (the key is allowed) but every frame is dropped and counted as
     forged, and leader and term stay."""
     with cluster_of(keys if curve else None, start=[N1, N2]) as cluster:
-
-        def settled() -> tuple[MemberId, int] | None:
-            a, b = cluster.nodes[N1].status(), cluster.nodes[N2].status()
-            if a.leader is not None and a.leader == b.leader and a.term == b.term:
-                return a.leader, a.term
-            return None
-
-        leader, term = wait_for(settled, WAIT, "n1 and n2 agree on a leader")
+        leader, term = wait_for(lambda: agreed_leader(cluster), WAIT, "n1 and n2 agree on a leader")
         follower = N2 if leader == N1 else N1
         client = client_of(cluster, keys.client() if curve else None, cluster.client_addresses[:2])
         client.connect(timeout=WAIT)
@@ -257,15 +257,11 @@ def test_a_member_key_cannot_speak_for_another_member(keys: KeyRing, curve: bool
             if not curve:
                 wait_for(attack, WAIT, "the forged messages to throw out the leader")
                 return
-            wait_for(lambda: attack() or forged(), WAIT, "forged frames dropped on n1 and n2")
-            deadline = time.monotonic() + 1.0
-            while time.monotonic() < deadline:
-                assert not attack()
-                time.sleep(0.05)
+            repel(attack, forged, "forged frames dropped on n1 and n2")
         finally:
             as_leader.stop()
             as_follower.stop()
-        assert settled() == (leader, term)
+        assert agreed_leader(cluster) == (leader, term)
         assert client.call(increment(1), timeout=WAIT) == 2
 
 
