@@ -86,7 +86,11 @@ def test_a_done_callback_may_submit_the_next_command_on_the_loop_thread(
         else:
             client.submit(increment(1)).add_done_callback(chain)
 
+    # The first answer is held until the callback is attached: a future already done
+    # runs its callback on the attaching (main) thread, which is not what this checks.
+    zmq_cluster.hold_responses = True
     client.submit(increment(1)).add_done_callback(chain)
+    zmq_cluster.release()
     assert result(finished) == list(range(1, 51))
 
     refused: Future[BaseException] = Future()
