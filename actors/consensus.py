@@ -8,8 +8,11 @@ to the session actor, confirmed reads to the session actor, role changes to ever
 
 Proposals arriving while a batch is being handled are collected and proposed together
 (one ``_Flush`` message per burst, queued behind whatever is already in the inbox; with
-an empty inbox the flush happens at once), so a busy leader appends many commands per
-entry batch and per fsync, and an idle one adds no extra hop.
+an empty inbox the flush happens at once), and while the leader's previous batch is not
+committed yet the next one waits for that commit (``RaftCore.proposal_in_flight``; at
+most a full append's worth). So a busy leader appends many commands per entry batch,
+per fsync and per message to each follower, and an idle one adds no extra hop: a lone
+client's next command only comes after its previous one committed.
 """
 
 from __future__ import annotations
@@ -126,6 +129,7 @@ class ConsensusActor(NodeActor):
         self.log = member_logger(__name__, core.id)
         self._flush_scheduled = False
         self._proposals: list[tuple[RaftAction | None, bytes]] = []
+        self._max_batch = core.options.max_entries_per_msg
         #: Commands this leader proposed, by their encoded bytes: when they commit, the
         #: session actor gets them along and need not decode what was just encoded.
         #: (A hit is always right: it is what decoding those bytes gives.) Emptied when
@@ -224,7 +228,7 @@ class ConsensusActor(NodeActor):
             self.client_addresses[member] = client_address
 
     def _schedule_flush(self) -> None:
-        if self._flush_scheduled or not (self._proposals or self.core.has_ready()):
+        if self._flush_scheduled or not (self._proposable() or self.core.has_ready()):
             return
         if self.inbox_empty():
             # Nothing else is waiting: act now (no round trip through the inbox, which
@@ -249,8 +253,20 @@ class ConsensusActor(NodeActor):
 
     # ------------------------------------------------------------------ proposals, reads
 
+    def _proposable(self) -> bool:
+        """Whether the waiting commands go out now: not while this leader's previous
+        batch is uncommitted (they join the next one, see ``RaftCore.proposal_in_flight``),
+        except a full append's worth, and nothing waits once storage failed (refused at
+        once)."""
+        waiting = len(self._proposals)
+        return waiting > 0 and (
+            waiting >= self._max_batch
+            or not self.core.proposal_in_flight
+            or self._failed is not None
+        )
+
     def _flush(self) -> None:
-        if self._proposals:
+        if self._proposable():
             batch, self._proposals = self._proposals, []
             if self._failed is not None:
                 result: Any = Refused(Refusal.TOO_BUSY, None, "storage failed")

@@ -13,7 +13,7 @@ from actors.consensus import ConsensusActor
 from actors.messages import PeerFrame, Tick
 from actors.status import StatusBoard
 from actors.storage import MemoryStorage, StorageWriter
-from protocol.codec import encode
+from protocol.codec import decode, encode
 from protocol.ids import MemberId
 from protocol.raft import (
     Configuration,
@@ -24,7 +24,7 @@ from protocol.raft import (
     RestoredState,
     Role,
 )
-from protocol.raft.messages import RaftMessage
+from protocol.raft.messages import RAFT_MESSAGE_TYPES, RaftMessage
 
 A, B, C = MemberId("n1"), MemberId("n2"), MemberId("n3")
 WAIT = 10.0
@@ -38,6 +38,24 @@ class FirstChoice:
 
     def random(self) -> float:
         return 0.0
+
+
+class Recorder:
+    """Stands in for the peers and for the other actors: records what it is given."""
+
+    def __init__(self) -> None:
+        self.sent: list[RaftMessage] = []
+        self.told: list[Any] = []
+
+    def send(self, to: MemberId, frame: bytes) -> bool:
+        self.sent.append(decode(frame, RAFT_MESSAGE_TYPES))
+        return True
+
+    def add_peer(self, member: MemberId, address: str) -> None:
+        pass
+
+    def tell(self, message: Any) -> None:
+        self.told.append(message)
 
 
 @contextmanager

@@ -9,7 +9,6 @@ is exactly what decoding gives, and that nothing is kept that must not be.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from hypothesis import given
@@ -19,36 +18,17 @@ from actors.consensus import ConsensusActor, _decodes_to_itself
 from actors.messages import ApplyEntries, PeerFrame
 from actors.storage import StorageError
 from protocol.actions import ClientRequestAction, ServerRequestAckAction
-from protocol.codec import decode, encode
-from protocol.ids import MemberId, RequestId, SessionId
+from protocol.codec import encode
+from protocol.ids import RequestId, SessionId
 from protocol.raft import (
     AppendEntries,
     AppendEntriesResponse,
     Role,
 )
-from protocol.raft.messages import RAFT_MESSAGE_TYPES, RaftMessage
 from protocol.session import ClientRequest, decode_session_command
-from tests.actors.consensus_harness import A, B, hand_driven_leader
+from tests.actors.consensus_harness import A, B, Recorder, hand_driven_leader
 
 INTS = st.integers(min_value=-(2**63), max_value=2**63 - 1)
-
-
-class Recorder:
-    """Stands in for the peers and for the other actors: records what it is given."""
-
-    def __init__(self) -> None:
-        self.sent: list[RaftMessage] = []
-        self.told: list[Any] = []
-
-    def send(self, to: MemberId, frame: bytes) -> bool:
-        self.sent.append(decode(frame, RAFT_MESSAGE_TYPES))
-        return True
-
-    def add_peer(self, member: MemberId, address: str) -> None:
-        pass
-
-    def tell(self, message: Any) -> None:
-        self.told.append(message)
 
 
 @pytest.fixture
