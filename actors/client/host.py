@@ -48,6 +48,8 @@ from protocol.wire import (
     ServerMessage,
     ServerRequest,
     SessionClosed,
+    SessionContinued,
+    SessionCreated,
     decode_server_message,
 )
 
@@ -260,6 +262,9 @@ class SessionHost:
                     self.shutdown()  # the server has our CloseSession (or has no session)
                 return
             self._apply(self._core.on_message(msg, self._loop.now_ms()))
+            if isinstance(msg, SessionCreated | SessionContinued) and self._channel is not None:
+                # the node may have announced a lower payload limit
+                self._channel.payload_limit_lowered(self._core.max_payload_bytes)
         except Exception:
             LOG.exception("%s: handling a message failed", self._name)
 

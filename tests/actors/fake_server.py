@@ -116,12 +116,14 @@ class FakeCluster:
         retry_after_ms: int = 200,
         tick_ms: int = 10,
         max_sessions_per_connection: int = 8,
+        max_payload_bytes: int = 1 << 20,
     ) -> None:
         self.hub = hub
         self.lock = threading.RLock()
         self.registry_config = RegistryConfig(
             session_timeout_ms=session_timeout_ms,
             max_sessions_per_connection=max_sessions_per_connection,
+            max_payload_bytes=max_payload_bytes,
         )
         self.sm = SessionStateMachine(CounterStateMachine())
         self.index = 0

@@ -5,6 +5,7 @@ items and the sessions-per-connection bound."""
 
 from __future__ import annotations
 
+import dataclasses
 import queue
 import threading
 from collections.abc import Callable, Iterator
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 
 from actors.client import ClientLoop, RaftClient
+from actors.client.connections import BATCH_BYTES
 from actors.transport import InMemoryClientConnection, InMemoryHub
 from examples.counter import increment
 from protocol.codec import decode, encode
@@ -196,6 +198,50 @@ def test_a_loop_sharing_more_widely_than_the_node_allows_still_gets_every_sessio
         assert sum(c.stats().connects for c in clients) > 6  # some had to move
         for client in clients:
             client.close()
+
+
+def batch_bounds(loop: ClientLoop) -> list[int | None]:
+    """Every connection's batch bound, read on the loop thread."""
+    got: Future[list[int | None]] = Future()
+    pool = loop.connections
+    loop.post(lambda: got.set_result([pool.batch_bytes(i) for i in pool.table.connections()]))
+    return got.result(timeout=WAIT_S)
+
+
+def test_the_batch_bound_follows_sessions_joining_and_leaving() -> None:
+    """A shared connection batches under every session's payload limit (the node
+    announces 30000 bytes): the bound drops when a session with a lower one joins and
+    rises again when it leaves."""
+    hub = InMemoryHub(seed=3)
+    cluster = FakeCluster(hub, 1, max_payload_bytes=30_000)
+    factory = cluster.connection_factory()
+    try:
+        with ClientLoop(name="raft-client-bound") as loop:
+
+            def client(max_payload_bytes: int = 1 << 20) -> RaftClient:
+                config = dataclasses.replace(FAST, max_payload_bytes=max_payload_bytes)
+                made = RaftClient(
+                    cluster.addresses, config=config, loop=loop, connection_factory=factory
+                )
+                return made.connect(timeout=WAIT_S)
+
+            big = client()
+            assert batch_bounds(loop) == [30_000]  # the node's, as announced to big
+            small = client(1000)
+            assert batch_bounds(loop) == [1000]  # one connection, the lower bound holds
+            small.close()
+            assert batch_bounds(loop) == [30_000]
+            smaller = client(500)
+            assert batch_bounds(loop) == [500]
+            smaller.close()
+            assert batch_bounds(loop) == [30_000]
+            assert big.call(increment(1), timeout=WAIT_S) == 1
+            big.close()
+            assert batch_bounds(loop) == []
+        assert BATCH_BYTES > 30_000  # (else the announcement would not show)
+    finally:
+        cluster.close()
+        hub.stop()
 
 
 def test_a_batch_with_a_bad_item_costs_only_that_channel(raw_cluster: FakeCluster) -> None:
