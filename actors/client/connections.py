@@ -101,7 +101,9 @@ class _Connection:
         self.ident = ident
         self.outbox: list[tuple[int, bytes]] = []
         self.closed = False
-        #: Who was given each channel (frames for a channel it left count as its stale).
+        #: Who was given each channel: frames for a channel its session left count as
+        #: that session's stale frames (the one record of it: it outlives the table's
+        #: entry, for frames a foreign connection posted before it closed).
         self.owners: dict[int, SessionHost] = {}
         #: A batch bound the node surely takes: at most :data:`BATCH_BYTES` and the
         #: payload limit of every session on the connection (kept up to date as

@@ -52,7 +52,6 @@ class _Connection(Generic[K, S]):
     key: K
     next_channel: int = 0
     live: dict[int, S] = field(default_factory=dict)
-    former: dict[int, S] = field(default_factory=dict)
 
 
 class ChannelTable(Generic[K, S]):
@@ -92,7 +91,7 @@ class ChannelTable(Generic[K, S]):
         conn = self._connections[conn_id]
         channel = conn.next_channel
         conn.next_channel += 1
-        conn.live[channel] = conn.former[channel] = session
+        conn.live[channel] = session
         self._where[session] = (conn_id, channel)
         if conn.next_channel >= self._per:  # full for good: channels are never reused
             self._unlist(conn_id, key)
@@ -121,11 +120,6 @@ class ChannelTable(Generic[K, S]):
         """The session that holds ``channel`` on ``connection`` now, if any."""
         conn = self._connections.get(connection)
         return None if conn is None else conn.live.get(channel)
-
-    def former_at(self, connection: int, channel: int) -> S | None:
-        """The session that held (or holds) ``channel`` on a live ``connection``."""
-        conn = self._connections.get(connection)
-        return None if conn is None else conn.former.get(channel)
 
     def sessions_on(self, connection: int) -> list[S]:
         """The sessions on ``connection`` now, by channel."""

@@ -244,6 +244,39 @@ def test_the_batch_bound_follows_sessions_joining_and_leaving() -> None:
         hub.stop()
 
 
+def test_late_frames_for_a_channel_count_as_stale_frames_of_the_session_that_left_it(
+    raw_cluster: FakeCluster,
+) -> None:
+    """A frame for a channel whose session left is that session's stale frame (not the
+    others'), also when it arrives after the connection closed with its last session."""
+    hub = raw_cluster.hub
+    assert hub is not None
+    handlers: list[Callable[[bytes], None]] = []
+
+    def factory(on_frame: Callable[[bytes], None]) -> InMemoryClientConnection:
+        handlers.append(on_frame)
+        return InMemoryClientConnection(hub, on_frame)
+
+    late = encode(NotLeader("inmem://nobody-here"))
+    with ClientLoop(name="raft-client-stale") as loop:
+        a, b = (
+            RaftClient(raw_cluster.addresses, config=FAST, loop=loop, connection_factory=factory)
+            for _ in range(2)
+        )
+        a.connect(timeout=WAIT_S)
+        b.connect(timeout=WAIT_S)
+        assert len(handlers) == 1  # one shared connection: a on channel 0, b on 1
+        b.close()
+        handlers[0](encode(ServerBatch(((1, late),))))
+        wait_until(lambda: b.stats().stale_frames == 1)
+        assert a.call(increment(1), timeout=WAIT_S) == 1  # the hint did not reach a
+        a.close()
+        assert len(loop.connections) == 0
+        handlers[0](late)  # posted after the close: still a's, and stale
+        wait_until(lambda: a.stats().stale_frames == 1)
+        assert a.stats().connects == 1 and b.stats().stale_frames == 1
+
+
 def test_a_batch_with_a_bad_item_costs_only_that_channel(raw_cluster: FakeCluster) -> None:
     cluster = raw_cluster
     frames: queue.Queue[bytes] = queue.Queue()
