@@ -55,8 +55,9 @@ LOG = logging.getLogger("actors.client")
 #: Builds a (not yet started) connection that passes received frames to the handler.
 ConnectionFactory = Callable[[ConnectionFrameHandler], ClientConnection]
 
-#: Sessions one connection carries (a node accepts ``max_sessions_per_connection``
-#: channels per connection, 8 by default: keep this at most that).
+#: Sessions one connection carries at most (a node accepts its
+#: ``max_sessions_per_connection`` channels per connection, 8 by default, and refuses
+#: the others with ``TOO_MANY_SESSIONS``: the loop then uses that many for the member).
 DEFAULT_SESSIONS_PER_CONNECTION = 8
 #: Items in one batch frame (a node accepts ``max_batch_items``, 1024 by default).
 DEFAULT_MAX_BATCH_ITEMS = 256
@@ -277,6 +278,12 @@ class ConnectionPool:
         conn.owners[placement.channel] = host
         conn.batch_bytes = min(conn.batch_bytes, host.max_payload_bytes)
         return Channel(conn, placement.channel)
+
+    def refused(self, host: SessionHost) -> None:
+        """The node refused ``host``'s channel as beyond its sessions per connection:
+        connections to that member get fewer channels from now on (see
+        :class:`~protocol.client.ChannelTable`)."""
+        self.table.refused(host)
 
     def release(self, host: SessionHost) -> None:
         """``host`` leaves its channel; its connection closes if it was the last one."""

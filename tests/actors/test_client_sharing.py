@@ -8,9 +8,9 @@ from __future__ import annotations
 import dataclasses
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -53,6 +53,7 @@ def cluster(kind: str) -> Iterator[FakeCluster]:
 
 
 MakeClient = Callable[..., RaftClient]
+T = TypeVar("T")
 
 
 @pytest.fixture
@@ -187,25 +188,34 @@ def raw_cluster() -> Iterator[FakeCluster]:
     hub.stop()
 
 
-def test_a_loop_sharing_more_widely_than_the_node_allows_still_gets_every_session(
+def test_a_loop_sharing_more_widely_than_the_node_allows_learns_the_nodes_number(
     cluster: FakeCluster, make_client: MakeClient
 ) -> None:
     """The node takes 4 sessions per connection, the loop puts 6 on one: the sessions
-    on channels 4 and 5 are refused, back off and take a fresh connection."""
+    on channels 4 and 5 are refused, back off and take a fresh connection; from then on
+    the loop puts at most 4 on a connection to that node, and nobody bounces."""
     with ClientLoop(name="raft-client-wide", sessions_per_connection=6) as wide:
-        clients = [make_client(loop=wide).connect(timeout=WAIT_S) for _ in range(6)]
-        assert [c.call(increment(1), timeout=WAIT_S) for c in clients] == [1, 2, 3, 4, 5, 6]
-        assert sum(c.stats().connects for c in clients) > 6  # some had to move
+        clients = [make_client(loop=wide).connect(timeout=WAIT_S) for _ in range(12)]
+        assert [c.call(increment(1), timeout=WAIT_S) for c in clients] == list(range(1, 13))
+        # the 5th was refused once; without learning, the 9th and 10th would be too
+        assert [c.stats().connects for c in clients] == [1] * 4 + [2] + [1] * 7
+        held = on_loop(wide, lambda: wide.connections.table.connections().values())
+        assert sorted(held) == [4, 4, 4]  # sessions per connection
         for client in clients:
             client.close()
 
 
-def batch_bounds(loop: ClientLoop) -> list[int | None]:
-    """Every connection's batch bound, read on the loop thread."""
-    got: Future[list[int | None]] = Future()
-    pool = loop.connections
-    loop.post(lambda: got.set_result([pool.batch_bytes(i) for i in pool.table.connections()]))
+def on_loop(loop: ClientLoop, read: Callable[[], Iterable[T]]) -> list[T]:
+    """What ``read`` gives, read on the loop thread (the pool is the loop's alone)."""
+    got: Future[list[T]] = Future()
+    loop.post(lambda: got.set_result(list(read())))
     return got.result(timeout=WAIT_S)
+
+
+def batch_bounds(loop: ClientLoop) -> list[int | None]:
+    """Every connection's batch bound."""
+    pool = loop.connections
+    return on_loop(loop, lambda: [pool.batch_bytes(i) for i in pool.table.connections()])
 
 
 def test_the_batch_bound_follows_sessions_joining_and_leaving() -> None:
