@@ -33,7 +33,12 @@ from protocol.wire import (
     decode_server_message,
 )
 from tests.actors.fake_server import FakeCluster
-from tests.actors.test_client import FAST, WAIT_S, client_threads
+from tests.actors.test_client import (
+    FAST,
+    WAIT_S,
+    check_a_listener_hears_every_crossing,
+    client_threads,
+)
 from tests.actors.transport.harness import wait_until
 
 
@@ -147,23 +152,10 @@ def test_a_failover_moves_every_session_and_resends_with_the_same_ids(
 def test_server_requests_on_a_shared_connection_arrive_in_order_exactly_once(
     cluster: FakeCluster, make_client: MakeClient
 ) -> None:
-    seen: list[Any] = []
-    all_seen = threading.Event()
+    def on_one_connection() -> None:
+        assert len(senders(cluster)) == 1
 
-    def handler(payload: Any) -> None:
-        seen.append(payload)
-        if len(seen) == 5:
-            all_seen.set()
-
-    listener = make_client(on_server_request=handler).connect(timeout=WAIT_S)
-    writer = make_client().connect(timeout=WAIT_S)
-    assert len(senders(cluster)) == 1  # both on one connection
-    for _ in range(5):
-        writer.call(increment(10), timeout=WAIT_S)
-    assert all_seen.wait(WAIT_S)
-    wait_until(lambda: cluster.pending_server_requests() == 0)  # acked, through the log
-    assert seen == [["crossed", v] for v in (10, 20, 30, 40, 50)]
-    assert listener.stats().server_requests_handled == 5
+    check_a_listener_hears_every_crossing(cluster, make_client, on_one_connection)
 
 
 def test_sessions_beyond_the_limit_get_another_connection(
