@@ -11,39 +11,27 @@ budget (the cluster goal is 15,000 commands/s on 2 cores).
 from __future__ import annotations
 
 import argparse
-import itertools
 import time
 
-from protocol.actions import (
-    ClientRequestAction,
-    CreateSessionAction,
-    LeadershipChanged,
-    NodeRole,
-    SendResponse,
-    SessionCreationConfirmed,
-    SessionsSnapshot,
-)
+from _leader import confirm_creations, leader_registry
+
+from protocol.actions import ClientRequestAction, SendResponse
 from protocol.client import ClientConfig, ClientSessionCore
 from protocol.codec import encode
-from protocol.ids import MemberId, SessionId
-from protocol.registry import Registry, RegistryConfig
 from protocol.wire import CreateSession, decode_client_frame, decode_server_message
 
 
 def run(commands: int, payload: bytes, window: int) -> float:
-    ids = itertools.count(1)
-    reg = Registry(RegistryConfig(), lambda: SessionId(f"{next(ids):032x}"))
-    reg.on_server_action(LeadershipChanged(NodeRole.LEADER, MemberId("n1"), "tcp://n1", 1), 0)
-    reg.on_server_action(SessionsSnapshot(1, {}), 0)
+    reg = leader_registry()
     client = ClientSessionCore(ClientConfig(("tcp://n1",)))
     conn = b"conn"  # the transport connection's routing id
     max_bytes = reg.config.max_batch_frame_bytes
     client.start(0)
     (hello,) = client.on_connected(0).send
     assert isinstance(hello, CreateSession)
-    (create,) = reg.on_routed(conn, decode_client_frame(encode(hello)), 0).propose
-    assert isinstance(create, CreateSessionAction)
-    for _, msg in reg.on_server_action(SessionCreationConfirmed(create.session_id, {}), 0).send:
+    for _, msg in confirm_creations(
+        reg, reg.on_routed(conn, decode_client_frame(encode(hello)), 0)
+    ):
         client.on_message(decode_server_message(encode(msg)), 0)
 
     def trip(frames: list[bytes]) -> int:
