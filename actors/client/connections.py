@@ -307,11 +307,6 @@ class ConnectionPool:
         for ident in list(self._connections):
             self._close(ident)
 
-    def batch_bytes(self, ident: int) -> int | None:
-        """The batch bound of connection ``ident`` (None: no such connection)."""
-        conn = self._connections.get(ident)
-        return None if conn is None else conn.batch_bytes
-
     def _bound_batches(self, ident: int) -> None:
         """A session left connection ``ident``: its bound may rise again."""
         conn = self._connections.get(ident)

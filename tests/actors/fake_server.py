@@ -97,6 +97,8 @@ class FakeNode:
         #: Client frames received, and how many of them were batches.
         self.frames_in = 0
         self.batches_in = 0
+        #: The size of the largest batch frame received (a test may reset it).
+        self.largest_batch = 0
 
 
 class FakeCluster:
@@ -279,6 +281,7 @@ class FakeCluster:
                 return
             if isinstance(msg, ClientBatch):
                 node.batches_in += 1
+                node.largest_batch = max(node.largest_batch, len(frame))
                 for _, item in msg.items:
                     with contextlib.suppress(ProtocolError):
                         node.received.append(decode_client_message(item))
