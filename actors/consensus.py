@@ -58,7 +58,11 @@ from protocol.ids import MemberId
 from protocol.raft import HardState, RaftCore, SnapshotMeta
 from protocol.raft.messages import RAFT_MESSAGE_TYPES, RaftMessage
 from protocol.raft.types import Refusal, Refused, Role
-from protocol.session import ClientRequest, GetRequestsForRetry, SessionCommand
+from protocol.session import (
+    GetRequestsForRetry,
+    SessionCommand,
+    decodes_to_itself,
+)
 from protocol.wire import ErrorReason, RejectReason
 
 __all__ = ["ConsensusActor"]
@@ -74,21 +78,6 @@ _ROLES = {
 
 #: Bound of ConsensusActor._proposed (commands proposed, not yet committed).
 _MAX_REMEMBERED = 65_536
-
-
-def _decodes_to_itself(cmd: SessionCommand) -> bool:
-    """Whether decoding ``encode(cmd)`` gives ``cmd`` back, checked the cheap way: a
-    ``ClientRequest`` (the command of every client request) whose fields have exactly
-    the types its decoder demands. Then the leader may apply ``cmd`` as it is, exactly
-    as every follower applies what it decodes."""
-    return (
-        type(cmd) is ClientRequest
-        and type(cmd.session_id) is str
-        and type(cmd.request_id) is int
-        and type(cmd.lowest_pending_request_id) is int
-        and type(cmd.command) is bytes
-        and type(cmd.created_at) is int
-    )
 
 
 class _Flush:
@@ -246,7 +235,7 @@ class ConsensusActor(NodeActor):
             return
         payload = encode(cmd)
         self._proposals.append((action, payload))
-        if _decodes_to_itself(cmd):
+        if decodes_to_itself(cmd):
             if len(self._proposed) >= _MAX_REMEMBERED:
                 self._proposed.clear()
             self._proposed[payload] = cmd

@@ -38,8 +38,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import msgpack
-
 from protocol.codec import (
     DEFAULT_MAX_FRAME_BYTES,
     WIRE_VERSION,
@@ -49,6 +47,7 @@ from protocol.codec import (
     unpack_frame,
 )
 from protocol.ids import RequestId, SessionId
+from protocol.packing import packb
 
 __all__ = [
     "BATCH_ITEM_OVERHEAD_BYTES",
@@ -564,5 +563,4 @@ def _one_frame(
         return chunk[0][1]
     # what ``encode(batch(tuple(chunk)))`` gives (the golden bytes pin it), directly
     tag = _CLIENT_BATCH_TAG if batch is ClientBatch else _SERVER_BATCH_TAG
-    frame: bytes = msgpack.packb([WIRE_VERSION, tag, chunk], use_bin_type=True)
-    return frame
+    return packb([WIRE_VERSION, tag, chunk])

@@ -55,8 +55,9 @@ LOG = logging.getLogger("actors.client")
 #: Builds a (not yet started) connection that passes received frames to the handler.
 ConnectionFactory = Callable[[ConnectionFrameHandler], ClientConnection]
 
-#: Sessions one connection carries (a node accepts ``max_sessions_per_connection``
-#: channels per connection, 8 by default: keep this at most that).
+#: Sessions one connection carries at most (a node accepts its
+#: ``max_sessions_per_connection`` channels per connection, 8 by default, and refuses
+#: the others with ``TOO_MANY_SESSIONS``: the loop then uses that many for the member).
 DEFAULT_SESSIONS_PER_CONNECTION = 8
 #: Items in one batch frame (a node accepts ``max_batch_items``, 1024 by default).
 DEFAULT_MAX_BATCH_ITEMS = 256
@@ -86,6 +87,12 @@ class Channel:
             conn.pool.dirty.append(conn)
         conn.outbox.append((self.channel, frame))
 
+    def payload_limit_lowered(self, limit: int) -> None:
+        """The session's payload limit dropped to ``limit`` (a node announced its own):
+        the connection's batches stay under it."""
+        conn = self.connection
+        conn.batch_bytes = min(conn.batch_bytes, limit)
+
 
 class _Connection:
     """One transport connection and its outbox (subclasses own the socket)."""
@@ -95,8 +102,14 @@ class _Connection:
         self.ident = ident
         self.outbox: list[tuple[int, bytes]] = []
         self.closed = False
-        #: Who was given each channel (frames for a channel it left count as its stale).
+        #: Who was given each channel: frames for a channel its session left count as
+        #: that session's stale frames (the one record of it: it outlives the table's
+        #: entry, for frames a foreign connection posted before it closed).
         self.owners: dict[int, SessionHost] = {}
+        #: A batch bound the node surely takes: at most :data:`BATCH_BYTES` and the
+        #: payload limit of every session on the connection (kept up to date as
+        #: sessions join and leave, see :meth:`ConnectionPool.open` and ``release``).
+        self.batch_bytes = BATCH_BYTES
 
     def flush(self) -> None:
         outbox, self.outbox = self.outbox, []
@@ -105,8 +118,7 @@ class _Connection:
         if len(outbox) == 1 and outbox[0][0] == 0:
             self.send_frame(outbox[0][1])  # the lone client's usual case
             return
-        limit = self.pool.batch_bytes(self.ident)
-        max_items = self.pool.max_batch_items
+        max_items, limit = self.pool.max_batch_items, self.batch_bytes
         for frame in pack_batches(outbox, ClientBatch, max_items=max_items, max_bytes=limit):
             self.send_frame(frame)
 
@@ -244,9 +256,12 @@ class ConnectionPool:
     ) -> Channel:
         """Move ``host`` to a channel of a connection to ``address`` (never the one it
         leaves); raises what opening a new connection raised (``host`` then has none)."""
+        left = self.table.where(host)
         placement = self.table.place(host, (address, curve, factory))
         if placement.closed is not None:
             self._close(placement.closed)
+        elif left is not None:
+            self._bound_batches(left[0])
         ident = placement.connection
         if placement.opened:
             try:
@@ -261,13 +276,23 @@ class ConnectionPool:
             self._connections[ident] = conn
         conn = self._connections[ident]
         conn.owners[placement.channel] = host
+        conn.batch_bytes = min(conn.batch_bytes, host.max_payload_bytes)
         return Channel(conn, placement.channel)
+
+    def refused(self, host: SessionHost) -> None:
+        """The node refused ``host``'s channel as beyond its sessions per connection:
+        connections to that member get fewer channels from now on (see
+        :class:`~protocol.client.ChannelTable`)."""
+        self.table.refused(host)
 
     def release(self, host: SessionHost) -> None:
         """``host`` leaves its channel; its connection closes if it was the last one."""
+        where = self.table.where(host)
         closed = self.table.release(host)
         if closed is not None:
             self._close(closed)
+        elif where is not None:
+            self._bound_batches(where[0])
 
     def flush(self) -> None:
         """Send what every connection queued this turn."""
@@ -282,13 +307,14 @@ class ConnectionPool:
         for ident in list(self._connections):
             self._close(ident)
 
-    def batch_bytes(self, ident: int) -> int:
-        """A batch bound the node surely takes: at most :data:`BATCH_BYTES`, and at most
-        the payload limit of every session on the connection."""
-        limit = BATCH_BYTES
-        for host in self.table.sessions_on(ident):
-            limit = min(limit, host.max_payload_bytes)
-        return limit
+    def _bound_batches(self, ident: int) -> None:
+        """A session left connection ``ident``: its bound may rise again."""
+        conn = self._connections.get(ident)
+        if conn is not None:
+            limit = BATCH_BYTES
+            for host in self.table.sessions_on(ident):
+                limit = min(limit, host.max_payload_bytes)
+            conn.batch_bytes = limit
 
     def dispatch_posted(self, conn: _Connection, frame: bytes) -> None:
         """A foreign connection's frame, now on the loop thread (maybe closed since:

@@ -45,9 +45,13 @@ from protocol.ids import RequestId, SessionId
 from protocol.wire import (
     CloseSession,
     NotLeader,
+    RejectReason,
     ServerMessage,
     ServerRequest,
     SessionClosed,
+    SessionContinued,
+    SessionCreated,
+    SessionRejected,
     decode_server_message,
 )
 
@@ -259,7 +263,16 @@ class SessionHost:
                 if isinstance(msg, SessionClosed | NotLeader):
                     self.shutdown()  # the server has our CloseSession (or has no session)
                 return
+            if (
+                type(msg) is SessionRejected
+                and msg.reason is RejectReason.TOO_MANY_SESSIONS
+                and self._channel is not None
+            ):  # this channel is beyond the node's limit: the next ones stay below it
+                self._loop.connections.refused(self)
             self._apply(self._core.on_message(msg, self._loop.now_ms()))
+            if isinstance(msg, SessionCreated | SessionContinued) and self._channel is not None:
+                # the node may have announced a lower payload limit
+                self._channel.payload_limit_lowered(self._core.max_payload_bytes)
         except Exception:
             LOG.exception("%s: handling a message failed", self._name)
 

@@ -94,7 +94,9 @@ class ClientLoop:
     default: the loop makes and terminates its own. ``max_frame_bytes`` and ``hwm``
     bound received frames and each socket's queues, as for the ZeroMQ transports.
     ``sessions_per_connection``: how many sessions share one connection to a member
-    (at most the nodes' ``max_sessions_per_connection``, 8 by default);
+    at most (8 by default); a node that takes fewer (its ``max_sessions_per_connection``)
+    refuses the sessions beyond them, which back off and take a fresh connection, and
+    the loop uses that node's number from then on;
     ``max_batch_items``: messages in one batch frame (at most the nodes' bound).
 
     Share one among many clients with ``RaftClient(members, loop=loop)``; the loop

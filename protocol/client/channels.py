@@ -20,6 +20,15 @@ Channels are never reused on a connection: a late answer to a session that left 
 is dropped, instead of reaching another session. A connection thus serves at most
 ``per_connection`` sessions over its life, and it is closed (``closed``) when its last
 session leaves. The actor shell (``actors.client.connections``) owns the sockets.
+
+A server may take fewer channels per connection than ``per_connection`` (its own
+``max_sessions_per_connection``): it refuses a session on channel ``c`` beyond its
+limit with ``TOO_MANY_SESSIONS``, which tells that its limit is at most ``c``
+(channels are numbered from 0 and each carries one session). The shell reports that
+(:meth:`ChannelTable.refused`), and from then on connections to that key get at most
+``max(c, 1)`` channels, so only the sessions placed before the first refusal bounce
+(they back off and take a fresh connection). The learned limit only ever drops: a
+server whose limit was raised is used at the lower one until the table is rebuilt.
 """
 
 from __future__ import annotations
@@ -52,7 +61,6 @@ class _Connection(Generic[K, S]):
     key: K
     next_channel: int = 0
     live: dict[int, S] = field(default_factory=dict)
-    former: dict[int, S] = field(default_factory=dict)
 
 
 class ChannelTable(Generic[K, S]):
@@ -66,11 +74,18 @@ class ChannelTable(Generic[K, S]):
         self._connections: dict[int, _Connection[K, S]] = {}
         #: Per key: connections with channels left (in opening order).
         self._open: dict[K, list[int]] = {}
+        #: Per key: a channel limit below ``per_connection`` learned from a refusal.
+        self._limits: dict[K, int] = {}
         self._where: dict[S, tuple[int, int]] = {}
 
     @property
     def per_connection(self) -> int:
         return self._per
+
+    def channels_for(self, key: K) -> int:
+        """Channels a new connection to ``key`` gets: ``per_connection``, or less
+        once its server refused one (see the module docstring)."""
+        return self._limits.get(key, self._per)
 
     def place(self, session: S, key: K) -> Placement:
         """Move ``session`` to a channel of a connection to ``key`` (see the module
@@ -92,11 +107,29 @@ class ChannelTable(Generic[K, S]):
         conn = self._connections[conn_id]
         channel = conn.next_channel
         conn.next_channel += 1
-        conn.live[channel] = conn.former[channel] = session
+        conn.live[channel] = session
         self._where[session] = (conn_id, channel)
-        if conn.next_channel >= self._per:  # full for good: channels are never reused
+        if conn.next_channel >= self.channels_for(key):  # full for good: never reused
             self._unlist(conn_id, key)
         return Placement(conn_id, channel, opened, closed)
+
+    def refused(self, session: S) -> None:
+        """The server refused ``session``'s channel as beyond its sessions-per-connection
+        limit: connections to the same key get at most that many channels (at least one)
+        from now on, and those already holding as many take no newcomers. ``session``
+        keeps its channel until it moves."""
+        where = self._where.get(session)
+        if where is None:
+            return
+        conn_id, channel = where
+        key = self._connections[conn_id].key
+        limit = max(channel, 1)
+        if limit >= self.channels_for(key):
+            return
+        self._limits[key] = limit
+        for listed in list(self._open.get(key, ())):
+            if self._connections[listed].next_channel >= limit:
+                self._unlist(listed, key)
 
     def release(self, session: S) -> int | None:
         """``session`` leaves its channel; returns its connection if that is now empty
@@ -121,11 +154,6 @@ class ChannelTable(Generic[K, S]):
         """The session that holds ``channel`` on ``connection`` now, if any."""
         conn = self._connections.get(connection)
         return None if conn is None else conn.live.get(channel)
-
-    def former_at(self, connection: int, channel: int) -> S | None:
-        """The session that held (or holds) ``channel`` on a live ``connection``."""
-        conn = self._connections.get(connection)
-        return None if conn is None else conn.former.get(channel)
 
     def sessions_on(self, connection: int) -> list[S]:
         """The sessions on ``connection`` now, by channel."""

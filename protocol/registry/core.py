@@ -87,7 +87,6 @@ from protocol.wire import (
     SessionContinued,
     SessionCreated,
     SessionRejected,
-    decode_client_frame,
     decode_client_message,
 )
 
@@ -106,32 +105,13 @@ class Registry(ConnectionTable):
 
     # ------------------------------------------------------------------ inputs
 
-    def on_frame(self, connection: bytes, data: bytes, now_ms: int) -> RegistryEffects:
-        """Decode a raw client frame and handle it; a bad frame drops the connection."""
-        try:
-            msg = decode_client_message(data, max_bytes=self._config.max_frame_bytes)
-        except ProtocolError:
-            return self.on_bad_frame(connection)
-        return self.on_client_message(connection, msg, now_ms)
-
-    def on_transport_frame(self, routing_id: bytes, data: bytes, now_ms: int) -> RegistryEffects:
-        """Decode a raw frame of the transport connection ``routing_id`` (one message for
-        channel 0, or a batch) and handle it; a bad frame drops the whole connection."""
-        try:
-            msg = decode_client_frame(
-                data,
-                max_bytes=self._config.max_batch_frame_bytes,
-                max_items=self._config.max_batch_items,
-            )
-        except ProtocolError:
-            return self.on_bad_connection(routing_id)
-        return self.on_routed(routing_id, msg, now_ms)
-
     def on_routed(
         self, routing_id: bytes, msg: ClientMessage | ClientBatch, now_ms: int
     ) -> RegistryEffects:
         """Handle a decoded frame of the transport connection ``routing_id``: a single
-        message belongs to channel 0; a batch's items to their channels, in order."""
+        message belongs to channel 0; a batch's items to their channels, in order. (The
+        shell decodes frames, within ``max_batch_frame_bytes`` and ``max_batch_items``;
+        one that does not decode goes to :meth:`on_bad_connection`.)"""
         if not isinstance(msg, ClientBatch):
             return self.on_client_message(channel_key(routing_id, 0), msg, now_ms)
         items = msg.items
@@ -186,13 +166,6 @@ class Registry(ConnectionTable):
         return pack_server_frames(
             sends, max_items=cfg.max_batch_items, max_bytes=cfg.max_batch_bytes
         )
-
-    def on_bad_frame(self, connection: bytes) -> RegistryEffects:
-        """The client sent garbage: tell it why and close its connection."""
-        self._send(connection, SessionClosed(CloseReason.PROTOCOL_ERROR, None))
-        self._drop_connection(connection)
-        self._fx.close.append(connection)
-        return self._take()
 
     def on_disconnect(self, connection: bytes) -> RegistryEffects:
         """The transport lost the connection: unbind its session (which may continue)."""

@@ -15,6 +15,7 @@ from protocol.session.commands import (
     SessionCommand,
     SessionExpired,
     decode_session_command,
+    decodes_to_itself,
 )
 from protocol.session.results import (
     RESPONSE_EVICTED,
@@ -84,4 +85,5 @@ __all__ = [
     "UserState",
     "UserStateMachine",
     "decode_session_command",
+    "decodes_to_itself",
 ]

@@ -27,6 +27,7 @@ __all__ = [
     "SessionCommand",
     "SessionExpired",
     "decode_session_command",
+    "decodes_to_itself",
 ]
 
 
@@ -118,3 +119,19 @@ SESSION_COMMAND_TYPES: tuple[type[SessionCommand], ...] = (
 def decode_session_command(data: bytes) -> SessionCommand:
     """Decode one log entry's bytes into a session command; only ``ProtocolError`` on garbage."""
     return decode(data, expected=SESSION_COMMAND_TYPES)
+
+
+def decodes_to_itself(cmd: SessionCommand) -> bool:
+    """Whether ``decode_session_command(encode(cmd)) == cmd``, checked the cheap way: a
+    ``ClientRequest`` (the command of every client request) whose fields have exactly
+    the types its decoder demands. ``False`` means "not known", not "differs". The leader
+    applies such a command as it proposed it, exactly as every follower applies what it
+    decodes."""
+    return (
+        type(cmd) is ClientRequest
+        and type(cmd.session_id) is str
+        and type(cmd.request_id) is int
+        and type(cmd.lowest_pending_request_id) is int
+        and type(cmd.command) is bytes
+        and type(cmd.created_at) is int
+    )

@@ -25,7 +25,6 @@ from collections import deque
 
 import msgpack
 
-from actors.consensus import _decodes_to_itself
 from examples.counter import CounterStateMachine
 from protocol.actions import ClientRequestAction
 from protocol.bridge import to_server_actions, to_session_command
@@ -46,6 +45,7 @@ from protocol.session import (
     SessionCommand,
     SessionStateMachine,
     decode_session_command,
+    decodes_to_itself,
 )
 
 SESSIONS = 64
@@ -72,7 +72,7 @@ class Pipeline:
         for cmd in commands:
             payload = encode(cmd)
             payloads.append(payload)
-            if not self.leader_decodes and _decodes_to_itself(cmd):
+            if not self.leader_decodes and decodes_to_itself(cmd):
                 self.proposed[payload] = cmd
         assert isinstance(self.leader.propose(payloads), Proposed)
         self._settle()

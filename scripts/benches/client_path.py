@@ -1,8 +1,8 @@
 """CPU cost of one command's trip through the pure client-side cores and the codec.
 
-client.submit -> encode ClientRequest -> registry.on_frame (decode) -> proposal ->
-registry.on_server_action(SendResponse) -> encode ClientResponse -> decode -> client
-completion. No sockets, no Raft: this is the protocol's own share of the per-command
+client.submit -> encode ClientRequest -> decode_client_frame -> registry.on_routed ->
+proposal -> registry.on_server_action(SendResponse) -> encode ClientResponse -> decode ->
+client completion. No sockets, no Raft: this is the protocol's own share of the per-command
 budget (the cluster goal is 15,000 commands/s on 2 cores).
 
     scripts/bench client-path [--commands N] [--payload BYTES] [--window W]
@@ -11,44 +11,34 @@ budget (the cluster goal is 15,000 commands/s on 2 cores).
 from __future__ import annotations
 
 import argparse
-import itertools
 import time
 
-from protocol.actions import (
-    ClientRequestAction,
-    CreateSessionAction,
-    LeadershipChanged,
-    NodeRole,
-    SendResponse,
-    SessionCreationConfirmed,
-    SessionsSnapshot,
-)
+from _leader import confirm_creations, leader_registry
+
+from protocol.actions import ClientRequestAction, SendResponse
 from protocol.client import ClientConfig, ClientSessionCore
 from protocol.codec import encode
-from protocol.ids import MemberId, SessionId
-from protocol.registry import Registry, RegistryConfig
-from protocol.wire import CreateSession, decode_server_message
+from protocol.wire import CreateSession, decode_client_frame, decode_server_message
 
 
 def run(commands: int, payload: bytes, window: int) -> float:
-    ids = itertools.count(1)
-    reg = Registry(RegistryConfig(), lambda: SessionId(f"{next(ids):032x}"))
-    reg.on_server_action(LeadershipChanged(NodeRole.LEADER, MemberId("n1"), "tcp://n1", 1), 0)
-    reg.on_server_action(SessionsSnapshot(1, {}), 0)
+    reg = leader_registry()
     client = ClientSessionCore(ClientConfig(("tcp://n1",)))
-    conn = b"conn"
+    conn = b"conn"  # the transport connection's routing id
+    max_bytes = reg.config.max_batch_frame_bytes
     client.start(0)
     (hello,) = client.on_connected(0).send
     assert isinstance(hello, CreateSession)
-    (create,) = reg.on_frame(conn, encode(hello), 0).propose
-    assert isinstance(create, CreateSessionAction)
-    for _, msg in reg.on_server_action(SessionCreationConfirmed(create.session_id, {}), 0).send:
+    for _, msg in confirm_creations(
+        reg, reg.on_routed(conn, decode_client_frame(encode(hello)), 0)
+    ):
         client.on_message(decode_server_message(encode(msg)), 0)
 
     def trip(frames: list[bytes]) -> int:
         done = 0
         for frame in frames:
-            for action in reg.on_frame(conn, frame, 0).propose:
+            request = decode_client_frame(frame, max_bytes=max_bytes)  # as the registry actor
+            for action in reg.on_routed(conn, request, 0).propose:
                 assert isinstance(action, ClientRequestAction)
                 answer = SendResponse(action.session_id, action.request_id, b"ok")
                 for _, msg in reg.on_server_action(answer, 0).send:

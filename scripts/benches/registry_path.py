@@ -12,20 +12,13 @@ the registry core's own per-command cost on the leader.
 from __future__ import annotations
 
 import argparse
-import itertools
 import time
 
-from protocol.actions import (
-    ClientRequestAction,
-    CreateSessionAction,
-    LeadershipChanged,
-    NodeRole,
-    SendResponse,
-    SessionCreationConfirmed,
-    SessionsSnapshot,
-)
+from _leader import confirm_creations, leader_registry
+
+from protocol.actions import ClientRequestAction, SendResponse
 from protocol.codec import encode
-from protocol.ids import MemberId, RequestId, SessionId
+from protocol.ids import RequestId
 from protocol.registry import Registry, RegistryConfig
 from protocol.wire import (
     ClientBatch,
@@ -44,17 +37,9 @@ def _frame(items: list[tuple[int, bytes]]) -> bytes:
 
 
 def _leader(channels: int) -> Registry:
-    ids = itertools.count(1)
-    reg = Registry(
-        RegistryConfig(max_sessions_per_connection=max(channels, 1)),
-        lambda: SessionId(f"{next(ids):032x}"),
-    )
-    reg.on_server_action(LeadershipChanged(NodeRole.LEADER, MemberId("n1"), "tcp://n1", 1), 0)
-    reg.on_server_action(SessionsSnapshot(1, {}), 0)
+    reg = leader_registry(RegistryConfig(max_sessions_per_connection=max(channels, 1)))
     hello = _frame([(c, encode(CreateSession({}, b"n%d" % c))) for c in range(channels)])
-    for action in reg.on_routed(_ROUTING_ID, decode_client_frame(hello), 0).propose:
-        assert isinstance(action, CreateSessionAction)
-        reg.on_server_action(SessionCreationConfirmed(action.session_id, {}), 0)
+    confirm_creations(reg, reg.on_routed(_ROUTING_ID, decode_client_frame(hello), 0))
     return reg
 
 

@@ -97,6 +97,8 @@ class FakeNode:
         #: Client frames received, and how many of them were batches.
         self.frames_in = 0
         self.batches_in = 0
+        #: The size of the largest batch frame received (a test may reset it).
+        self.largest_batch = 0
 
 
 class FakeCluster:
@@ -116,12 +118,14 @@ class FakeCluster:
         retry_after_ms: int = 200,
         tick_ms: int = 10,
         max_sessions_per_connection: int = 8,
+        max_payload_bytes: int = 1 << 20,
     ) -> None:
         self.hub = hub
         self.lock = threading.RLock()
         self.registry_config = RegistryConfig(
             session_timeout_ms=session_timeout_ms,
             max_sessions_per_connection=max_sessions_per_connection,
+            max_payload_bytes=max_payload_bytes,
         )
         self.sm = SessionStateMachine(CounterStateMachine())
         self.index = 0
@@ -277,6 +281,7 @@ class FakeCluster:
                 return
             if isinstance(msg, ClientBatch):
                 node.batches_in += 1
+                node.largest_batch = max(node.largest_batch, len(frame))
                 for _, item in msg.items:
                     with contextlib.suppress(ProtocolError):
                         node.received.append(decode_client_message(item))

@@ -102,6 +102,33 @@ def failure(future: Future[Any]) -> BaseException | None:
     return future.exception(timeout=WAIT_S)
 
 
+def check_a_listener_hears_every_crossing(
+    cluster: FakeCluster,
+    make_client: MakeClient,
+    connected: Callable[[], None] = lambda: None,
+) -> None:
+    """A listener (with a handler) and a writer; ``connected()`` runs once both are
+    connected. Five writes each cross a multiple of 10, so the counter tells the
+    listener: it hears of each once, in order, and acknowledges all (through the log)."""
+    seen: list[Any] = []
+    all_seen = threading.Event()
+
+    def handler(payload: Any) -> None:
+        seen.append(payload)
+        if len(seen) == 5:
+            all_seen.set()
+
+    listener = make_client(on_server_request=handler).connect(timeout=WAIT_S)
+    writer = make_client().connect(timeout=WAIT_S)
+    connected()
+    for _ in range(5):
+        writer.call(increment(10), timeout=WAIT_S)
+    assert all_seen.wait(WAIT_S)
+    wait_until(lambda: cluster.pending_server_requests() == 0)  # acked, through the log
+    assert seen == [["crossed", v] for v in (10, 20, 30, 40, 50)]
+    assert listener.stats().server_requests_handled == 5
+
+
 # ------------------------------------------------------------------ sessions and requests
 
 
@@ -203,24 +230,13 @@ def test_a_bad_frame_is_counted_and_dropped(cluster: FakeCluster, make_client: M
 def test_server_requests_are_handled_in_order_exactly_once_and_acked(
     hub: InMemoryHub, cluster: FakeCluster, make_client: MakeClient, faults: Faults
 ) -> None:
-    seen: list[Any] = []
-    all_seen = threading.Event()
+    def faulty() -> None:
+        hub.faults = faults
 
-    def handler(payload: Any) -> None:
-        seen.append(payload)
-        if len(seen) == 5:
-            all_seen.set()
-
-    listener = make_client(on_server_request=handler).connect(timeout=WAIT_S)
-    writer = make_client().connect(timeout=WAIT_S)
-    hub.faults = faults
-    for _ in range(5):  # every step crosses a multiple of 10: the listener is told
-        writer.call(increment(10), timeout=WAIT_S)
-    assert all_seen.wait(WAIT_S)
-    wait_until(lambda: cluster.pending_server_requests() == 0)  # acked, through the log
-    hub.faults = Faults()
-    assert seen == [["crossed", v] for v in (10, 20, 30, 40, 50)]
-    assert listener.stats().server_requests_handled == 5
+    try:
+        check_a_listener_hears_every_crossing(cluster, make_client, faulty)
+    finally:
+        hub.faults = Faults()
 
 
 def test_a_server_request_is_acked_only_after_its_handler_returned(

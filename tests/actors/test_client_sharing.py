@@ -5,15 +5,17 @@ items and the sessions-per-connection bound."""
 
 from __future__ import annotations
 
+import dataclasses
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
 from actors.client import ClientLoop, RaftClient
+from actors.client.connections import BATCH_BYTES
 from actors.transport import InMemoryClientConnection, InMemoryHub
 from examples.counter import increment
 from protocol.codec import decode, encode
@@ -31,7 +33,12 @@ from protocol.wire import (
     decode_server_message,
 )
 from tests.actors.fake_server import FakeCluster
-from tests.actors.test_client import FAST, WAIT_S, client_threads
+from tests.actors.test_client import (
+    FAST,
+    WAIT_S,
+    check_a_listener_hears_every_crossing,
+    client_threads,
+)
 from tests.actors.transport.harness import wait_until
 
 
@@ -51,6 +58,7 @@ def cluster(kind: str) -> Iterator[FakeCluster]:
 
 
 MakeClient = Callable[..., RaftClient]
+T = TypeVar("T")
 
 
 @pytest.fixture
@@ -144,23 +152,10 @@ def test_a_failover_moves_every_session_and_resends_with_the_same_ids(
 def test_server_requests_on_a_shared_connection_arrive_in_order_exactly_once(
     cluster: FakeCluster, make_client: MakeClient
 ) -> None:
-    seen: list[Any] = []
-    all_seen = threading.Event()
+    def on_one_connection() -> None:
+        assert len(senders(cluster)) == 1
 
-    def handler(payload: Any) -> None:
-        seen.append(payload)
-        if len(seen) == 5:
-            all_seen.set()
-
-    listener = make_client(on_server_request=handler).connect(timeout=WAIT_S)
-    writer = make_client().connect(timeout=WAIT_S)
-    assert len(senders(cluster)) == 1  # both on one connection
-    for _ in range(5):
-        writer.call(increment(10), timeout=WAIT_S)
-    assert all_seen.wait(WAIT_S)
-    wait_until(lambda: cluster.pending_server_requests() == 0)  # acked, through the log
-    assert seen == [["crossed", v] for v in (10, 20, 30, 40, 50)]
-    assert listener.stats().server_requests_handled == 5
+    check_a_listener_hears_every_crossing(cluster, make_client, on_one_connection)
 
 
 def test_sessions_beyond_the_limit_get_another_connection(
@@ -185,17 +180,117 @@ def raw_cluster() -> Iterator[FakeCluster]:
     hub.stop()
 
 
-def test_a_loop_sharing_more_widely_than_the_node_allows_still_gets_every_session(
+def test_a_loop_sharing_more_widely_than_the_node_allows_learns_the_nodes_number(
     cluster: FakeCluster, make_client: MakeClient
 ) -> None:
     """The node takes 4 sessions per connection, the loop puts 6 on one: the sessions
-    on channels 4 and 5 are refused, back off and take a fresh connection."""
+    on channels 4 and 5 are refused, back off and take a fresh connection; from then on
+    the loop puts at most 4 on a connection to that node, and nobody bounces."""
     with ClientLoop(name="raft-client-wide", sessions_per_connection=6) as wide:
-        clients = [make_client(loop=wide).connect(timeout=WAIT_S) for _ in range(6)]
-        assert [c.call(increment(1), timeout=WAIT_S) for c in clients] == [1, 2, 3, 4, 5, 6]
-        assert sum(c.stats().connects for c in clients) > 6  # some had to move
+        clients = [make_client(loop=wide).connect(timeout=WAIT_S) for _ in range(12)]
+        assert [c.call(increment(1), timeout=WAIT_S) for c in clients] == list(range(1, 13))
+        # the 5th was refused once; without learning, the 9th and 10th would be too
+        assert [c.stats().connects for c in clients] == [1] * 4 + [2] + [1] * 7
+        held = on_loop(wide, lambda: wide.connections.table.connections().values())
+        assert sorted(held) == [4, 4, 4]  # sessions per connection
         for client in clients:
             client.close()
+
+
+def on_loop(loop: ClientLoop, read: Callable[[], Iterable[T]]) -> list[T]:
+    """What ``read`` gives, read on the loop thread (the pool is the loop's alone)."""
+    got: Future[list[T]] = Future()
+    loop.post(lambda: got.set_result(list(read())))
+    return got.result(timeout=WAIT_S)
+
+
+def largest_batch_of_a_burst(cluster: FakeCluster, loop: ClientLoop, *clients: RaftClient) -> int:
+    """Each client submits 120 commands of ~330 bytes in one loop turn (so they go out
+    in batches); the largest batch frame the leader got."""
+    with cluster.lock:
+        cluster.leader.largest_batch = 0
+    futures: list[Future[Any]] = []
+    posted = threading.Event()
+
+    def submit_all() -> None:
+        for client in clients:
+            futures.extend(client.submit(["get", "x" * 300]) for _ in range(120))
+        posted.set()
+
+    loop.post(submit_all)
+    assert posted.wait(WAIT_S)
+    for future in futures:
+        future.result(timeout=WAIT_S)
+    with cluster.lock:
+        return cluster.leader.largest_batch
+
+
+def test_batches_stay_under_every_sharing_sessions_payload_limit() -> None:
+    """A shared connection batches under the payload limit of every session on it (the
+    node announces 30000 bytes, below the loop's own bound): the bound drops when a
+    session with a lower limit joins and rises again when it leaves."""
+    assert BATCH_BYTES > 40_000  # (else a burst would not show the announced limit)
+    hub = InMemoryHub(seed=3)
+    cluster = FakeCluster(hub, 1, max_payload_bytes=30_000)
+    factory = cluster.connection_factory()
+    try:
+        with ClientLoop(name="raft-client-bound") as loop:
+
+            def client(max_payload_bytes: int = 1 << 20) -> RaftClient:
+                config = dataclasses.replace(FAST, max_payload_bytes=max_payload_bytes)
+                made = RaftClient(
+                    cluster.addresses, config=config, loop=loop, connection_factory=factory
+                )
+                return made.connect(timeout=WAIT_S)
+
+            big = client()  # told 30000 by the node
+            assert 1000 < largest_batch_of_a_burst(cluster, loop, big) <= 30_000
+            small = client(1000)
+            assert largest_batch_of_a_burst(cluster, loop, big, small) <= 1000
+            small.close()
+            assert 1000 < largest_batch_of_a_burst(cluster, loop, big) <= 30_000
+            smaller = client(500)
+            assert largest_batch_of_a_burst(cluster, loop, big, smaller) <= 500
+            smaller.close()
+            assert 1000 < largest_batch_of_a_burst(cluster, loop, big) <= 30_000
+            assert len(loop.connections) == 1  # all of it on one shared connection
+            big.close()
+    finally:
+        cluster.close()
+        hub.stop()
+
+
+def test_late_frames_for_a_channel_count_as_stale_frames_of_the_session_that_left_it(
+    raw_cluster: FakeCluster,
+) -> None:
+    """A frame for a channel whose session left is that session's stale frame (not the
+    others'), also when it arrives after the connection closed with its last session."""
+    hub = raw_cluster.hub
+    assert hub is not None
+    handlers: list[Callable[[bytes], None]] = []
+
+    def factory(on_frame: Callable[[bytes], None]) -> InMemoryClientConnection:
+        handlers.append(on_frame)
+        return InMemoryClientConnection(hub, on_frame)
+
+    late = encode(NotLeader("inmem://nobody-here"))
+    with ClientLoop(name="raft-client-stale") as loop:
+        a, b = (
+            RaftClient(raw_cluster.addresses, config=FAST, loop=loop, connection_factory=factory)
+            for _ in range(2)
+        )
+        a.connect(timeout=WAIT_S)
+        b.connect(timeout=WAIT_S)
+        assert len(handlers) == 1  # one shared connection: a on channel 0, b on 1
+        b.close()
+        handlers[0](encode(ServerBatch(((1, late),))))
+        wait_until(lambda: b.stats().stale_frames == 1)
+        assert a.call(increment(1), timeout=WAIT_S) == 1  # the hint did not reach a
+        a.close()
+        assert len(loop.connections) == 0
+        handlers[0](late)  # posted after the close: still a's, and stale
+        wait_until(lambda: a.stats().stale_frames == 1)
+        assert a.stats().connects == 1 and b.stats().stale_frames == 1
 
 
 def test_a_batch_with_a_bad_item_costs_only_that_channel(raw_cluster: FakeCluster) -> None:

@@ -11,10 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
-from actors.consensus import ConsensusActor, _decodes_to_itself
+from actors.consensus import ConsensusActor
 from actors.messages import ApplyEntries, PeerFrame
 from actors.storage import StorageError
 from protocol.actions import ClientRequestAction, ServerRequestAckAction
@@ -27,8 +25,6 @@ from protocol.raft import (
 )
 from protocol.session import ClientRequest, decode_session_command
 from tests.actors.consensus_harness import A, B, Recorder, hand_driven_leader
-
-INTS = st.integers(min_value=-(2**63), max_value=2**63 - 1)
 
 
 @pytest.fixture
@@ -88,29 +84,3 @@ def test_refused_proposals_and_a_lost_leadership_leave_nothing_behind(
     actor.handle(PeerFrame(B, encode(heartbeat)))
     assert actor.core.role == Role.FOLLOWER
     assert actor._proposed == {}
-
-
-@given(st.text(max_size=8), INTS, INTS, st.binary(max_size=8), INTS)
-def test_a_client_request_of_exact_types_decodes_to_itself(
-    sid: str, rid: int, low: int, command: bytes, at: int
-) -> None:
-    cmd = ClientRequest(SessionId(sid), RequestId(rid), RequestId(low), command, at)
-    assert _decodes_to_itself(cmd)
-    assert decode_session_command(encode(cmd)) == cmd
-
-
-class Sid(str):
-    pass
-
-
-@pytest.mark.parametrize(
-    "cmd",
-    [
-        ClientRequest(SessionId("s"), True, RequestId(1), b"", 1),  # type: ignore[arg-type]
-        ClientRequest(Sid("s"), RequestId(1), RequestId(1), b"", 1),  # type: ignore[arg-type]
-        ClientRequest(SessionId("s"), RequestId(1), RequestId(1), bytearray(), 1),  # type: ignore[arg-type]
-    ],
-)
-def test_a_command_of_other_types_is_left_to_the_decoder(cmd: ClientRequest) -> None:
-    # (The leader then applies what decoding gives, as every follower does.)
-    assert not _decodes_to_itself(cmd)

@@ -31,8 +31,7 @@ def test_a_moving_session_never_reuses_a_channel_or_the_connection_it_leaves() -
     table.place("b", "n1")
     moved = table.place("b", "n2")  # b follows a hint; a stays
     assert moved.opened and moved.closed is None
-    assert table.session_at(a.connection, 1) is None
-    assert table.former_at(a.connection, 1) == "b"  # late frames for b: stale
+    assert table.session_at(a.connection, 1) is None  # late frames for b: nobody's
     # Back to n1: not the shared connection b left (it is suspect: its server may have
     # dropped it), a fresh one; a keeps its channel there.
     back = table.place("b", "n1")
@@ -64,7 +63,7 @@ def test_the_last_session_leaving_closes_the_connection() -> None:
     assert table.release("b") == a.connection
     assert table.release("b") is None  # already gone
     assert table.connections() == {}
-    assert table.session_at(a.connection, 0) is None and table.former_at(a.connection, 0) is None
+    assert table.session_at(a.connection, 0) is None
     assert table.sessions_on(a.connection) == []
     assert table.place("c", "n1").opened  # nothing left to share
 
@@ -79,6 +78,37 @@ def test_a_connection_whose_channels_are_used_up_takes_no_one_new() -> None:
         ChannelTable(257)
 
 
+def test_a_refusal_lowers_the_channels_per_connection_for_that_key_only() -> None:
+    """A server that takes 2 sessions per connection refuses channel 2 (and up): the
+    table uses 2 for that key from then on; other keys keep the table's number."""
+    table: ChannelTable[str, str] = ChannelTable(8)
+    first = [table.place(s, "n1") for s in "abcd"]
+    assert {p.connection for p in first} == {first[0].connection}
+    table.refused("d")  # channel 3: the limit is at most 3
+    assert table.channels_for("n1") == 3
+    table.refused("c")  # channel 2: at most 2
+    table.refused("d")  # a higher channel teaches nothing new
+    assert table.channels_for("n1") == 2 and table.channels_for("n2") == 8
+    moved = table.place("c", "n1")  # the refused session backs off: a fresh connection
+    assert moved.opened and moved.channel == 0
+    e = table.place("e", "n1")
+    assert (e.connection, e.channel) == (moved.connection, 1)
+    f = table.place("f", "n1")  # that connection has its 2: a new one
+    assert f.opened and f.channel == 0
+    assert len({p.connection for p in (first[0], moved, f)}) == 3
+    assert table.place("g", "n2").connection == table.place("h", "n2").connection
+
+
+def test_a_refusal_on_channel_zero_still_leaves_one_channel() -> None:
+    table: ChannelTable[str, str] = ChannelTable(8)
+    table.place("a", "n1")
+    table.refused("a")
+    table.refused("nobody")  # no channel: nothing learned
+    assert table.channels_for("n1") == 1
+    assert table.place("b", "n1").opened  # a's connection takes nobody else
+    assert table.place("c", "n1").opened
+
+
 class ChannelTableMachine(RuleBasedStateMachine):
     """Random placements and releases keep the table's promises."""
 
@@ -89,6 +119,7 @@ class ChannelTableMachine(RuleBasedStateMachine):
         self.used: dict[int, set[int]] = {}  # connection -> channels ever given
         self.open: dict[int, str] = {}  # live connection -> key
         self.holder: dict[int, tuple[int, int]] = {}
+        self.limit: dict[str, int] = {}  # per key: channels a connection may use
 
     @rule(session=st.integers(0, 6), key=st.sampled_from(["n1", "n2"]))
     def place(self, session: int, key: str) -> None:
@@ -103,7 +134,7 @@ class ChannelTableMachine(RuleBasedStateMachine):
         if p.closed is not None:
             del self.open[p.closed]
         assert p.channel not in self.used.get(p.connection, set())  # never reused
-        assert 0 <= p.channel < self.per
+        assert 0 <= p.channel < self.limit.get(key, self.per)
         assert p.opened == (p.connection not in self.open)
         self.used.setdefault(p.connection, set()).add(p.channel)
         self.open[p.connection] = key
@@ -120,6 +151,16 @@ class ChannelTableMachine(RuleBasedStateMachine):
         assert (closed == before[0]) == (not still)
         if closed is not None:
             del self.open[closed]
+
+    @rule(session=st.integers(0, 6))
+    def refuse(self, session: int) -> None:
+        where = self.holder.get(session)
+        self.table.refused(session)
+        if where is not None:
+            key = self.open[where[0]]
+            self.limit[key] = min(self.limit.get(key, self.per), max(where[1], 1))
+        for key in ("n1", "n2"):
+            assert self.table.channels_for(key) == self.limit.get(key, self.per)
 
     @invariant()
     def agrees(self) -> None:

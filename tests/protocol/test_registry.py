@@ -21,9 +21,8 @@ from protocol.actions import (
     SessionRemoved,
     SessionsSnapshot,
 )
-from protocol.codec import encode
 from protocol.ids import RequestId, SessionId
-from protocol.registry import Registry, RegistryConfig
+from protocol.registry import Registry, RegistryConfig, channel_key
 from protocol.wire import (
     ClientMessage,
     ClientRequest,
@@ -492,15 +491,16 @@ def test_leader_of_a_new_term_starts_afresh() -> None:
     assert not reg.status().sessions_loaded
 
 
-def test_bad_frames_close_the_connection_and_good_frames_are_handled() -> None:
+def test_a_connection_that_sent_garbage_is_closed_and_its_session_continues_elsewhere() -> None:
     reg = make_registry()
     lead(reg)
-    sid = created(reg)
-    fx = reg.on_frame(A, b"\xc1garbage", 0)
-    assert fx.send == [(A, SessionClosed(CloseReason.PROTOCOL_ERROR, None))]
-    assert fx.close == [A] and reg.connection_of(sid) is None
-    fx = reg.on_frame(B, encode(ContinueSession(sid, b"c")), 0)
-    assert fx.send == [(B, SessionContinued(b"c", LIMIT))]
+    a0, b0 = channel_key(A, 0), channel_key(B, 0)
+    sid = created(reg, a0)
+    fx = reg.on_bad_connection(A)  # (the shell could not decode A's frame)
+    assert fx.send == [(a0, SessionClosed(CloseReason.PROTOCOL_ERROR, None))]
+    assert fx.close == [a0] and reg.connection_of(sid) is None
+    fx = reg.on_routed(B, ContinueSession(sid, b"c"), 0)
+    assert fx.send == [(b0, SessionContinued(b"c", LIMIT))]
 
 
 def test_status_counts_the_table() -> None:

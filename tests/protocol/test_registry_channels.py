@@ -112,7 +112,7 @@ def test_two_sessions_share_a_connection_and_each_gets_its_own_answers() -> None
 def test_a_single_message_is_channel_zero_and_its_answer_goes_unbatched() -> None:
     reg = make_registry()
     lead(reg)
-    fx = reg.on_transport_frame(R, encode(CreateSession({}, b"n")), 0)
+    fx = reg.on_routed(R, CreateSession({}, b"n"), 0)
     (action,) = fx.propose
     assert isinstance(action, CreateSessionAction)
     fx = reg.on_server_action(SessionCreationConfirmed(action.session_id, {}), 0)
@@ -170,7 +170,7 @@ def test_a_batch_beyond_the_bounds_drops_the_whole_connection_only() -> None:
         assert {k for k, _ in fx.send} <= {channel_key(R, 0), channel_key(R, 1)}
         assert reg.connection_of(s0) is None and reg.connection_of(s1) is None
     assert reg.connection_of(other) == channel_key(OTHER, 0)
-    fx = reg.on_transport_frame(R, b"\xc1", 0)
+    fx = reg.on_bad_connection(R)  # (a frame that did not decode)
     assert fx.send == [(channel_key(R, 0), SessionClosed(CloseReason.PROTOCOL_ERROR, None))]
 
 

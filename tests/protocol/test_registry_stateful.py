@@ -41,7 +41,7 @@ from protocol.actions import (
 )
 from protocol.codec import decode, encode
 from protocol.ids import MemberId, RequestId, SessionId
-from protocol.registry import RegistryEffects
+from protocol.registry import RegistryEffects, channel_key, split_key
 from protocol.wire import (
     ClientMessage,
     ClientRequest,
@@ -59,7 +59,7 @@ from protocol.wire import (
 )
 from tests.protocol.registry_helpers import HINT, SELF, make_registry
 
-CONNS = [b"c0", b"c1", b"c2"]
+CONNS = [channel_key(b"c%d" % i, 0) for i in range(3)]  # channel 0 of 3 connections
 LIMITS = {
     "session_timeout_ms": 50,
     "max_sessions": 5,
@@ -212,10 +212,10 @@ class RegistryMachine(RuleBasedStateMachine):
         assert not fx.send and not fx.propose
         assert self.reg.session_of(conn) is None
 
-    @rule(conn=st.sampled_from(CONNS), junk=st.binary(max_size=12))
-    def bad_frame(self, conn: bytes, junk: bytes) -> None:
+    @rule(conn=st.sampled_from(CONNS))
+    def bad_frame(self, conn: bytes) -> None:
         was_leader = self.reg.is_leader
-        fx = self.reg.on_frame(conn, b"\xc1" + junk, self.now)
+        fx = self.reg.on_bad_connection(split_key(conn)[0])
         assert fx.close == [conn]
         self.observe(fx, was_leader)
 

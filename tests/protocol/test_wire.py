@@ -206,6 +206,9 @@ def test_golden_bytes_pin_the_batch_format(msg: Any, hexed: str) -> None:
     decoder = decode_client_frame if isinstance(msg, ClientBatch) else decode_server_frame
     assert decoder(bytes.fromhex(hexed)) == msg
     assert type(msg).TAG in range(241, 250)
+    # the wire's own batch packer writes the very same bytes
+    packed = pack_batches(list(msg.items), type(msg), max_items=len(msg.items), max_bytes=1 << 16)
+    assert [frame.hex() for frame in packed] == [hexed]
 
 
 def test_single_messages_are_frames_too_and_batches_are_not_items() -> None:

@@ -5,7 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from actors.transport import CurveClient, CurveKeyPair, generate_keys, load_key_pair
+from actors.transport import (
+    CurveClient,
+    CurveKeyPair,
+    CurveServer,
+    ZmqOptions,
+    generate_keys,
+    load_key_pair,
+    load_member_keys,
+)
 
 
 @dataclass(frozen=True)
@@ -28,6 +36,15 @@ class KeyRing:
 
     def client(self, role: str = "clients", name: str = "client") -> CurveClient:
         return CurveClient(self.pair(role, name), self.pair("server", "server").public)
+
+    def peer_options(self, key_of: str, role: str = "peers") -> ZmqOptions:
+        """Peer-port options for someone holding ``key_of``'s key pair of ``role``
+        (the server side allows the members in ``peers``)."""
+        server = self.pair("server", "server")
+        return ZmqOptions(
+            curve_server=CurveServer.for_members(server, load_member_keys(self.root / "peers")),
+            curve_client=CurveClient(self.pair(role, key_of), server.public),
+        )
 
 
 def make_keys(root: Path, members: tuple[str, ...] = ("n1", "n2", "n3")) -> KeyRing:

@@ -37,18 +37,13 @@ from protocol.ids import MemberId
 from protocol.raft.messages import AppendEntries, RequestVote
 from tests.actors.node.cluster import WAIT, wait_for
 from tests.actors.node.system import FAST_CLIENT, FAST_NODE, SystemCluster
-from tests.security.keys import KeyRing, make_keys
+from tests.security.keys import KeyRing
 from tests.security.relay import RecordingRelay
 
 pytestmark = pytest.mark.skipif(not curve_available(), reason="libzmq without CURVE")
 
 N1, N2, N3 = MemberId("n1"), MemberId("n2"), MemberId("n3")
 MARKER = "CLIENT-SECRET-PAYLOAD-5b1e"
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> KeyRing:
-    return make_keys(tmp_path_factory.mktemp("keys"))
 
 
 def curve_settings(keys: KeyRing, member: str) -> dict[str, Any]:

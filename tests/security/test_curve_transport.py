@@ -4,7 +4,6 @@ handshake, admin keys are told apart, and the bytes on the wire are encrypted.""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,64 +20,19 @@ from actors.transport import (
     curve_available,
     generate_keys,
     load_key_pair,
-    load_member_keys,
     load_public_key,
     load_public_keys,
 )
 from actors.transport.curve import ZapHandler
 from protocol.ids import MemberId
 from tests.actors.node.cluster import wait_for
-from tests.security.keys import KeyRing, make_keys
+from tests.security.harness import Inbox, Stoppers, send_until
+from tests.security.keys import KeyRing
 from tests.security.relay import RecordingRelay
 
 pytestmark = pytest.mark.skipif(not curve_available(), reason="libzmq without CURVE")
 
 SECRET = b"PLAINTEXT-MARKER-7f3a9c"
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> KeyRing:
-    return make_keys(tmp_path_factory.mktemp("keys"))
-
-
-class Inbox:
-    def __init__(self) -> None:
-        self.frames: list[tuple[object, bytes]] = []
-        self.admin: list[bool] = []
-        self.event = threading.Event()
-
-    def peer(self, sender: MemberId, frame: bytes) -> None:
-        self.frames.append((sender, frame))
-        self.event.set()
-
-
-def peer_options(keys: KeyRing, me: str, role: str = "peers") -> ZmqOptions:
-    server = keys.pair("server", "server")
-    return ZmqOptions(
-        curve_server=CurveServer.for_members(server, load_member_keys(keys.root / "peers")),
-        curve_client=CurveClient(keys.pair(role, me), server.public),
-    )
-
-
-@pytest.fixture
-def stoppers() -> Iterator[list[ZmqPeerTransport | ZmqClientTransport | ZmqClientConnection]]:
-    made: list[ZmqPeerTransport | ZmqClientTransport | ZmqClientConnection] = []
-    yield made
-    for transport in made:
-        transport.stop()
-
-
-def send_until(send: object, inbox: Inbox, timeout: float = 5.0) -> bool:
-    """Send every 50 ms until the inbox got something (frames to a peer that is not yet
-    connected are dropped by design), or ``timeout``."""
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        send()  # type: ignore[operator]
-        if inbox.event.wait(0.05):
-            return True
-    return False
 
 
 def test_key_files_round_trip_and_bad_files_are_typed_errors(tmp_path: Path) -> None:
@@ -103,7 +57,7 @@ def test_key_files_round_trip_and_bad_files_are_typed_errors(tmp_path: Path) -> 
 
 
 def test_peer_transport_needs_both_curve_sides(keys: KeyRing) -> None:
-    options = peer_options(keys, "n1")
+    options = keys.peer_options("n1")
     with pytest.raises(ValueError):
         ZmqPeerTransport(
             MemberId("n1"), Inbox().peer, options=ZmqOptions(curve_server=options.curve_server)
@@ -111,15 +65,15 @@ def test_peer_transport_needs_both_curve_sides(keys: KeyRing) -> None:
 
 
 def test_allowed_peers_talk_and_a_stranger_peer_is_refused(
-    keys: KeyRing, stoppers: list[ZmqPeerTransport]
+    keys: KeyRing, stoppers: Stoppers
 ) -> None:
     inbox = Inbox()
-    target = ZmqPeerTransport(MemberId("n1"), inbox.peer, options=peer_options(keys, "n1"))
+    target = ZmqPeerTransport(MemberId("n1"), inbox.peer, options=keys.peer_options("n1"))
     stoppers.append(target)
     target.start()
-    friend = ZmqPeerTransport(MemberId("n2"), Inbox().peer, options=peer_options(keys, "n2"))
+    friend = ZmqPeerTransport(MemberId("n2"), Inbox().peer, options=keys.peer_options("n2"))
     stranger = ZmqPeerTransport(
-        MemberId("n3"), Inbox().peer, options=peer_options(keys, "peer", role="strangers")
+        MemberId("n3"), Inbox().peer, options=keys.peer_options("peer", role="strangers")
     )
     stoppers += [friend, stranger]
     for transport in (friend, stranger):
@@ -140,7 +94,7 @@ def test_allowed_peers_talk_and_a_stranger_peer_is_refused(
 
 
 def test_client_port_admits_allowed_keys_tells_admins_apart_and_refuses_strangers(
-    keys: KeyRing, stoppers: list[ZmqClientTransport | ZmqClientConnection]
+    keys: KeyRing, stoppers: Stoppers
 ) -> None:
     server_pair = keys.pair("server", "server")
     clients = load_public_keys(keys.root / "clients")
@@ -165,7 +119,7 @@ def test_client_port_admits_allowed_keys_tells_admins_apart_and_refuses_stranger
     def connect(curve: CurveClient) -> tuple[ZmqClientConnection, Inbox]:
         inbox = Inbox()
         conn = ZmqClientConnection(
-            lambda frame: (inbox.frames.append((None, frame)), inbox.event.set()),
+            inbox.client,
             options=ZmqOptions(curve_client=curve),
         )
         stoppers.append(conn)
@@ -214,11 +168,11 @@ def test_zap_handler_refuses_malformed_and_non_curve_requests(keys: KeyRing) -> 
 
 @pytest.mark.parametrize("curve", [False, True], ids=["plain", "curve"])
 def test_peer_traffic_is_encrypted_only_with_curve(
-    keys: KeyRing, curve: bool, stoppers: list[ZmqPeerTransport]
+    keys: KeyRing, curve: bool, stoppers: Stoppers
 ) -> None:
     """The check can fail: without CURVE the marker is visible on the wire."""
     inbox = Inbox()
-    options = peer_options(keys, "n1") if curve else ZmqOptions()
+    options = keys.peer_options("n1") if curve else ZmqOptions()
     target = ZmqPeerTransport(MemberId("n1"), inbox.peer, options=options)
     stoppers.append(target)
     target.start()
@@ -227,7 +181,7 @@ def test_peer_traffic_is_encrypted_only_with_curve(
         sender = ZmqPeerTransport(
             MemberId("n2"),
             Inbox().peer,
-            options=peer_options(keys, "n2") if curve else ZmqOptions(),
+            options=keys.peer_options("n2") if curve else ZmqOptions(),
         )
         stoppers.append(sender)
         sender.start()
@@ -239,7 +193,7 @@ def test_peer_traffic_is_encrypted_only_with_curve(
 
 @pytest.mark.parametrize("curve", [False, True], ids=["plain", "curve"])
 def test_client_traffic_is_encrypted_only_with_curve(
-    keys: KeyRing, curve: bool, stoppers: list[ZmqClientTransport | ZmqClientConnection]
+    keys: KeyRing, curve: bool, stoppers: Stoppers
 ) -> None:
     server_pair = keys.pair("server", "server")
     clients = load_public_keys(keys.root / "clients")
@@ -260,7 +214,7 @@ def test_client_traffic_is_encrypted_only_with_curve(
     with RecordingRelay(port) as relay:
         inbox = Inbox()
         conn = ZmqClientConnection(
-            lambda frame: (inbox.frames.append((None, frame)), inbox.event.set()),
+            inbox.client,
             options=ZmqOptions(curve_client=keys.client()) if curve else ZmqOptions(),
         )
         stoppers.append(conn)

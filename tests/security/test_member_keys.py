@@ -8,9 +8,6 @@ key under another name."""
 from __future__ import annotations
 
 import shutil
-import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,59 +30,12 @@ from actors.transport import (
 from actors.transport.curve import ADMIN_USER, CLIENT_USER, ZapHandler
 from protocol.ids import MemberId
 from tests.actors.node.cluster import wait_for
-from tests.security.keys import KeyRing, make_keys
+from tests.security.harness import Inbox, Stoppers, send_until
+from tests.security.keys import KeyRing
 
 pytestmark = pytest.mark.skipif(not curve_available(), reason="libzmq without CURVE")
 
 N1, N2, N3 = MemberId("n1"), MemberId("n2"), MemberId("n3")
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> KeyRing:
-    return make_keys(tmp_path_factory.mktemp("keys"))
-
-
-@pytest.fixture
-def stoppers() -> Iterator[list[ZmqPeerTransport]]:
-    made: list[ZmqPeerTransport] = []
-    yield made
-    for transport in made:
-        transport.stop()
-
-
-class Inbox:
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.frames: list[tuple[MemberId, bytes]] = []
-        self.event = threading.Event()
-
-    def peer(self, sender: MemberId, frame: bytes) -> None:
-        with self.lock:
-            self.frames.append((sender, frame))
-        self.event.set()
-
-    def snapshot(self) -> list[tuple[MemberId, bytes]]:
-        with self.lock:
-            return list(self.frames)
-
-
-def send_until(send: object, inbox: Inbox, timeout: float = 5.0) -> bool:
-    """Send every 50 ms until the inbox got something (a peer not yet connected drops)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        send()  # type: ignore[operator]
-        if inbox.event.wait(0.05):
-            return True
-    return False
-
-
-def peer_options(keys: KeyRing, key_of: str) -> ZmqOptions:
-    """Peer-port options for someone holding ``key_of``'s member key pair."""
-    server = keys.pair("server", "server")
-    return ZmqOptions(
-        curve_server=CurveServer.for_members(server, load_member_keys(keys.root / "peers")),
-        curve_client=CurveClient(keys.pair("peers", key_of), server.public),
-    )
 
 
 # -- key files ----------------------------------------------------------------------
@@ -166,19 +116,16 @@ def test_zap_answers_a_member_key_with_its_member_id(keys: KeyRing) -> None:
 # -- the peer transport --------------------------------------------------------------
 
 
-def test_a_member_key_speaks_only_for_its_member(
-    keys: KeyRing, stoppers: list[ZmqPeerTransport]
-) -> None:
+def test_a_member_key_speaks_only_for_its_member(keys: KeyRing, stoppers: Stoppers) -> None:
     """n2's key under n2's id gets through; the same key claiming n3 (or n1, the
     receiver itself) gets nothing through, and every such frame is counted."""
     inbox = Inbox()
-    target = ZmqPeerTransport(N1, inbox.peer, options=peer_options(keys, "n1"))
+    target = ZmqPeerTransport(N1, inbox.peer, options=keys.peer_options("n1"))
     stoppers.append(target)
     target.start()
-    honest = ZmqPeerTransport(N2, Inbox().peer, options=peer_options(keys, "n2"))
+    honest = ZmqPeerTransport(N2, Inbox().peer, options=keys.peer_options("n2"))
     impostors = [
-        ZmqPeerTransport(claim, Inbox().peer, options=peer_options(keys, "n2"))
-        for claim in (N3, N1)
+        ZmqPeerTransport(claim, Inbox().peer, options=keys.peer_options("n2")) for claim in (N3, N1)
     ]
     for transport in (honest, *impostors):
         stoppers.append(transport)
@@ -206,7 +153,7 @@ def test_a_member_key_speaks_only_for_its_member(
     assert stats.malformed == 0
 
 
-def test_without_curve_the_claimed_sender_is_taken_as_is(stoppers: list[ZmqPeerTransport]) -> None:
+def test_without_curve_the_claimed_sender_is_taken_as_is(stoppers: Stoppers) -> None:
     """The control: no keys, no binding -- anyone may claim any id (so the CURVE test
     above can fail)."""
     inbox = Inbox()
@@ -239,7 +186,7 @@ def _config(keys: KeyRing, member: str, peers_dir: Path | None = None) -> NodeCo
 
 
 def test_the_registry_link_binds_the_members_own_key_to_the_far_end(
-    keys: KeyRing, stoppers: list[ZmqPeerTransport]
+    keys: KeyRing, stoppers: Stoppers
 ) -> None:
     """Both ends of n1's link run on n1's config and talk; n2's config (n2's key) cannot
     speak on n1's link, not even claiming to be n1's registry: its key is refused."""
@@ -315,9 +262,7 @@ def test_a_node_refuses_a_peer_keys_directory_that_misnames_its_key(
         node_curve(_config(keys, "n2", twice))
 
 
-def test_key_names_may_be_any_member_id(
-    keys: KeyRing, tmp_path: Path, stoppers: list[ZmqPeerTransport]
-) -> None:
+def test_key_names_may_be_any_member_id(keys: KeyRing, tmp_path: Path, stoppers: Stoppers) -> None:
     """Member ids are strings; a file name carries any of them (UTF-8 included), and the
     ZAP ``User-Id`` carries it through to the receiving transport's check."""
     name = MemberId("nœud-1")

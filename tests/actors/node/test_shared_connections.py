@@ -102,3 +102,30 @@ def test_a_node_answers_a_bad_item_on_its_channel_only() -> None:
             assert any(c == 0 and isinstance(m, SessionCreated) for c, m in got)
         finally:
             conn.stop()
+
+
+def test_default_clients_fit_a_node_that_takes_fewer_sessions_per_connection() -> None:
+    """A node configured for 2 sessions per connection, a default loop (8): the third
+    session is refused once and moves; from then on the loop puts 2 on a connection."""
+    with local_cluster(CounterStateMachine, n=1, max_sessions_per_connection=2) as cluster:
+        leader = cluster.leader()
+        with ClientLoop(name="raft-client-narrow-node") as loop:
+            clients = [
+                RaftClient(
+                    [leader.client_address],
+                    config=FAST_CLIENT,
+                    loop=loop,
+                    connection_factory=cluster.connection,
+                )
+                for _ in range(6)
+            ]
+            try:
+                for client in clients:
+                    client.connect(timeout=WAIT)
+                assert [c.call(increment(1), timeout=WAIT) for c in clients] == [1, 2, 3, 4, 5, 6]
+                assert [c.stats().connects for c in clients] == [1, 1, 2, 1, 1, 1]
+                assert len(loop.connections) == 3
+                assert leader.status().sessions == 6
+            finally:
+                for client in clients:
+                    client.close()

@@ -32,6 +32,7 @@ from protocol.session import (
     SessionRemoved,
     SessionStats,
     decode_session_command,
+    decodes_to_itself,
 )
 
 S1 = SessionId("s1")
@@ -169,3 +170,34 @@ def test_unknown_tags_and_shapes_raise_only_protocol_error(body: object) -> None
 def test_oversized_frame_is_a_protocol_error() -> None:
     with pytest.raises(ProtocolError):
         decode(encode(GOLDEN[1][0]), max_bytes=4)
+
+
+# ------------------------------------------------------------------ decodes_to_itself
+
+I64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
+
+
+@given(st.text(max_size=8), I64, I64, st.binary(max_size=8), I64)
+def test_a_client_request_of_exact_typesdecodes_to_itself(
+    sid: str, rid: int, low: int, command: bytes, at: int
+) -> None:
+    cmd = ClientRequest(SessionId(sid), RequestId(rid), RequestId(low), command, at)
+    assert decodes_to_itself(cmd)
+    assert decode_session_command(encode(cmd)) == cmd
+
+
+class Sid(str):
+    pass
+
+
+@pytest.mark.parametrize(
+    "cmd",
+    [
+        ClientRequest(SessionId("s"), True, RequestId(1), b"", 1),  # type: ignore[arg-type]
+        ClientRequest(Sid("s"), RequestId(1), RequestId(1), b"", 1),  # type: ignore[arg-type]
+        ClientRequest(SessionId("s"), RequestId(1), RequestId(1), bytearray(), 1),  # type: ignore[arg-type]
+    ],
+)
+def test_a_command_of_other_types_is_left_to_the_decoder(cmd: ClientRequest) -> None:
+    # (The leader then applies what decoding gives, as every follower does.)
+    assert not decodes_to_itself(cmd)
