@@ -391,8 +391,8 @@ def spawn_member(
     command: Sequence[str] | None = None,
 ) -> int:
     """Start one node detached (own session and process group, stdin from /dev/null,
-    output appended to its log) and return its pid. ``command`` replaces the default
-    :func:`node_command` (tests use stand-ins)."""
+    output appended to its log, faulthandler on) and return its pid. ``command``
+    replaces the default :func:`node_command` (tests use stand-ins)."""
     member = manifest.member(member_id)
     config = directory / member.config
     if not config.is_file():
@@ -401,6 +401,9 @@ def spawn_member(
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (_source_root(), env.get("PYTHONPATH", "")) if p)
     env.setdefault("PYTHONUNBUFFERED", "1")
+    # A native crash (SIGSEGV, SIGABRT, ...) then leaves a Python traceback in the log
+    # instead of nothing at all.
+    env.setdefault("PYTHONFAULTHANDLER", "1")
     with open(directory / member.log, "ab") as log:
         log.write(f"--- starting {member_id}: {' '.join(argv)}\n".encode())
         log.flush()
