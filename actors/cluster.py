@@ -420,6 +420,7 @@ def spawn_member(
         except OSError as exc:
             raise ClusterError(f"cannot start {member_id}: {exc}") from None
     _CHILDREN[proc.pid] = proc
+    _await_exec(proc)  # so that a pid check right away recognises it
     return proc.pid
 
 
@@ -471,11 +472,30 @@ def runs_member(pid: int, config: Path) -> bool:
     command line, i.e. is still our node and not a recycled pid."""
     if not alive(pid):
         return False
+    cmdline = _cmdline(pid)
+    return cmdline is None or str(config).encode() in cmdline
+
+
+def _cmdline(pid: int) -> list[bytes] | None:
+    """The process's command line as ``/proc`` shows it (``[b""]`` while an exec is
+    still setting up the new image), or ``None`` if unreadable (no ``/proc``)."""
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
-        return True
-    return str(config).encode() in cmdline
+        return None
+
+
+def _await_exec(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
+    """Return once ``/proc`` shows the child's new command line (or it ended, or
+    ``timeout`` passed). ``Popen`` returns as soon as the exec is committed, but until
+    the kernel has set up the new image (up to ~10 ms seen on a loaded machine) the
+    command line reads empty, and :func:`runs_member` would take the new node for a
+    dead one: ``cluster up`` then reported it "exited during startup" and stopped it."""
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        if _cmdline(proc.pid) != [b""]:
+            return
+        time.sleep(0.001)
 
 
 def _signal(pid: int, sig: signal.Signals) -> None:
