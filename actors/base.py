@@ -17,6 +17,7 @@ from typing import Any, Protocol, TypeVar
 import pykka
 
 from actors.host import HostedRef, start_host
+from actors.messages import Tick
 
 T = TypeVar("T")
 N = TypeVar("N", bound="NodeActor")
@@ -110,6 +111,9 @@ class NodeActor:
         except Exception:
             self.log.exception("error handling %s", type(message).__name__)
             return None
+        finally:
+            if type(message) is Tick and message.handled is not None:
+                message.handled()  # a gated ticker may queue the next tick
 
     def handle(self, message: Any) -> Any:
         raise NotImplementedError

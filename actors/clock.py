@@ -7,7 +7,9 @@ import threading
 import time
 from collections.abc import Callable
 
-__all__ = ["Ticker", "wall_ms"]
+from actors.messages import Tick
+
+__all__ = ["TickGate", "Ticker", "wall_ms"]
 
 
 def wall_ms() -> int:
@@ -20,6 +22,8 @@ class Ticker:
 
     Ticks are how time enters the actors (as plain messages). A ticker that falls far
     behind (the process was paused) skips the missed ticks instead of bursting them.
+    It ticks whatever its receiver does: to keep an actor that is behind from finding
+    a pile of ticks in its inbox, tick through a :class:`TickGate`.
     """
 
     def __init__(self, name: str, period_ms: int, fn: Callable[[int], None]) -> None:
@@ -50,3 +54,35 @@ class Ticker:
             if delay < -10 * period:
                 next_at, delay = time.monotonic(), 0.0
             self._stop.wait(max(0.0, delay))
+
+
+class TickGate:
+    """A :class:`Ticker`'s ``fn`` that keeps at most one tick waiting for an actor.
+
+    Each call tells ``tell`` a :class:`Tick` unless the previous one has not been
+    handled yet (its ``handled`` callback, which :class:`actors.base.NodeActor` calls
+    after handling it, not yet called); then the tick is skipped. An actor that falls
+    behind thus gets one tick when it catches up, not a burst of every period it
+    missed (which would run election and heartbeat timers in a bunch), and its timers
+    slow down with it instead of firing on a backlog.
+
+    Called from the ticker's thread only; ``handled`` may come from any thread.
+    """
+
+    def __init__(self, tell: Callable[[Tick], None]) -> None:
+        self._tell = tell
+        self._free = threading.Event()
+        self._free.set()
+        #: Ticks not told because the previous one was still waiting (for tests/metrics).
+        self.skipped = 0
+
+    def __call__(self, now_ms: int) -> None:
+        if not self._free.is_set():
+            self.skipped += 1
+            return
+        self._free.clear()
+        try:
+            self._tell(Tick(now_ms, self._free.set))
+        except BaseException:
+            self._free.set()  # never told: nothing will mark it handled
+            raise

@@ -391,8 +391,8 @@ def spawn_member(
     command: Sequence[str] | None = None,
 ) -> int:
     """Start one node detached (own session and process group, stdin from /dev/null,
-    output appended to its log) and return its pid. ``command`` replaces the default
-    :func:`node_command` (tests use stand-ins)."""
+    output appended to its log, faulthandler on) and return its pid. ``command``
+    replaces the default :func:`node_command` (tests use stand-ins)."""
     member = manifest.member(member_id)
     config = directory / member.config
     if not config.is_file():
@@ -401,6 +401,9 @@ def spawn_member(
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (_source_root(), env.get("PYTHONPATH", "")) if p)
     env.setdefault("PYTHONUNBUFFERED", "1")
+    # A native crash (SIGSEGV, SIGABRT, ...) then leaves a Python traceback in the log
+    # instead of nothing at all.
+    env.setdefault("PYTHONFAULTHANDLER", "1")
     with open(directory / member.log, "ab") as log:
         log.write(f"--- starting {member_id}: {' '.join(argv)}\n".encode())
         log.flush()
@@ -417,6 +420,7 @@ def spawn_member(
         except OSError as exc:
             raise ClusterError(f"cannot start {member_id}: {exc}") from None
     _CHILDREN[proc.pid] = proc
+    _await_exec(proc)  # so that a pid check right away recognises it
     return proc.pid
 
 
@@ -468,11 +472,30 @@ def runs_member(pid: int, config: Path) -> bool:
     command line, i.e. is still our node and not a recycled pid."""
     if not alive(pid):
         return False
+    cmdline = _cmdline(pid)
+    return cmdline is None or str(config).encode() in cmdline
+
+
+def _cmdline(pid: int) -> list[bytes] | None:
+    """The process's command line as ``/proc`` shows it (``[b""]`` while an exec is
+    still setting up the new image), or ``None`` if unreadable (no ``/proc``)."""
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
-        return True
-    return str(config).encode() in cmdline
+        return None
+
+
+def _await_exec(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
+    """Return once ``/proc`` shows the child's new command line (or it ended, or
+    ``timeout`` passed). ``Popen`` returns as soon as the exec is committed, but until
+    the kernel has set up the new image (up to ~10 ms seen on a loaded machine) the
+    command line reads empty, and :func:`runs_member` would take the new node for a
+    dead one: ``cluster up`` then reported it "exited during startup" and stopped it."""
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        if _cmdline(proc.pid) != [b""]:
+            return
+        time.sleep(0.001)
 
 
 def _signal(pid: int, sig: signal.Signals) -> None:

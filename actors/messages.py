@@ -6,7 +6,8 @@ registry and consensus/session as they are; these are the node's internal plumbi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from protocol.actions import QueryAction
 from protocol.ids import MemberId
@@ -31,9 +32,15 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class Tick:
-    """A timer tick; ``now_ms`` is the wall clock in integer milliseconds."""
+    """A timer tick; ``now_ms`` is the wall clock in integer milliseconds.
+
+    ``handled``, if set (by a :class:`actors.clock.TickGate`), is called once the
+    receiving actor has handled the tick (:meth:`actors.base.NodeActor.on_receive` does
+    that, whatever the handler did), so the gate may queue the next one.
+    """
 
     now_ms: int
+    handled: Callable[[], None] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

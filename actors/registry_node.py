@@ -23,11 +23,10 @@ import time
 from typing import Any
 
 from actors.base import Wiring, member_logger
-from actors.clock import Ticker
+from actors.clock import Ticker, TickGate
 from actors.config import NodeConfig, load_config
 from actors.host import HostedRef
 from actors.link import RemoteRef, core_endpoint, registry_endpoint
-from actors.messages import Tick
 from actors.registry import ClientFrame, RegistryActor, start_registry_actor
 from actors.security import link_options, node_curve
 from actors.transport import ZmqClientTransport, ZmqOptions, ZmqPeerTransport
@@ -91,7 +90,7 @@ class RegistryNode:
         self._clients.start()
         registry = self._registry
         self._ticker = Ticker(
-            f"tick-registry-{cfg.member_id}", _TICK_MS, lambda now: registry.tell(Tick(now))
+            f"tick-registry-{cfg.member_id}", _TICK_MS, TickGate(registry.tell)
         ).start()
         self.log.info("registry serving clients on %s", self._clients.address)
         return self

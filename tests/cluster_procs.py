@@ -8,6 +8,7 @@ for exactly-once.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import threading
 import time
@@ -36,15 +37,22 @@ WAIT = 20.0
 PAD = "x" * 90
 
 
-def wait_for(predicate: Callable[[], Any], what: str, timeout: float = WAIT) -> Any:
-    """Poll ``predicate`` until truthy (node status is only observable by polling)."""
+def wait_for(
+    predicate: Callable[[], Any],
+    what: str,
+    timeout: float = WAIT,
+    explain: Callable[[], str] | None = None,
+) -> Any:
+    """Poll ``predicate`` until truthy (node status is only observable by polling);
+    on timeout the error ends with ``explain()`` (e.g. :meth:`ProcessCluster.logs`)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    why = f"\n{explain()}" if explain is not None else ""
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}{why}")
 
 
 class ProcessCluster:
@@ -56,6 +64,8 @@ class ProcessCluster:
         self.manifest = manifest
         self.started: list[int] = []
         self.stopped: set[int] = set()  # SIGSTOPped, so teardown can mention it
+        #: When each pid was started (monotonic), to say how soon a dead node died.
+        self.started_at: dict[int, float] = {}
 
     @property
     def addresses(self) -> list[str]:
@@ -67,6 +77,7 @@ class ProcessCluster:
     def start(self, member_id: str) -> int:
         pid = spawn_member(self.directory, self.manifest, member_id)
         self.started.append(pid)
+        self.started_at[pid] = time.monotonic()
         self.manifest = self.manifest.with_pid(member_id, pid)
         return pid
 
@@ -100,8 +111,37 @@ class ProcessCluster:
         assert result.leader is not None, f"no agreed leader: {result}\n{self.logs()}"
         return result.leader
 
+    def gone(self, member_ids: list[str]) -> list[str]:
+        """Of the named members this cluster runs (started and not :meth:`kill9`-ed),
+        those whose process ended, each with how and when it was noticed, and then (if
+        any) the free space on the cluster's disk; empty if all of them run."""
+        gone = []
+        for member_id in member_ids:
+            pid = self.manifest.member(member_id).pid
+            if pid is None or alive(pid):
+                continue
+            how = exit_status(pid) or "ended (exit status unknown: not our child)"
+            if how.startswith("killed by"):
+                # kill9() forgets the pid, so no signal of ours killed a member still here.
+                how += (
+                    ", a signal this test did not send: another process (a broad pkill?) "
+                    "or the kernel (the OOM killer: see dmesg)"
+                )
+            since = time.monotonic() - self.started_at.get(pid, time.monotonic())
+            gone.append(f"{member_id} (pid {pid}) {how}; noticed {since:.1f}s after its start")
+        if gone:  # a full disk kills a node without a line in its log (it cannot write one)
+            free_mb = shutil.disk_usage(self.directory).free // 1_000_000
+            gone.append(f"{free_mb} MB free on the cluster directory's disk")
+        return gone
+
     def caught_up(self, member_ids: list[str]) -> dict[str, NodeStatus] | None:
-        """The statuses if every named member applied the same, committed index."""
+        """The statuses if every named member applied the same, committed index.
+
+        Raises ``AssertionError`` at once, saying how and with the log tails, if a
+        named member's process ended: it would never catch up."""
+        gone = self.gone(member_ids)
+        if gone:
+            raise AssertionError(f"node process gone: {'; '.join(gone)}\n{self.logs()}")
         statuses = {m: self.status(m) for m in member_ids}
         if any(s is None for s in statuses.values()):
             return None

@@ -126,8 +126,7 @@ class MemoryLogStore:
         return out
 
     def append(self, entries: Sequence[LogEntry]) -> None:
-        batch = tuple(entries)
-        check_append(batch, self.last_index(), self.last_term())
+        batch = check_append(entries, self.last_index(), self.last_term())
         if batch:
             self._write(lambda log: log.append(batch))
 

@@ -321,8 +321,7 @@ class SqliteLogStore:
 
     def append(self, entries: Sequence[LogEntry]) -> None:
         self._db.check()
-        batch = tuple(entries)
-        check_append(batch, self._last_index, self._last_term)
+        batch = check_append(entries, self._last_index, self._last_term)
         if not batch:
             return
         self._db.write_many(

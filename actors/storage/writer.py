@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from protocol.raft.log import Configuration, HardState, LogEntry
 
 from .errors import StorageClosedError, StorageError, StorageFailedError
-from .interfaces import LogStore, StableStore, check_append
+from .interfaces import LogBatch, LogStore, StableStore
 
 __all__ = ["Persisted", "StorageWriter"]
 
@@ -63,7 +63,7 @@ class Persisted:
 @dataclass(frozen=True, slots=True)
 class _Append:
     seq: int
-    entries: tuple[LogEntry, ...]
+    entries: LogBatch
     hard_state: HardState | None
     configuration: Configuration | None
     then: Callable[[], None] | None = None
@@ -128,6 +128,11 @@ class StorageWriter:
     ) -> int:
         """Queue entries (contiguous, terms not decreasing) and/or a new hard state.
 
+        The batch is checked here (:class:`InvalidOperationError` to the caller) and
+        handed to the log as that :class:`LogBatch`, so the writer thread's
+        ``append`` checks only where it joins the log (a gap between batches is a
+        storage failure: see the module docstring).
+
         ``configuration`` (if given) is saved with the hard state, atomically. Returns
         the submission's sequence number, reported back in :attr:`Persisted.seq`.
         ``then`` (if given) runs on the writer thread as soon as this submission is
@@ -135,9 +140,7 @@ class StorageWriter:
         write (e.g. sending an acknowledgement) does not wait for another thread. It
         must be quick and thread-safe; an exception from it is logged and ignored.
         """
-        batch = tuple(entries)
-        if batch:
-            check_append(batch, batch[0].index - 1, 0)
+        batch = LogBatch(entries)  # checked here, on the caller's thread, once
         with self._lock:
             self._check()
             self._seq += 1

@@ -163,6 +163,48 @@ def test_pid_checks_tell_our_node_from_a_recycled_pid(tmp_path: Path) -> None:
     assert not alive(proc.pid)
 
 
+def test_a_node_just_spawned_is_recognised_at_once(tmp_path: Path) -> None:
+    """For a few ms after ``Popen`` returns, ``/proc/PID/cmdline`` of the new process
+    can read empty (the kernel is still setting up the exec'd image): a pid check then
+    took a healthy node for a dead one ("n3 exited during startup", and ``cluster up``
+    stopped the nodes). ``spawn_member`` returns only once the command line shows."""
+    directory, manifest = create_cluster(tmp_path / "c", nodes=1, app="kvstore", storage="memory")
+    sleeper = [sys.executable, "-c", "import time; time.sleep(30)", "--config"]
+    for _ in range(20):  # without the wait, half of these missed on a loaded machine
+        command = [*sleeper, str(directory / "n1.toml")]
+        pid = spawn_member(directory, manifest, "n1", command=command)
+        try:
+            assert runs_member(pid, directory / "n1.toml")
+        finally:
+            cluster._CHILDREN[pid].kill()
+            cluster._CHILDREN[pid].wait(timeout=30)
+
+
+def test_spawn_returns_once_the_command_line_shows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same, deterministically: the first reads of the command line come back
+    empty, as they do while the exec is being set up."""
+    directory, manifest = create_cluster(tmp_path / "c", nodes=1, app="kvstore", storage="memory")
+    config = directory / "n1.toml"
+    real = cluster._cmdline
+    reads: list[int] = []
+
+    def exec_in_progress(pid: int) -> list[bytes] | None:
+        reads.append(pid)
+        return [b""] if len(reads) <= 3 else real(pid)
+
+    monkeypatch.setattr(cluster, "_cmdline", exec_in_progress)
+    command = [sys.executable, "-c", "import time; time.sleep(30)", "--config", str(config)]
+    pid = spawn_member(directory, manifest, "n1", command=command)
+    try:
+        assert reads == [pid] * 4  # polled past the empty reads, up to the first real one
+        assert runs_member(pid, config)
+    finally:
+        cluster._CHILDREN[pid].kill()
+        cluster._CHILDREN[pid].wait(timeout=30)
+
+
 def test_a_zombie_counts_as_dead(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fake = FakeCluster()
     monkeypatch.setattr(cluster, "node_command", fake.command)

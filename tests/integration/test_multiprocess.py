@@ -114,7 +114,11 @@ def test_failover_freeze_and_restart(make_cluster: Callable[..., ProcessCluster]
         work.check_exactly_once(client.query(["get"], timeout=WAIT) - base)
         # (Whether the leader stays is not asserted: on a starved machine the leader can
         # lose its quorum of one while a follower is frozen; the client must not care.)
-        wait_for(lambda: cluster.caught_up(cluster.members()), "the thawed follower catching up")
+        wait_for(
+            lambda: cluster.caught_up(cluster.members()),
+            "the thawed follower catching up",
+            explain=cluster.logs,
+        )
         base += work.ok
 
         # kill -9 the leader while increments are in flight.
@@ -135,7 +139,9 @@ def test_failover_freeze_and_restart(make_cluster: Callable[..., ProcessCluster]
         # log (the threshold keeps snapshots out of this test).
         cluster.start(leader)
         statuses = wait_for(
-            lambda: cluster.caught_up(cluster.members()), "the restarted node catching up"
+            lambda: cluster.caught_up(cluster.members()),
+            "the restarted node catching up",
+            explain=cluster.logs,
         )
         assert statuses[leader].snapshot_index == 0
         assert client.call(["inc", 1], timeout=WAIT) == final + 1
@@ -151,7 +157,11 @@ def test_restarted_node_catches_up_through_install_snapshot(
     follower = next(m for m in cluster.members() if m != leader)
     with client_for(cluster) as client:
         assert client.call(["inc", 1], timeout=WAIT) == 1
-        wait_for(lambda: cluster.caught_up(cluster.members()), "the first increment everywhere")
+        wait_for(
+            lambda: cluster.caught_up(cluster.members()),
+            "the first increment everywhere",
+            explain=cluster.logs,
+        )
         cluster.kill9(follower)
         down = cluster.members()
         down.remove(follower)
@@ -163,13 +173,17 @@ def test_restarted_node_catches_up_through_install_snapshot(
         work.check_exactly_once(final - 1)
 
         # The others snapshotted (many times) and compacted past the follower's log.
-        statuses = wait_for(lambda: cluster.caught_up(down), "the live nodes agreeing")
+        statuses = wait_for(
+            lambda: cluster.caught_up(down), "the live nodes agreeing", explain=cluster.logs
+        )
         leader_status = statuses[leader]
         assert leader_status.snapshot_index > 0
 
         cluster.start(follower)
         statuses = wait_for(
-            lambda: cluster.caught_up(cluster.members()), "the restarted follower catching up"
+            lambda: cluster.caught_up(cluster.members()),
+            "the restarted follower catching up",
+            explain=cluster.logs,
         )
         assert statuses[follower].snapshot_index > 0
         assert statuses[follower].applied_index == statuses[leader].applied_index

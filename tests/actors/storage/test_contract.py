@@ -11,6 +11,7 @@ from actors.storage import (
     InvalidOperationError,
     StorageClosedError,
 )
+from actors.storage.interfaces import LogBatch, check_append
 from protocol.ids import MemberId
 from protocol.raft.log import Configuration, EntryKind, HardState, LogEntry, SnapshotMeta
 
@@ -120,6 +121,66 @@ def test_append_refuses_lower_term_than_last(backend: Backend) -> None:
     storage.log.append(entries(1, 3, 5))
     with pytest.raises(InvalidOperationError, match="backwards"):
         storage.log.append(entries(3, 4, 4))
+
+
+@pytest.mark.parametrize(
+    "batch",
+    [[object()], [LogEntry(4, 1, EntryKind.COMMAND, "text")]],  # type: ignore[arg-type]
+    ids=["not-an-entry", "str-data"],
+)
+def test_append_refuses_what_is_not_an_entry_of_bytes(
+    backend: Backend, batch: list[LogEntry]
+) -> None:
+    storage = backend.open()
+    storage.log.append(entries(1, 4, 1))
+    with pytest.raises(InvalidOperationError, match=r"LogEntry|bytes"):
+        storage.log.append(batch)
+    assert log_view(storage) == (1, 3, 1, entries(1, 4, 1))
+
+
+@pytest.mark.parametrize(
+    "batch",
+    [entries(5, 6, 1), entries(3, 4, 1), entries(4, 5, 0)],
+    ids=["gap", "overlap", "term-below-last"],
+)
+def test_a_checked_batch_still_has_its_join_with_the_log_checked(
+    backend: Backend, batch: list[LogEntry]
+) -> None:
+    storage = backend.open()
+    storage.log.append(entries(1, 4, 1))
+    with pytest.raises(InvalidOperationError):
+        storage.log.append(LogBatch(batch))
+    assert log_view(storage) == (1, 3, 1, entries(1, 4, 1))
+    storage.log.append(LogBatch(entries(4, 6, 2)))
+    assert log_view(storage) == (1, 5, 2, entries(1, 4, 1) + entries(4, 6, 2))
+
+
+@pytest.mark.parametrize(
+    ("batch", "match"),
+    [
+        ([object()], "not a LogEntry"),
+        ([LogEntry(1, 1, EntryKind.COMMAND, bytearray(b"x"))], "must be bytes"),  # type: ignore[arg-type]
+        (entries(1, 2, 1) + entries(3, 4, 1), "contiguous"),
+        (entries(1, 2, 2) + entries(2, 3, 1), "backwards"),
+    ],
+    ids=["not-an-entry", "bytearray-data", "inner-gap", "term-back"],
+)
+def test_a_log_batch_cannot_be_built_from_a_bad_batch(batch: list[LogEntry], match: str) -> None:
+    with pytest.raises(InvalidOperationError, match=match):
+        LogBatch(batch)
+
+
+def test_check_append_walks_a_log_batch_no_more() -> None:
+    """A ``LogBatch`` was checked when built: ``check_append`` checks only the join.
+
+    Built here around its constructor (nothing else can make an unchecked one), so the
+    inner gap could only be found by a second walk; there is none.
+    """
+    unchecked = tuple.__new__(LogBatch, entries(4, 5, 1) + entries(9, 10, 1))
+    assert check_append(unchecked, 3, 1) is unchecked
+    plain = entries(4, 5, 1) + entries(9, 10, 1)
+    with pytest.raises(InvalidOperationError, match="contiguous"):
+        check_append(plain, 3, 1)
 
 
 def test_entries_outside_the_log_is_an_invalid_operation(backend: Backend) -> None:

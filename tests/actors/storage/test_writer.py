@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -18,9 +18,10 @@ from actors.storage import (
     StorageIOError,
     StorageWriter,
 )
+from actors.storage.interfaces import LogBatch
 from actors.storage.memory import MemoryLogStore
 from protocol.ids import MemberId
-from protocol.raft.log import Configuration, HardState
+from protocol.raft.log import Configuration, HardState, LogEntry
 
 from .conftest import Backend
 from .test_contract import CONF, entries, log_view
@@ -134,6 +135,27 @@ def test_submit_validates_the_batch_itself() -> None:
     writer = StorageWriter(storage.log, storage.stable, lambda _: None)
     with pytest.raises(InvalidOperationError):
         writer.submit(entries(1, 2, 1) + entries(3, 4, 1))
+
+
+class RecordingLog(MemoryLogStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.appended: list[Sequence[LogEntry]] = []
+
+    def append(self, entries: Sequence[LogEntry]) -> None:
+        self.appended.append(entries)
+        super().append(entries)
+
+
+def test_the_store_gets_the_batch_submit_checked(writers: list[StorageWriter]) -> None:
+    """Each entry is walked once: by ``submit``; the store checks only the batch's join."""
+    log = RecordingLog()
+    writer = StorageWriter(log, MemoryStorage().stable, lambda _: None).start()
+    writers.append(writer)
+    assert writer.wait(writer.submit(entries(1, 4, 1)), WAIT)
+    assert writer.wait(writer.submit(entries(4, 6, 2)), WAIT)
+    assert [type(batch) for batch in log.appended] == [LogBatch, LogBatch]
+    assert log.entries(1, 6) == entries(1, 4, 1) + entries(4, 6, 2)
 
 
 class FailingLog(MemoryLogStore):
