@@ -28,7 +28,7 @@ import pykka
 
 from actors.admin import AdminCommand
 from actors.base import Mailbox, NodeActor, Wiring, member_logger
-from actors.clock import Ticker
+from actors.clock import Ticker, TickGate
 from actors.config import NodeConfig
 from actors.consensus import ConsensusActor
 from actors.handoff import Coalescer
@@ -290,7 +290,7 @@ class Node:
             if transport is not None:
                 transport.start()
         self._tickers = [
-            Ticker(f"tick-{cfg.member_id}", cfg.tick_ms, lambda now: consensus.tell(Tick(now))),
+            Ticker(f"tick-{cfg.member_id}", cfg.tick_ms, TickGate(consensus.tell)),
             Ticker(f"tick-slow-{cfg.member_id}", _SLOW_TICK_MS, self._slow_tick),
         ]
         for ticker in self._tickers:
