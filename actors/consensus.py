@@ -118,7 +118,10 @@ class ConsensusActor(NodeActor):
         self.log = member_logger(__name__, core.id)
         self._flush_scheduled = False
         self._proposals: list[tuple[RaftAction | None, bytes]] = []
+        self._proposal_bytes = 0  # payload bytes in _proposals
+        #: What one AppendEntries carries at most: held proposals never wait beyond it.
         self._max_batch = core.options.max_entries_per_msg
+        self._max_batch_bytes = core.options.max_append_bytes
         #: Commands this leader proposed, by their encoded bytes: when they commit, the
         #: session actor gets them along and need not decode what was just encoded.
         #: (A hit is always right: it is what decoding those bytes gives.) Emptied when
@@ -173,7 +176,7 @@ class ConsensusActor(NodeActor):
                     self.wiring.session.tell(message)
         elif isinstance(message, ProposeRetry):
             retry = GetRequestsForRetry(message.before_ms, wall_ms())
-            self._proposals.append((None, encode(retry)))
+            self._queue(None, encode(retry))
         elif isinstance(message, list):  # a batch of RaftActions from the registry
             for action in message:
                 if isinstance(action, QueryAction):
@@ -234,7 +237,7 @@ class ConsensusActor(NodeActor):
             self.log.warning("ignored unexpected %s", type(action).__name__)
             return
         payload = encode(cmd)
-        self._proposals.append((action, payload))
+        self._queue(action, payload)
         if decodes_to_itself(cmd):
             if len(self._proposed) >= _MAX_REMEMBERED:
                 self._proposed.clear()
@@ -242,21 +245,27 @@ class ConsensusActor(NodeActor):
 
     # ------------------------------------------------------------------ proposals, reads
 
+    def _queue(self, action: RaftAction | None, payload: bytes) -> None:
+        self._proposals.append((action, payload))
+        self._proposal_bytes += len(payload)
+
     def _proposable(self) -> bool:
         """Whether the waiting commands go out now: not while this leader's previous
         batch is uncommitted (they join the next one, see ``RaftCore.proposal_in_flight``),
-        except a full append's worth, and nothing waits once storage failed (refused at
-        once)."""
+        except a full append's worth (entries or bytes), and nothing waits once storage
+        failed (refused at once)."""
         waiting = len(self._proposals)
         return waiting > 0 and (
-            waiting >= self._max_batch
-            or not self.core.proposal_in_flight
+            not self.core.proposal_in_flight
+            or waiting >= self._max_batch
+            or self._proposal_bytes >= self._max_batch_bytes
             or self._failed is not None
         )
 
     def _flush(self) -> None:
         if self._proposable():
             batch, self._proposals = self._proposals, []
+            self._proposal_bytes = 0
             if self._failed is not None:
                 result: Any = Refused(Refusal.TOO_BUSY, None, "storage failed")
             else:

@@ -82,6 +82,20 @@ def test_a_full_append_worth_is_not_held(leader: tuple[ConsensusActor, Recorder]
     assert sum(len(m.entries) for m in appends_since(rec, start)) == 2 * full
 
 
+def test_a_full_append_worth_of_bytes_is_not_held(leader: tuple[ConsensusActor, Recorder]) -> None:
+    actor, rec = leader
+    actor.handle([request(1)])
+    actor.settle()  # type: ignore[attr-defined]
+    start, before = len(rec.sent), actor.core.last_index
+    big = actor.core.options.max_append_bytes // 3
+    for n in (2, 3):
+        actor.handle([ClientRequestAction(SID, RequestId(n), RequestId(n), bytes(big))])
+    assert appends_since(rec, start) == [] and actor.core.last_index == before
+    actor.handle([ClientRequestAction(SID, RequestId(4), RequestId(4), bytes(big))])
+    assert actor.core.last_index == before + 3  # all three proposed together
+    assert max(m.entries[-1].index for m in appends_since(rec, start)) == before + 3
+
+
 def test_held_commands_are_refused_at_once_when_the_leader_steps_down(
     leader: tuple[ConsensusActor, Recorder],
 ) -> None:

@@ -76,3 +76,15 @@ def test_followers_never_have_a_proposal_in_flight() -> None:
     assert not any(k.core(m).proposal_in_flight for m in ("n2", "n3"))
     k.stabilize()
     assert not leader.proposal_in_flight
+
+
+def test_a_leader_deposed_and_elected_again_starts_with_nothing_in_flight() -> None:
+    c = _leader()
+    c.propose([b"a"])  # never committed in term 1
+    drain(c)
+    c.step(AppendEntries(2, B, A, 1, 1, (), 1))  # deposed by n2 in term 2
+    campaign(c)  # n1 tries again in term 3 and wins
+    c.step(RequestVoteResponse(c.term, C, A, True))
+    drain(c)
+    assert c.is_leader and c.commit_index < 2
+    assert not c.proposal_in_flight
