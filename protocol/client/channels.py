@@ -26,8 +26,10 @@ A server may take fewer channels per connection than ``per_connection`` (its own
 limit with ``TOO_MANY_SESSIONS``, which tells that its limit is at most ``c``
 (channels are numbered from 0 and each carries one session). The shell reports that
 (:meth:`ChannelTable.refused`), and from then on connections to that key get at most
-``max(c, 1)`` channels, so only the sessions placed before the first refusal bounce
-(they back off and take a fresh connection). The learned limit only ever drops: a
+``c`` channels, so only the sessions placed before the first refusal bounce (they back
+off and take a fresh connection). A refusal on channel 0 teaches nothing: a server
+takes at least one channel, and it refuses there only for its other limit, on the
+sessions one channel creates over its life. The learned limit only ever drops: a
 server whose limit was raised is used at the lower one until the table is rebuilt.
 """
 
@@ -115,15 +117,20 @@ class ChannelTable(Generic[K, S]):
 
     def refused(self, session: S) -> None:
         """The server refused ``session``'s channel as beyond its sessions-per-connection
-        limit: connections to the same key get at most that many channels (at least one)
-        from now on, and those already holding as many take no newcomers. ``session``
-        keeps its channel until it moves."""
+        limit: connections to the same key get at most that many channels from now on,
+        and those already holding as many take no newcomers (see the module docstring;
+        channel 0 teaches nothing). ``session`` keeps its channel until it moves."""
         where = self._where.get(session)
         if where is None:
             return
         conn_id, channel = where
+        if channel == 0:
+            # A server takes at least one channel per connection, so a refusal on the
+            # first one is not about channels: a node also caps the sessions one
+            # channel creates over its life (a client that keeps re-creating).
+            return
         key = self._connections[conn_id].key
-        limit = max(channel, 1)
+        limit = channel
         if limit >= self.channels_for(key):
             return
         self._limits[key] = limit

@@ -198,7 +198,9 @@ def test_spawn_returns_once_the_command_line_shows(
     command = [sys.executable, "-c", "import time; time.sleep(30)", "--config", str(config)]
     pid = spawn_member(directory, manifest, "n1", command=command)
     try:
-        assert reads == [pid] * 4  # polled past the empty reads, up to the first real one
+        # Polled past the faked empty reads up to a real one (which itself may still
+        # be empty for a moment on a loaded machine: then it polls on).
+        assert len(reads) >= 4 and set(reads) == {pid}
         assert runs_member(pid, config)
     finally:
         cluster._CHILDREN[pid].kill()

@@ -99,14 +99,15 @@ def test_a_refusal_lowers_the_channels_per_connection_for_that_key_only() -> Non
     assert table.place("g", "n2").connection == table.place("h", "n2").connection
 
 
-def test_a_refusal_on_channel_zero_still_leaves_one_channel() -> None:
+def test_a_refusal_on_channel_zero_teaches_nothing() -> None:
+    # A node refuses there only for its lifetime cap on one channel's sessions.
     table: ChannelTable[str, str] = ChannelTable(8)
-    table.place("a", "n1")
+    first = table.place("a", "n1")
     table.refused("a")
     table.refused("nobody")  # no channel: nothing learned
-    assert table.channels_for("n1") == 1
-    assert table.place("b", "n1").opened  # a's connection takes nobody else
-    assert table.place("c", "n1").opened
+    assert table.channels_for("n1") == 8
+    b = table.place("b", "n1")
+    assert (b.connection, b.channel) == (first.connection, 1)
 
 
 class ChannelTableMachine(RuleBasedStateMachine):
@@ -158,7 +159,8 @@ class ChannelTableMachine(RuleBasedStateMachine):
         self.table.refused(session)
         if where is not None:
             key = self.open[where[0]]
-            self.limit[key] = min(self.limit.get(key, self.per), max(where[1], 1))
+            if where[1] > 0:
+                self.limit[key] = min(self.limit.get(key, self.per), where[1])
         for key in ("n1", "n2"):
             assert self.table.channels_for(key) == self.limit.get(key, self.per)
 
