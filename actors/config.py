@@ -107,7 +107,9 @@ class NodeConfig:
     #: message from one to another is a queue append, not a thread wake-up; but then
     #: snapshot writes and the user's state machine run on the consensus thread, so a
     #: slow disk or a blocking ``apply`` delays heartbeats and can cost leadership).
-    actor_threads: Literal["shared", "separate"] = "separate"
+    actor_threads: Literal["shared", "separate", "transport", "transport1", "transport2"] = (
+        "separate"
+    )
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -127,7 +129,13 @@ class NodeConfig:
             raise ConfigError(f"storage must be 'durable' or 'memory', not {self.storage!r}")
         if self.transport not in ("zmq", "memory"):
             raise ConfigError(f"transport must be 'zmq' or 'memory', not {self.transport!r}")
-        if self.actor_threads not in ("shared", "separate"):
+        if self.actor_threads not in (
+            "shared",
+            "separate",
+            "transport",
+            "transport1",
+            "transport2",
+        ):
             raise ConfigError(
                 f"actor_threads must be 'shared' or 'separate', not {self.actor_threads!r}"
             )

@@ -56,6 +56,7 @@ from actors.transport import (
     ZmqOptions,
     ZmqPeerTransport,
 )
+from actors.transport._zmq_loop import ZmqLoop as ZmqLoopT
 from protocol.actions import RAFT_ACTION_TYPES
 from protocol.admin import (
     AdminOp,
@@ -302,6 +303,34 @@ class Node:
         """Start the node's actors on one thread (``actor_threads = "shared"``) or on
         one each (``"separate"``); their refs, in the same order."""
         member = self.config.member_id
+        mode = self.config.actor_threads
+        if mode == "transport2" and isinstance(self._peers, ZmqLoopT):  # PROTOTYPE
+            from actors.loop_host import start_on_loop
+
+            # session, retry, consensus on the peer loop; registry on the client loop
+            on_peer = start_on_loop(f"peer-actors-{member}", self._peers, actors[:3])
+            if isinstance(self._clients, ZmqLoopT) and len(actors) > 3:
+                return on_peer + start_on_loop(f"registry-{member}", self._clients, actors[3:])
+            return on_peer + [
+                start_host(f"{type(a).__name__}-{member}", [a])[0] for a in actors[3:]
+            ]
+        if mode in ("transport", "transport1"):  # PROTOTYPE
+            from actors.loop_host import start_on_loop
+            from actors.transport._zmq_loop import ZmqLoop
+
+            loops: list[ZmqLoop | None] = [None, None, None, None]
+            if isinstance(self._peers, ZmqLoop):
+                loops[2] = self._peers
+            if mode == "transport" and isinstance(self._clients, ZmqLoop):
+                loops[3] = self._clients
+            out: list[HostedRef[NodeActor]] = []
+            for a, loop in zip(actors, loops, strict=False):
+                name = f"{type(a).__name__}-{member}"
+                if loop is None:
+                    out.append(start_host(name, [a])[0])
+                else:
+                    out.append(start_on_loop(name, loop, [a])[0])
+            return out
         if self.config.actor_threads == "shared":
             return start_host(f"actors-{member}", actors)
         return [start_host(f"{type(a).__name__}-{member}", [a])[0] for a in actors]

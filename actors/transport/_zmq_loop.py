@@ -19,7 +19,7 @@ import contextlib
 import os
 import threading
 from collections import deque
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import zmq
 
@@ -38,6 +38,22 @@ DEFAULT_QUEUE_LIMIT = 100_000
 MAXMSGSIZE_SLACK = 64 * 1024
 
 Command = tuple[Any, ...]
+#: Outbox command ``(RUN, fn, a, b)``: call ``fn(a, b)`` on the I/O thread (a guest
+#: host's letter, see :mod:`actors.loop_host`). Distinct from every subclass's ops.
+RUN = "run"
+_get_ident = threading.get_ident
+
+
+class LoopGuest(Protocol):
+    """Something that runs on a loop's I/O thread besides the sockets (PROTOTYPE)."""
+
+    _local: Any
+
+    def loop_started(self) -> None: ...
+
+    def loop_stopped(self, pending: list[Command]) -> None: ...
+
+    def work_off(self) -> None: ...
 
 
 def bindable(address: str) -> str:
@@ -89,6 +105,25 @@ class ZmqLoop:
         self._wake_pending = False
         self._poller_dirty = True
         self._ctx: zmq.Context[Any] | None = None  # set on the I/O thread before _open
+        #: The I/O thread's id once it runs.
+        self._ident: int | None = None
+        self._guest: LoopGuest | None = None
+
+    def attach_guest(self, guest: LoopGuest) -> None:
+        """Run ``guest`` on this loop's thread (before :meth:`start`)."""
+        self._guest = guest
+
+    def on_loop_thread(self) -> bool:
+        return self._ident == _get_ident()
+
+    def call_soon(self, fn: Any, a: Any, b: Any) -> bool:
+        """Queue ``fn(a, b)`` for the I/O thread (any thread); False once stopped."""
+        if self._state == "stopped":
+            return False
+        self._outbox.append((RUN, fn, a, b))
+        if not self._wake_pending and self._ident != _get_ident():
+            self._wake()
+        return True
 
     # -- caller side -----------------------------------------------------------------
 
@@ -147,6 +182,11 @@ class ZmqLoop:
         if not self._running or len(self._outbox) >= self._queue_limit:
             self._counters.bump("dropped")
             return False
+        if not self._outbox and self._ident == _get_ident():
+            # On the I/O thread itself (a guest actor sending) with nothing older
+            # queued: send now, no outbox, no wake-up.
+            self._on_command(command)
+            return True
         self._outbox.append(command)
         if not self._wake_pending:
             self._wake()
@@ -198,12 +238,21 @@ class ZmqLoop:
             self._shutdown(context)
             self._ready.set()
             return
+        self._ident = _get_ident()
         self._ready.set()
+        guest = self._guest
         try:
+            if guest is not None:
+                guest.loop_started()
             self._loop()
         except Exception:  # pragma: no cover - the loop catches per item
             LOG.exception("%s: I/O loop failed", self._name)
         finally:
+            if guest is not None:
+                try:
+                    guest.loop_stopped([c for c in self._outbox if c[0] == RUN])
+                except Exception:
+                    LOG.exception("%s: stopping the guest failed", self._name)
             self._shutdown(context)
 
     def _shutdown(self, context: zmq.Context[Any] | None) -> None:
@@ -241,9 +290,12 @@ class ZmqLoop:
                 # outbox while this thread sleeps (every later caller sees the flag set).
                 self._drain_wake()
                 self._wake_pending = False
+            guest = self._guest
             for socket in receivers:
                 if socket in ready:
                     self._drain_socket(socket)
+                    if guest is not None and guest._local:
+                        guest.work_off()
             self._drain_outbox()
 
     def _drain_wake(self) -> None:
@@ -279,7 +331,10 @@ class ZmqLoop:
             except IndexError:
                 return
             try:
-                self._on_command(command)
+                if command[0] == RUN:
+                    command[1](command[2], command[3])
+                else:
+                    self._on_command(command)
             except Exception:
                 LOG.exception("%s: failed to handle command %r", self._name, command[0])
 

@@ -36,7 +36,7 @@ WAIT = 15.0  # seconds: generous bound for anything a healthy cluster does
 
 #: Both ways a node can host its actors (``NodeConfig.actor_threads``; "separate" is
 #: the default every other test runs): representative node tests run under each.
-ACTOR_THREADS = pytest.mark.parametrize("actor_threads", ["shared", "separate"])
+ACTOR_THREADS = pytest.mark.parametrize("actor_threads", ["shared", "separate", "transport"])
 
 
 def free_port() -> int:

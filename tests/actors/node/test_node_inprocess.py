@@ -25,7 +25,14 @@ def inc(n: int) -> bytes:
 
 
 @pytest.mark.parametrize(
-    ("transport", "actor_threads"), [("memory", "shared"), ("zmq", "shared"), ("zmq", "separate")]
+    ("transport", "actor_threads"),
+    [
+        ("memory", "shared"),
+        ("zmq", "shared"),
+        ("zmq", "separate"),
+        ("zmq", "transport"),
+        ("zmq", "transport2"),
+    ],
 )
 def test_three_nodes_elect_a_leader_and_apply_commands_once_everywhere(
     transport: str, actor_threads: str
@@ -52,7 +59,7 @@ def test_three_nodes_elect_a_leader_and_apply_commands_once_everywhere(
             client.close()
         hosts = {ref.host for ref in leader._refs}  # registry, consensus, session, retry
         assert len(leader._refs) == 4
-        assert len(hosts) == (1 if actor_threads == "shared" else 4)
+        assert len(hosts) == {"shared": 1, "transport2": 2}.get(actor_threads, 4)
         applied = leader.status().applied_index
         wait_for(
             lambda: all(n.status().applied_index >= applied for n in cluster.nodes.values()),
