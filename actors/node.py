@@ -34,6 +34,7 @@ from actors.consensus import ConsensusActor
 from actors.handoff import Coalescer
 from actors.host import HostedRef, start_host
 from actors.link import RemoteRef, core_endpoint, registry_endpoint
+from actors.loop_host import start_on_loop
 from actors.messages import PeerFrame, Reannounce, Tick
 from actors.metrics import MetricsUnavailableError, require_prometheus
 from actors.registry import ClientFrame, make_registry_actor
@@ -56,7 +57,7 @@ from actors.transport import (
     ZmqOptions,
     ZmqPeerTransport,
 )
-from actors.transport._zmq_loop import ZmqLoop as ZmqLoopT
+from actors.transport._zmq_loop import ZmqLoop
 from protocol.actions import RAFT_ACTION_TYPES
 from protocol.admin import (
     AdminOp,
@@ -300,40 +301,34 @@ class Node:
             self._start_metrics(cfg.metrics_port, cfg.metrics_host)
 
     def _host(self, actors: list[NodeActor]) -> list[HostedRef[NodeActor]]:
-        """Start the node's actors on one thread (``actor_threads = "shared"``) or on
-        one each (``"separate"``); their refs, in the same order."""
+        """Start the node's actors (session, retry, consensus and maybe registry) on
+        one thread (``actor_threads = "shared"``), on one each (``"separate"``) or on
+        the transports' I/O threads (``"transport"``); their refs, in the same order."""
         member = self.config.member_id
         mode = self.config.actor_threads
-        if mode == "transport2" and isinstance(self._peers, ZmqLoopT):  # PROTOTYPE
-            from actors.loop_host import start_on_loop
-
-            # session, retry, consensus on the peer loop; registry on the client loop
-            on_peer = start_on_loop(f"peer-actors-{member}", self._peers, actors[:3])
-            if isinstance(self._clients, ZmqLoopT) and len(actors) > 3:
-                return on_peer + start_on_loop(f"registry-{member}", self._clients, actors[3:])
-            return on_peer + [
-                start_host(f"{type(a).__name__}-{member}", [a])[0] for a in actors[3:]
-            ]
-        if mode in ("transport", "transport1"):  # PROTOTYPE
-            from actors.loop_host import start_on_loop
-            from actors.transport._zmq_loop import ZmqLoop
-
-            loops: list[ZmqLoop | None] = [None, None, None, None]
-            if isinstance(self._peers, ZmqLoop):
-                loops[2] = self._peers
-            if mode == "transport" and isinstance(self._clients, ZmqLoop):
-                loops[3] = self._clients
-            out: list[HostedRef[NodeActor]] = []
-            for a, loop in zip(actors, loops, strict=False):
-                name = f"{type(a).__name__}-{member}"
-                if loop is None:
-                    out.append(start_host(name, [a])[0])
-                else:
-                    out.append(start_on_loop(name, loop, [a])[0])
-            return out
-        if self.config.actor_threads == "shared":
+        if mode == "transport":
+            return self._host_on_transports(actors)
+        if mode == "shared":
             return start_host(f"actors-{member}", actors)
         return [start_host(f"{type(a).__name__}-{member}", [a])[0] for a in actors]
+
+    def _host_on_transports(self, actors: list[NodeActor]) -> list[HostedRef[NodeActor]]:
+        """``actor_threads = "transport"``: session, retry and consensus on the peer
+        transport's I/O thread, the registry on the client transport's; where a
+        transport has no such thread (in-memory, fault-controlled), on a pykka thread
+        of their own each group, as with ``"shared"``."""
+        member = self.config.member_id
+        core, rest = actors[:3], actors[3:]
+
+        def host(name: str, transport: object, group: list[NodeActor]) -> list[HostedRef[Any]]:
+            if isinstance(transport, ZmqLoop):
+                return start_on_loop(name, transport, group)
+            return start_host(name, group)
+
+        refs = host(f"actors-{member}", self._peers, core)
+        if rest:
+            refs += host(f"registry-{member}", self._clients, rest)
+        return refs
 
     def _start_metrics(self, port: int, host: str) -> None:
         try:

@@ -8,6 +8,10 @@ any number of caller threads may write to a pipe, while a ZeroMQ socket may only
 be used by one thread.) Wake-ups are coalesced: a caller writes a byte only when no
 wake-up is pending, so a burst of sends costs one system call.
 
+Actors may run on this thread too (:mod:`actors.loop_host`): a :class:`LoopGuest`
+whose letters from other threads are ``RUN`` commands in the outbox, and whose sends
+made on this thread go to the socket at once.
+
 The thread polls its receiving sockets and the pipe; received messages and queued
 commands are handled in bounded batches so neither direction starves the other. Any
 exception while handling one message or command is logged and counted, never fatal.
@@ -19,6 +23,7 @@ import contextlib
 import os
 import threading
 from collections import deque
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol, cast
 
 import zmq
@@ -38,22 +43,27 @@ DEFAULT_QUEUE_LIMIT = 100_000
 MAXMSGSIZE_SLACK = 64 * 1024
 
 Command = tuple[Any, ...]
-#: Outbox command ``(RUN, fn, a, b)``: call ``fn(a, b)`` on the I/O thread (a guest
-#: host's letter, see :mod:`actors.loop_host`). Distinct from every subclass's ops.
+#: Outbox command ``(RUN, fn, a, b)``: call ``fn(a, b)`` on the I/O thread (a letter for
+#: an actor hosted on the loop, see :mod:`actors.loop_host`); no subclass op is a str.
 RUN = "run"
 _get_ident = threading.get_ident
 
 
 class LoopGuest(Protocol):
-    """Something that runs on a loop's I/O thread besides the sockets (PROTOTYPE)."""
+    """What runs on a loop's I/O thread besides its sockets (:mod:`actors.loop_host`);
+    every hook is called on that thread."""
 
-    _local: Any
+    def loop_started(self) -> None:
+        """The thread runs (sockets open), before it handles anything."""
 
-    def loop_started(self) -> None: ...
+    def loop_stopped(self, pending: Sequence[Command]) -> None:
+        """The thread ends; ``pending`` are the ``RUN`` commands it will not run."""
 
-    def loop_stopped(self, pending: list[Command]) -> None: ...
+    def has_local(self) -> bool:
+        """Whether work told from the thread itself is waiting."""
 
-    def work_off(self) -> None: ...
+    def work_off(self) -> None:
+        """Do that work (after each batch of received messages)."""
 
 
 def bindable(address: str) -> str:
@@ -109,21 +119,28 @@ class ZmqLoop:
         self._ident: int | None = None
         self._guest: LoopGuest | None = None
 
+    # -- guest side (actors.loop_host) -------------------------------------------------
+
     def attach_guest(self, guest: LoopGuest) -> None:
-        """Run ``guest`` on this loop's thread (before :meth:`start`)."""
+        """Run ``guest`` on this loop's I/O thread (before :meth:`start`; one guest)."""
+        if self._state != "new" or self._guest is not None:
+            raise TransportError(f"{self._name}: a guest joins a new loop, and only one")
         self._guest = guest
 
-    def on_loop_thread(self) -> bool:
-        return self._ident == _get_ident()
-
-    def call_soon(self, fn: Any, a: Any, b: Any) -> bool:
-        """Queue ``fn(a, b)`` for the I/O thread (any thread); False once stopped."""
+    def call_soon(self, fn: Callable[[Any, Any], None], a: Any, b: Any) -> bool:
+        """Queue ``fn(a, b)`` for the I/O thread, behind the outbox (any thread, also
+        before :meth:`start`); False once the loop stopped. From the I/O thread itself
+        no wake-up is needed: the loop does not sleep while its outbox holds work."""
         if self._state == "stopped":
             return False
         self._outbox.append((RUN, fn, a, b))
         if not self._wake_pending and self._ident != _get_ident():
             self._wake()
         return True
+
+    def outbox_empty(self) -> bool:
+        """Nothing queued for the I/O thread right now (a hint)."""
+        return not self._outbox
 
     # -- caller side -----------------------------------------------------------------
 
@@ -183,9 +200,13 @@ class ZmqLoop:
             self._counters.bump("dropped")
             return False
         if not self._outbox and self._ident == _get_ident():
-            # On the I/O thread itself (a guest actor sending) with nothing older
-            # queued: send now, no outbox, no wake-up.
-            self._on_command(command)
+            # On the I/O thread itself (an actor hosted here) with nothing older queued:
+            # send now, no outbox, no wake-up. (With something queued the frame waits
+            # its turn: it must not overtake, say, the storage writer's acknowledgements.)
+            try:
+                self._on_command(command)
+            except Exception:
+                LOG.exception("%s: failed to send a frame", self._name)
             return True
         self._outbox.append(command)
         if not self._wake_pending:
@@ -251,8 +272,8 @@ class ZmqLoop:
             if guest is not None:
                 try:
                     guest.loop_stopped([c for c in self._outbox if c[0] == RUN])
-                except Exception:
-                    LOG.exception("%s: stopping the guest failed", self._name)
+                except Exception:  # pragma: no cover - the host guards every on_stop
+                    LOG.exception("%s: stopping the hosted actors failed", self._name)
             self._shutdown(context)
 
     def _shutdown(self, context: zmq.Context[Any] | None) -> None:
@@ -294,7 +315,7 @@ class ZmqLoop:
             for socket in receivers:
                 if socket in ready:
                     self._drain_socket(socket)
-                    if guest is not None and guest._local:
+                    if guest is not None and guest.has_local():
                         guest.work_off()
             self._drain_outbox()
 
