@@ -106,8 +106,12 @@ class NodeConfig:
     #: ``"separate"``, each on a thread of its own; ``"shared"``, all on one thread (a
     #: message from one to another is a queue append, not a thread wake-up; but then
     #: snapshot writes and the user's state machine run on the consensus thread, so a
-    #: slow disk or a blocking ``apply`` delays heartbeats and can cost leadership).
-    actor_threads: Literal["shared", "separate"] = "separate"
+    #: slow disk or a blocking ``apply`` delays heartbeats and can cost leadership);
+    #: ``"transport"``, session, retry and consensus on the peer transport's I/O thread
+    #: and the registry on the client transport's (:mod:`actors.loop_host`: no
+    #: hand-off between a transport and its actors either; the same caveat as
+    #: ``"shared"``, and a slow ``apply`` also holds up the reading of peer frames).
+    actor_threads: Literal["shared", "separate", "transport"] = "separate"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -127,9 +131,10 @@ class NodeConfig:
             raise ConfigError(f"storage must be 'durable' or 'memory', not {self.storage!r}")
         if self.transport not in ("zmq", "memory"):
             raise ConfigError(f"transport must be 'zmq' or 'memory', not {self.transport!r}")
-        if self.actor_threads not in ("shared", "separate"):
+        if self.actor_threads not in ("shared", "separate", "transport"):
             raise ConfigError(
-                f"actor_threads must be 'shared' or 'separate', not {self.actor_threads!r}"
+                "actor_threads must be 'shared', 'separate' or 'transport', "
+                f"not {self.actor_threads!r}"
             )
         for name in (
             "tick_ms",

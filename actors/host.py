@@ -4,7 +4,9 @@ An actor of a node (:class:`~actors.base.NodeActor`) is a handler with its own s
 it talks to other actors only by ``tell``. *Where* it runs is a separate choice: an
 :class:`ActorHost` is one pykka ``ThreadingActor`` (one thread, one inbox, pykka's
 lifecycle) that runs one or several hosted actors, each reached through its own
-:class:`HostedRef`.
+:class:`HostedRef`. (:class:`HostCore` is what every kind of host shares; the other
+kind, :class:`actors.loop_host.LoopHost`, runs actors on a ZeroMQ transport's I/O
+thread.)
 
 Why several on one thread: with CPython's GIL a node's actors never run Python in
 parallel anyway, so giving each its own thread buys nothing and costs a wake-up and a
@@ -40,7 +42,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import pykka
 
-__all__ = ["ActorHost", "Hosted", "HostedRef", "start_host"]
+__all__ = ["ActorHost", "HostCore", "HostInbox", "Hosted", "HostedRef", "start_host"]
 
 A = TypeVar("A", bound="Hosted")
 R = TypeVar("R")
@@ -91,54 +93,78 @@ class _Stop:
         self.ref = ref
 
 
-class ActorHost(pykka.ThreadingActor):
-    """One pykka thread running the actors it was started with; see the module
-    docstring. Start it with :func:`start_host`."""
+class HostInbox(Protocol):
+    """What a :class:`HostedRef` uses of its host's inbox (a pykka ``ActorRef`` has it)."""
 
-    def __init__(self, name: str, actors: Sequence[Hosted], refs: list[HostedRef[Any]]) -> None:
-        super().__init__()
+    def tell(self, message: Any) -> None: ...
+
+    def ask(self, message: Any, *, block: bool = True, timeout: float | None = None) -> Any: ...
+
+    def is_alive(self) -> bool: ...
+
+
+class HostCore:
+    """What every host shares: its hosted actors, the local FIFO of letters told from
+    its own thread, and the handling of one letter (all on the host's thread). A host
+    kind supplies the thread and the inbox: :class:`ActorHost` (a pykka thread) or
+    :class:`actors.loop_host.LoopHost` (a ZeroMQ transport's I/O thread)."""
+
+    name: str
+    #: The host thread's id once it runs (tells compare it with their own).
+    ident: int | None
+    #: Set once the host's last actor stopped.
+    actor_stopped: threading.Event
+    #: Letters told from this host's own thread, worked off after each handler.
+    _local: deque[tuple[HostedRef[Any], Any]]
+    _live: int
+    _refs: tuple[HostedRef[Any], ...]
+
+    def _host(self, name: str, actors: Sequence[Hosted], refs: list[HostedRef[Any]]) -> None:
+        """Make (and bind) the refs before the thread starts, so no letter can reach
+        an actor before it knows its ref."""
         self.name = name
-        #: Letters told from this host's own thread, worked off after each handler.
-        self._local: deque[tuple[HostedRef[Any], Any]] = deque()
-        #: The host thread's id once it runs (tells compare it with their own).
-        self.ident: int | None = None
+        self._local = deque()
+        self.ident = None
         self._live = len(actors)
-        # The refs exist (and are bound) before the thread starts, so no letter can
-        # reach an actor before it knows its ref.
         for actor in actors:
             ref: HostedRef[Any] = HostedRef(self, actor)
             actor.bind(ref)
             refs.append(ref)
         self._refs = tuple(refs)
 
-    @staticmethod
-    def _create_actor_inbox() -> Any:
-        # pykka's default inbox is a ``queue.Queue`` (a Python-level lock and two
-        # conditions per put/get); ``SimpleQueue`` offers the same put/get/empty in C.
-        return queue.SimpleQueue()
+    def inbox(self) -> HostInbox:
+        """Where letters from other threads go."""
+        raise NotImplementedError
 
     def idle(self) -> bool:
         """Nothing is queued on this host right now, locally or in its inbox (a hint:
         another thread may tell it something a moment later)."""
-        return not self._local and bool(self.actor_inbox.empty())
+        raise NotImplementedError
 
-    # ------------------------------------------------------------------ pykka hooks
+    def _last_stopped(self) -> None:
+        """The host's last actor stopped (on the host's thread)."""
+        raise NotImplementedError
 
-    def on_start(self) -> None:
-        threading.current_thread().name = self.name
+    # ------------------------------------------------------------------ host thread
+
+    def _started(self) -> None:
+        """The host's thread runs: start every actor, then what they told."""
         self.ident = _get_ident()
         for ref in self._refs:
             self._guard(ref, ref.actor.on_start)
         self._work_off()
 
-    def on_stop(self) -> None:
+    def _stopped(self) -> None:
+        """The host's thread ends: stop every actor still running."""
         for ref in self._refs:
             if not ref.stopped:
                 ref.stopped = True
                 self._guard(ref, ref.actor.on_stop)
         self._local.clear()
 
-    def on_receive(self, letter: Any) -> Any:
+    def _deliver(self, letter: Any) -> Any:
+        """Handle one letter from the inbox, then everything told locally meanwhile;
+        an ask's or call's result is returned (its exception raised)."""
         try:
             if type(letter) is tuple:  # (ref, message): a plain tell, the hot path
                 ref, message = letter
@@ -152,8 +178,6 @@ class ActorHost(pykka.ThreadingActor):
         finally:
             if self._local:
                 self._work_off()
-
-    # ------------------------------------------------------------------ internals
 
     def _work_off(self) -> None:
         """Handle every locally told letter, including those told while doing so."""
@@ -195,10 +219,46 @@ class ActorHost(pykka.ThreadingActor):
             self._guard(ref, ref.actor.on_stop)
             self._live -= 1
             if self._live == 0:
-                self.stop()  # pykka: after what is queued now (letters for stopped actors)
+                self._last_stopped()
                 return True
             return False
         raise TypeError(f"{self.name}: not a host letter: {type(letter).__name__}")
+
+
+class ActorHost(HostCore, pykka.ThreadingActor):
+    """One pykka thread running the actors it was started with; see the module
+    docstring. Start it with :func:`start_host`."""
+
+    def __init__(self, name: str, actors: Sequence[Hosted], refs: list[HostedRef[Any]]) -> None:
+        pykka.ThreadingActor.__init__(self)
+        self._host(name, actors, refs)
+
+    @staticmethod
+    def _create_actor_inbox() -> Any:
+        # pykka's default inbox is a ``queue.Queue`` (a Python-level lock and two
+        # conditions per put/get); ``SimpleQueue`` offers the same put/get/empty in C.
+        return queue.SimpleQueue()
+
+    def inbox(self) -> HostInbox:
+        return self.actor_ref
+
+    def idle(self) -> bool:
+        return not self._local and bool(self.actor_inbox.empty())
+
+    def _last_stopped(self) -> None:
+        self.stop()  # pykka: after what is queued now (letters for stopped actors)
+
+    # ------------------------------------------------------------------ pykka hooks
+
+    def on_start(self) -> None:
+        threading.current_thread().name = self.name
+        self._started()
+
+    def on_stop(self) -> None:
+        self._stopped()
+
+    def on_receive(self, letter: Any) -> Any:
+        return self._deliver(letter)
 
 
 class HostedRef(Generic[A]):
@@ -207,9 +267,9 @@ class HostedRef(Generic[A]):
 
     __slots__ = ("_host", "_host_ref", "actor", "stopped")
 
-    def __init__(self, host: ActorHost, actor: A) -> None:
+    def __init__(self, host: HostCore, actor: A) -> None:
         self._host = host
-        self._host_ref: pykka.ActorRef[ActorHost] = host.actor_ref
+        self._host_ref = host.inbox()
         #: The hosted actor (use it only on the host's thread: see :meth:`call`).
         self.actor = actor
         #: Set (on the host's thread) once the actor stopped.
@@ -219,7 +279,7 @@ class HostedRef(Generic[A]):
         return f"<{type(self.actor).__name__} on {self._host.name}>"
 
     @property
-    def host(self) -> ActorHost:
+    def host(self) -> HostCore:
         return self._host
 
     def tell(self, message: Any) -> None:

@@ -34,6 +34,7 @@ from actors.consensus import ConsensusActor
 from actors.handoff import Coalescer
 from actors.host import HostedRef, start_host
 from actors.link import RemoteRef, core_endpoint, registry_endpoint
+from actors.loop_host import start_on_loop
 from actors.messages import PeerFrame, Reannounce, Tick
 from actors.metrics import MetricsUnavailableError, require_prometheus
 from actors.registry import ClientFrame, make_registry_actor
@@ -56,6 +57,7 @@ from actors.transport import (
     ZmqOptions,
     ZmqPeerTransport,
 )
+from actors.transport._zmq_loop import ZmqLoop
 from protocol.actions import RAFT_ACTION_TYPES
 from protocol.admin import (
     AdminOp,
@@ -299,12 +301,34 @@ class Node:
             self._start_metrics(cfg.metrics_port, cfg.metrics_host)
 
     def _host(self, actors: list[NodeActor]) -> list[HostedRef[NodeActor]]:
-        """Start the node's actors on one thread (``actor_threads = "shared"``) or on
-        one each (``"separate"``); their refs, in the same order."""
+        """Start the node's actors (session, retry, consensus and maybe registry) on
+        one thread (``actor_threads = "shared"``), on one each (``"separate"``) or on
+        the transports' I/O threads (``"transport"``); their refs, in the same order."""
         member = self.config.member_id
-        if self.config.actor_threads == "shared":
+        mode = self.config.actor_threads
+        if mode == "transport":
+            return self._host_on_transports(actors)
+        if mode == "shared":
             return start_host(f"actors-{member}", actors)
         return [start_host(f"{type(a).__name__}-{member}", [a])[0] for a in actors]
+
+    def _host_on_transports(self, actors: list[NodeActor]) -> list[HostedRef[NodeActor]]:
+        """``actor_threads = "transport"``: session, retry and consensus on the peer
+        transport's I/O thread, the registry on the client transport's; where a
+        transport has no such thread (in-memory, fault-controlled), on a pykka thread
+        of their own each group, as with ``"shared"``."""
+        member = self.config.member_id
+        core, rest = actors[:3], actors[3:]
+
+        def host(name: str, transport: object, group: list[NodeActor]) -> list[HostedRef[Any]]:
+            if isinstance(transport, ZmqLoop):
+                return start_on_loop(name, transport, group)
+            return start_host(name, group)
+
+        refs = host(f"actors-{member}", self._peers, core)
+        if rest:
+            refs += host(f"registry-{member}", self._clients, rest)
+        return refs
 
     def _start_metrics(self, port: int, host: str) -> None:
         try:

@@ -5,7 +5,8 @@ leads: a follower's registry serves no clients), runs linearizable queries once 
 applied index reaches their read index, answers the retry scheduler's dirty read,
 takes snapshots when the log since the last one has grown past a threshold (writing
 them itself, off the consensus thread unless the node shares one thread among its
-actors: `actor_threads = "shared"`), and installs snapshots from the leader.
+actors: `actor_threads = "shared"` or `"transport"`), and installs snapshots from the
+leader.
 """
 
 from __future__ import annotations

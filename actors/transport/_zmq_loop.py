@@ -8,6 +8,10 @@ any number of caller threads may write to a pipe, while a ZeroMQ socket may only
 be used by one thread.) Wake-ups are coalesced: a caller writes a byte only when no
 wake-up is pending, so a burst of sends costs one system call.
 
+Actors may run on this thread too (:mod:`actors.loop_host`): a :class:`LoopGuest`
+whose letters from other threads are ``RUN`` commands in the outbox, and whose sends
+made on this thread go to the socket at once.
+
 The thread polls its receiving sockets and the pipe; received messages and queued
 commands are handled in bounded batches so neither direction starves the other. Any
 exception while handling one message or command is logged and counted, never fatal.
@@ -19,7 +23,8 @@ import contextlib
 import os
 import threading
 from collections import deque
-from typing import Any, cast
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, cast
 
 import zmq
 
@@ -38,6 +43,27 @@ DEFAULT_QUEUE_LIMIT = 100_000
 MAXMSGSIZE_SLACK = 64 * 1024
 
 Command = tuple[Any, ...]
+#: Outbox command ``(RUN, fn, a, b)``: call ``fn(a, b)`` on the I/O thread (a letter for
+#: an actor hosted on the loop, see :mod:`actors.loop_host`); no subclass op is a str.
+RUN = "run"
+_get_ident = threading.get_ident
+
+
+class LoopGuest(Protocol):
+    """What runs on a loop's I/O thread besides its sockets (:mod:`actors.loop_host`);
+    every hook is called on that thread."""
+
+    def loop_started(self) -> None:
+        """The thread runs (sockets open), before it handles anything."""
+
+    def loop_stopped(self, pending: Sequence[Command]) -> None:
+        """The thread ends; ``pending`` are the ``RUN`` commands it will not run."""
+
+    def has_local(self) -> bool:
+        """Whether work told from the thread itself is waiting."""
+
+    def work_off(self) -> None:
+        """Do that work (after each batch of received messages)."""
 
 
 def bindable(address: str) -> str:
@@ -89,6 +115,32 @@ class ZmqLoop:
         self._wake_pending = False
         self._poller_dirty = True
         self._ctx: zmq.Context[Any] | None = None  # set on the I/O thread before _open
+        #: The I/O thread's id once it runs.
+        self._ident: int | None = None
+        self._guest: LoopGuest | None = None
+
+    # -- guest side (actors.loop_host) -------------------------------------------------
+
+    def attach_guest(self, guest: LoopGuest) -> None:
+        """Run ``guest`` on this loop's I/O thread (before :meth:`start`; one guest)."""
+        if self._state != "new" or self._guest is not None:
+            raise TransportError(f"{self._name}: a guest joins a new loop, and only one")
+        self._guest = guest
+
+    def call_soon(self, fn: Callable[[Any, Any], None], a: Any, b: Any) -> bool:
+        """Queue ``fn(a, b)`` for the I/O thread, behind the outbox (any thread, also
+        before :meth:`start`); False once the loop stopped. From the I/O thread itself
+        no wake-up is needed: the loop does not sleep while its outbox holds work."""
+        if self._state == "stopped":
+            return False
+        self._outbox.append((RUN, fn, a, b))
+        if not self._wake_pending and self._ident != _get_ident():
+            self._wake()
+        return True
+
+    def outbox_empty(self) -> bool:
+        """Nothing queued for the I/O thread right now (a hint)."""
+        return not self._outbox
 
     # -- caller side -----------------------------------------------------------------
 
@@ -147,6 +199,15 @@ class ZmqLoop:
         if not self._running or len(self._outbox) >= self._queue_limit:
             self._counters.bump("dropped")
             return False
+        if not self._outbox and self._ident == _get_ident():
+            # On the I/O thread itself (an actor hosted here) with nothing older queued:
+            # send now, no outbox, no wake-up. (With something queued the frame waits
+            # its turn: it must not overtake, say, the storage writer's acknowledgements.)
+            try:
+                self._on_command(command)
+            except Exception:
+                LOG.exception("%s: failed to send a frame", self._name)
+            return True
         self._outbox.append(command)
         if not self._wake_pending:
             self._wake()
@@ -198,12 +259,21 @@ class ZmqLoop:
             self._shutdown(context)
             self._ready.set()
             return
+        self._ident = _get_ident()
         self._ready.set()
+        guest = self._guest
         try:
+            if guest is not None:
+                guest.loop_started()
             self._loop()
         except Exception:  # pragma: no cover - the loop catches per item
             LOG.exception("%s: I/O loop failed", self._name)
         finally:
+            if guest is not None:
+                try:
+                    guest.loop_stopped([c for c in self._outbox if c[0] == RUN])
+                except Exception:  # pragma: no cover - the host guards every on_stop
+                    LOG.exception("%s: stopping the hosted actors failed", self._name)
             self._shutdown(context)
 
     def _shutdown(self, context: zmq.Context[Any] | None) -> None:
@@ -241,9 +311,12 @@ class ZmqLoop:
                 # outbox while this thread sleeps (every later caller sees the flag set).
                 self._drain_wake()
                 self._wake_pending = False
+            guest = self._guest
             for socket in receivers:
                 if socket in ready:
                     self._drain_socket(socket)
+                    if guest is not None and guest.has_local():
+                        guest.work_off()
             self._drain_outbox()
 
     def _drain_wake(self) -> None:
@@ -279,7 +352,10 @@ class ZmqLoop:
             except IndexError:
                 return
             try:
-                self._on_command(command)
+                if command[0] == RUN:
+                    command[1](command[2], command[3])
+                else:
+                    self._on_command(command)
             except Exception:
                 LOG.exception("%s: failed to handle command %r", self._name, command[0])
 

@@ -47,7 +47,7 @@ def test_load_from_toml(tmp_path: Path) -> None:
         ({"tick_ms": "10"}, "tick_ms must be int"),
         ({"heartbeat_ms": 900}, "heartbeat_ms must be shorter"),
         ({"storage": "tape"}, "storage must be"),
-        ({"actor_threads": "many"}, "actor_threads must be 'shared' or 'separate'"),
+        ({"actor_threads": "many"}, "actor_threads must be 'shared', 'separate' or 'transport'"),
         ({"actor_threads": 1}, "actor_threads must be str"),
         ({"members": {}}, "members must be a table"),
         ({"members": {"n1": {"peer": "x"}}}, "needs exactly"),

@@ -1,10 +1,12 @@
-"""Actor hosts (``actors.host``): several actors on one pykka thread, still separate."""
+"""Actor hosts: several actors on one thread, still separate; on a pykka thread of
+their own (``actors.host``) or on a ZeroMQ transport's I/O thread
+(``actors.loop_host``), which must behave the same."""
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pykka
@@ -15,9 +17,55 @@ from hypothesis import strategies as st
 from actors.base import NodeActor, member_logger
 from actors.handoff import Coalescer, Drain
 from actors.host import HostedRef, start_host
+from actors.loop_host import start_on_loop
+from actors.transport._zmq_loop import Command, ZmqLoop
 from protocol.ids import MemberId
 
 WAIT = 10.0
+#: The two kinds of host every test here runs on.
+KINDS = ["thread", "loop"]
+
+
+class BareLoop(ZmqLoop):
+    """A ZeroMQ loop with no sockets: only its thread, outbox and wake-up pipe."""
+
+    def __init__(self, name: str = "bare") -> None:
+        super().__init__(
+            name, context=None, max_frame_bytes=1024, hwm=10, queue_limit=100, validator=None
+        )
+
+    def _open(self, context: Any) -> None:
+        pass
+
+    def _receivers(self) -> list[Any]:
+        return []
+
+    def _on_message(self, socket: Any, parts: list[bytes]) -> None:  # pragma: no cover
+        pass
+
+    def _on_command(self, command: Command) -> None:  # pragma: no cover
+        pass
+
+    def _close(self) -> None:
+        pass
+
+
+def start(kind: str, name: str, actors: Sequence[Any]) -> tuple[list[HostedRef[Any]], Any]:
+    """Host ``actors`` together on a pykka thread or a started :class:`BareLoop`; the
+    refs and the loop (None for a thread), to stop with :func:`finish`."""
+    if kind == "thread":
+        return start_host(name, actors), None
+    loop = BareLoop(name)
+    refs = start_on_loop(name, loop, actors)
+    loop.start()
+    return refs, loop
+
+
+def finish(refs: Sequence[HostedRef[Any]], loop: ZmqLoop | None) -> None:
+    for ref in refs:
+        ref.stop(timeout=WAIT)
+    if loop is not None:
+        loop.stop()
 
 
 class Recorder(NodeActor):
@@ -61,17 +109,18 @@ class Recorder(NodeActor):
         return None
 
 
-@pytest.fixture
-def pair() -> Iterator[tuple[HostedRef[Recorder], HostedRef[Recorder], list[tuple[str, Any]]]]:
-    """Two recorders, a and b, on one shared host; both stopped afterwards."""
+@pytest.fixture(params=KINDS)
+def pair(
+    request: pytest.FixtureRequest,
+) -> Iterator[tuple[HostedRef[Recorder], HostedRef[Recorder], list[tuple[str, Any]]]]:
+    """Two recorders, a and b, on one shared host (each kind); stopped afterwards."""
     log: list[tuple[str, Any]] = []
-    a, b = start_host("test-host", [Recorder("a", log), Recorder("b", log)])
+    (a, b), loop = start(request.param, "test-host", [Recorder("a", log), Recorder("b", log)])
     a.actor.peers = b.actor.peers = {"a": a, "b": b}
     try:
         yield a, b, log
     finally:
-        a.stop(timeout=WAIT)
-        b.stop(timeout=WAIT)
+        finish([a, b], loop)
 
 
 def held(ref: HostedRef[Any]) -> threading.Event:
@@ -185,9 +234,10 @@ class Bare:
         return len(self.seen)
 
 
-def test_the_host_guards_any_hosted_actor(caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_host_guards_any_hosted_actor(kind: str, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.ERROR):
-        (ref,) = start_host("bare", [Bare()])
+        (ref,), loop = start(kind, "bare", [Bare()])
         try:
             assert ref.actor.ref is ref
             ref.tell("boom")
@@ -197,7 +247,7 @@ def test_the_host_guards_any_hosted_actor(caplog: pytest.LogCaptureFixture) -> N
             assert ref.ask("two", timeout=WAIT) == 2
             assert ref.is_alive()
         finally:
-            ref.stop(timeout=WAIT)
+            finish([ref], loop)
     assert sum("unhandled error in Bare" in r.getMessage() for r in caplog.records) == 2
 
 
@@ -221,7 +271,7 @@ def test_stopping_one_actor_leaves_the_other_and_the_last_ends_the_host(
     b.ask(("send", "a", ["lost"]), timeout=WAIT)  # a local tell to a stopped actor
     assert ("a", "lost") not in log
     assert a.stop() is False  # already stopped
-    assert b.host.actor_ref.is_alive()
+    assert b.host.inbox().is_alive()
     assert b.stop(timeout=WAIT) is True
     assert b.host.actor_stopped.is_set() and not b.is_alive()
     assert b.actor.stopped_on is not None
@@ -249,19 +299,26 @@ def test_node_actor_start_runs_one_actor_on_its_own_thread() -> None:
         max_size=12,
     ),
     st.booleans(),
+    st.sampled_from(KINDS),
 )
 def test_messages_from_one_sender_to_one_actor_arrive_in_order(
-    program: list[tuple[str, str, int]], shared: bool
+    program: list[tuple[str, str, int]], shared: bool, kind: str
 ) -> None:
     """Each step: the test thread tells actor ``x`` to send ``n`` numbered messages to
     ``y`` (and tells ``y`` one directly): per (sender, receiver) the numbers must come
     in order and none may be lost, on one shared host or on a host each."""
     log: list[tuple[str, Any]] = []
     actors = [Recorder(name, log) for name in "abc"]
+    loops: list[ZmqLoop | None] = []
     if shared:
-        refs = start_host("prop", actors)
+        refs, loop = start(kind, "prop", actors)
+        loops.append(loop)
     else:
-        refs = [start_host(f"prop-{a.name}", [a])[0] for a in actors]
+        refs = []
+        for a in actors:
+            (ref,), loop = start(kind, f"prop-{a.name}", [a])
+            refs.append(ref)
+            loops.append(loop)
     by_name = {a.name: r for a, r in zip(actors, refs, strict=True)}
     for a in actors:
         a.peers = by_name
@@ -285,8 +342,10 @@ def test_messages_from_one_sender_to_one_actor_arrive_in_order(
                 got.setdefault((m[1], who), []).append(m[2])
         assert got == {pair: list(range(1, k + 1)) for pair, k in counters.items()}
     finally:
-        for r in refs:
-            r.stop(timeout=WAIT)
+        finish(refs, None)
+        for loop in loops:
+            if loop is not None:
+                loop.stop()
 
 
 class _Drainer(NodeActor):
@@ -303,8 +362,9 @@ class _Drainer(NodeActor):
         return None
 
 
-def test_a_coalescer_stops_accepting_once_its_hosted_target_stopped() -> None:
-    ref = _Drainer.start()
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_coalescer_stops_accepting_once_its_hosted_target_stopped(kind: str) -> None:
+    (ref,), loop = start(kind, "drainer", [_Drainer()])
     c: Coalescer[int] = Coalescer(ref)
     assert c.put(1)
     ref.ask("sync", timeout=WAIT)
@@ -313,11 +373,13 @@ def test_a_coalescer_stops_accepting_once_its_hosted_target_stopped() -> None:
     assert not c.put(2) and c.closed  # tell raised ActorDeadError: closed, not raised
     assert not c.put(3)
     assert c.dropped == 2 and len(c) == 0
+    finish([], loop)
 
 
-def test_a_bounded_take_announces_the_rest_behind_the_hosts_inbox() -> None:
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_bounded_take_announces_the_rest_behind_the_hosts_inbox(kind: str) -> None:
     log: list[tuple[str, Any]] = []
-    drainer, recorder = start_host("drain", [_Drainer(log), Recorder("r", log)])
+    (drainer, recorder), loop = start(kind, "drain", [_Drainer(log), Recorder("r", log)])
     try:
         c: Coalescer[int] = Coalescer(drainer, max_take=2)
         gate = held(recorder)
@@ -332,5 +394,4 @@ def test_a_bounded_take_announces_the_rest_behind_the_hosts_inbox() -> None:
         order = [(who, m) for who, m in log if who == "d" or m == "queued"]
         assert order == [("d", [0, 1]), ("r", "queued"), ("d", [2, 3]), ("d", [4])]
     finally:
-        drainer.stop(timeout=WAIT)
-        recorder.stop(timeout=WAIT)
+        finish([drainer, recorder], loop)

@@ -34,9 +34,17 @@ from protocol.wire import (
 
 WAIT = 15.0  # seconds: generous bound for anything a healthy cluster does
 
-#: Both ways a node can host its actors (``NodeConfig.actor_threads``; "separate" is
+#: Every way a node can host its actors (``NodeConfig.actor_threads``; "separate" is
 #: the default every other test runs): representative node tests run under each.
-ACTOR_THREADS = pytest.mark.parametrize("actor_threads", ["shared", "separate"])
+#: ("transport" hosts on the ZeroMQ transports' threads; over the in-memory transport
+#: it falls back to one pykka thread per group: see :func:`transport_for`.)
+ACTOR_THREADS = pytest.mark.parametrize("actor_threads", ["shared", "separate", "transport"])
+
+
+def transport_for(actor_threads: str) -> str:
+    """The transport a test parametrized by :data:`ACTOR_THREADS` runs on: ZeroMQ for
+    "transport" (whose point are the ZeroMQ threads), else the in-memory one."""
+    return "zmq" if actor_threads == "transport" else "memory"
 
 
 def free_port() -> int:

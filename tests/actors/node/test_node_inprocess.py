@@ -17,7 +17,13 @@ from protocol.wire import (
     NotLeader,
     SessionContinued,
 )
-from tests.actors.node.cluster import ACTOR_THREADS, RawClient, local_cluster, wait_for
+from tests.actors.node.cluster import (
+    ACTOR_THREADS,
+    RawClient,
+    local_cluster,
+    transport_for,
+    wait_for,
+)
 
 
 def inc(n: int) -> bytes:
@@ -25,7 +31,13 @@ def inc(n: int) -> bytes:
 
 
 @pytest.mark.parametrize(
-    ("transport", "actor_threads"), [("memory", "shared"), ("zmq", "shared"), ("zmq", "separate")]
+    ("transport", "actor_threads"),
+    [
+        ("memory", "shared"),
+        ("zmq", "shared"),
+        ("zmq", "separate"),
+        ("zmq", "transport"),
+    ],
 )
 def test_three_nodes_elect_a_leader_and_apply_commands_once_everywhere(
     transport: str, actor_threads: str
@@ -52,7 +64,7 @@ def test_three_nodes_elect_a_leader_and_apply_commands_once_everywhere(
             client.close()
         hosts = {ref.host for ref in leader._refs}  # registry, consensus, session, retry
         assert len(leader._refs) == 4
-        assert len(hosts) == (1 if actor_threads == "shared" else 4)
+        assert len(hosts) == {"shared": 1, "transport": 2}.get(actor_threads, 4)
         applied = leader.status().applied_index
         wait_for(
             lambda: all(n.status().applied_index >= applied for n in cluster.nodes.values()),
@@ -79,7 +91,9 @@ def test_session_survives_leader_failover_and_retried_request_runs_once(
     actor_threads: str,
 ) -> None:
     """§6.3: a client retrying after a crash gets the cached response, not a second run."""
-    with local_cluster(CounterStateMachine, actor_threads=actor_threads) as cluster:
+    with local_cluster(
+        CounterStateMachine, actor_threads=actor_threads, transport=transport_for(actor_threads)
+    ) as cluster:
         old = cluster.leader()
         client = RawClient(cluster)
         try:
@@ -110,7 +124,10 @@ def test_session_survives_leader_failover_and_retried_request_runs_once(
 @ACTOR_THREADS
 def test_durable_cluster_restarts_from_disk(tmp_path: Path, actor_threads: str) -> None:
     with local_cluster(
-        CounterStateMachine, data_dir=tmp_path, actor_threads=actor_threads
+        CounterStateMachine,
+        data_dir=tmp_path,
+        actor_threads=actor_threads,
+        transport=transport_for(actor_threads),
     ) as cluster:
         leader = cluster.leader()
         client = RawClient(cluster)

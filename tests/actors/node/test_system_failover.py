@@ -9,7 +9,7 @@ import logging
 import pytest
 
 from actors.transport import Faults
-from tests.actors.node.cluster import ACTOR_THREADS
+from tests.actors.node.cluster import ACTOR_THREADS, transport_for
 from tests.actors.node.system import FAST_CLIENT, Workload, check_exactly_once, system_cluster
 
 pytestmark = pytest.mark.timeout(90)
@@ -20,7 +20,9 @@ def test_leader_stopped_mid_workload_client_continues_its_session(
     caplog: pytest.LogCaptureFixture, actor_threads: str
 ) -> None:
     caplog.set_level(logging.WARNING)
-    with system_cluster(actor_threads=actor_threads) as cluster:
+    with system_cluster(
+        actor_threads=actor_threads, transport=transport_for(actor_threads)
+    ) as cluster:
         old = cluster.leader()
         work = Workload(cluster, window=20, config=FAST_CLIENT).start()
         try:

@@ -33,7 +33,7 @@ from protocol.wire import (
     ServerRequestAck,
     SessionClosed,
 )
-from tests.actors.node.cluster import ACTOR_THREADS, WAIT, RawClient, wait_for
+from tests.actors.node.cluster import ACTOR_THREADS, WAIT, RawClient, transport_for, wait_for
 from tests.actors.node.system import FAST_CLIENT, SystemCluster, node_threads, system_cluster
 
 pytestmark = pytest.mark.timeout(60)
@@ -59,7 +59,9 @@ def wait_no_pending_server_requests(cluster: SystemCluster) -> None:
 
 @ACTOR_THREADS
 def test_sessions_and_requests_through_raft_client(actor_threads: str) -> None:
-    with system_cluster(actor_threads=actor_threads) as cluster:
+    with system_cluster(
+        actor_threads=actor_threads, transport=transport_for(actor_threads)
+    ) as cluster:
         a = cluster.client()
         b = cluster.client()
         assert a.session_id is not None and b.session_id is not None
@@ -140,7 +142,9 @@ def test_many_sessions_application_errors_rejections_and_closing() -> None:
 def test_server_requests_reach_the_other_sessions_in_order_exactly_once(
     actor_threads: str,
 ) -> None:
-    with system_cluster(actor_threads=actor_threads) as cluster:
+    with system_cluster(
+        actor_threads=actor_threads, transport=transport_for(actor_threads)
+    ) as cluster:
         got: dict[str, list[Any]] = {"a": [], "b": []}
         lock = threading.Lock()
 

@@ -1,0 +1,117 @@
+"""Actors on a ZeroMQ transport's I/O thread (``actors.loop_host``): what differs from
+a pykka host. (What must not differ runs in ``test_host.py`` on both kinds.)"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pykka
+import pytest
+
+from actors.base import NodeActor, member_logger
+from actors.handoff import Coalescer, Drain
+from actors.host import _Ask
+from actors.loop_host import start_on_loop
+from actors.transport import TransportError, ZmqPeerTransport
+from protocol.ids import MemberId
+from tests.actors.test_host import WAIT, BareLoop, Recorder, held
+
+A, B = MemberId("a"), MemberId("b")
+
+
+class Echo(NodeActor):
+    """Takes the frames a Coalescer collected and sends each back to its sender."""
+
+    def __init__(self, transport: ZmqPeerTransport) -> None:
+        self.log = member_logger(__name__, A)
+        self.transport = transport
+        self.threads: set[int] = set()
+        #: Per send: whether the frame had left the outbox once ``send`` returned.
+        self.direct: list[bool] = []
+
+    def handle(self, message: Any) -> Any:
+        self.threads.add(threading.get_ident())
+        if isinstance(message, Drain):
+            for sender, frame in message.source.take():
+                self.transport.send(sender, b"echo:" + frame)
+                self.direct.append(self.transport.outbox_empty())
+        return None
+
+
+def test_a_peer_frame_reaches_its_actor_on_the_io_thread_and_the_reply_goes_straight_out() -> None:
+    frames: Coalescer[tuple[MemberId, bytes]] = Coalescer()
+    a = ZmqPeerTransport(A, lambda sender, frame: frames.put((sender, frame)))
+    echoes: list[bytes] = []
+    got, pinged = threading.Event(), threading.Event()
+
+    def on_echo(sender: MemberId, frame: bytes) -> None:
+        if frame == b"echo:ping":
+            pinged.set()
+        else:
+            echoes.append(frame)
+            if len(echoes) == 3:
+                got.set()
+
+    b = ZmqPeerTransport(B, on_echo)
+    (echo,) = start_on_loop("echo", a, [Echo(a)])
+    frames.target = echo
+    try:
+        a.start()
+        b.start()
+        a.add_peer(B, b.address)
+        b.add_peer(A, a.address)
+        # PUSH with ZMQ_IMMEDIATE drops frames until connected (both ways): ping
+        # until an answer came back.
+        for _ in range(int(WAIT / 0.1)):
+            b.send(A, b"ping")
+            if pinged.wait(0.1):
+                break
+        for i in range(3):
+            b.send(A, b"%d" % i)
+        assert got.wait(WAIT)
+        assert echoes[:3] == [b"echo:0", b"echo:1", b"echo:2"]
+        assert echo.actor.threads == {a._ident}  # the transport's own I/O thread
+        assert echo.actor.direct and all(echo.actor.direct)  # never queued in the outbox
+    finally:
+        b.stop()
+        a.stop()
+    assert not echo.is_alive()  # the transport's end stopped its actors
+
+
+def test_a_stopping_transport_stops_its_actors_and_fails_the_asks_still_queued() -> None:
+    log: list[tuple[str, Any]] = []
+    loop = BareLoop()
+    (ref,) = start_on_loop("held", loop, [Recorder("r", log)])
+    loop.start()
+    gate = held(ref)
+    future = ref.host.inbox().ask(_Ask(ref, "queued"), block=False)  # as ref.ask does
+    stopper = threading.Thread(target=loop.stop)
+    stopper.start()
+    gate.set()
+    stopper.join(WAIT)
+    assert not stopper.is_alive()
+    with pytest.raises(pykka.ActorDeadError):
+        future.get(timeout=WAIT)
+    assert not ref.is_alive() and ref.host.actor_stopped.is_set()
+    assert ref.actor.stopped_on == ref.actor.started_on  # on_stop on the loop's thread
+    with pytest.raises(pykka.ActorDeadError):
+        ref.tell("late")
+    assert ref.stop(timeout=WAIT) is False
+    assert ("r", "late") not in log
+
+
+def test_a_guest_joins_only_a_new_loop_and_only_one() -> None:
+    loop = BareLoop()
+    start_on_loop("first", loop, [Recorder("r", [])])
+    with pytest.raises(TransportError):
+        start_on_loop("second", loop, [Recorder("s", [])])
+    late = BareLoop()
+    late.start()
+    try:
+        with pytest.raises(TransportError):
+            start_on_loop("late", late, [Recorder("t", [])])
+    finally:
+        late.stop()
+    with pytest.raises(ValueError):
+        start_on_loop("empty", BareLoop(), [])
