@@ -20,8 +20,10 @@ its thread with nothing older queued).
 The guarantees are :mod:`actors.host`'s (per sender order, per-message isolation, a
 stopped actor takes nothing), with one difference in lifetime: the thread is the
 transport's, so it runs until the transport stops, not until the last actor does. A
-transport that stops first stops its actors (their ``on_stop`` runs on its thread) and
-fails the asks still queued with ``pykka.ActorDeadError``.
+transport that stops first handles the letters already queued for its actors (as a
+pykka actor handles what is in its inbox before a stop), then stops them (their
+``on_stop`` runs on its thread); what is told after that raises
+``pykka.ActorDeadError``. Their sends are dropped by then: the transport is stopping.
 
 The cost: while an actor handles a message, its transport reads and sends nothing. A
 slow handler (the user's ``apply``, a snapshot write) delays the transport's other
@@ -96,13 +98,10 @@ class LoopHost(HostCore):
         self._started()
 
     def loop_stopped(self, pending: Sequence[Command]) -> None:
+        for command in pending:  # the letters told before the stop, in order
+            self._run(command[2], command[3])
         self._stopped()
         self.actor_stopped.set()
-        for command in pending:
-            future = command[3]
-            if future is not None:
-                dead = pykka.ActorDeadError(f"{self.name} stopped")
-                future.set_exception((type(dead), dead, None))
 
     def work_off(self) -> None:
         self._work_off()

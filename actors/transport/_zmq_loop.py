@@ -131,9 +131,10 @@ class ZmqLoop:
         """Queue ``fn(a, b)`` for the I/O thread, behind the outbox (any thread, also
         before :meth:`start`); False once the loop stopped. From the I/O thread itself
         no wake-up is needed: the loop does not sleep while its outbox holds work."""
-        if self._state == "stopped":
-            return False
-        self._outbox.append((RUN, fn, a, b))
+        with self._state_lock:  # so that nothing lands after the loop took the last ones
+            if self._state == "stopped":
+                return False
+            self._outbox.append((RUN, fn, a, b))
         if not self._wake_pending and self._ident != _get_ident():
             self._wake()
         return True
@@ -260,6 +261,9 @@ class ZmqLoop:
             self._ready.set()
             return
         self._ident = _get_ident()
+        # Running from here on (not only once start() returns): a guest's first sends,
+        # from its actors' on_start, must not be dropped as sends to a stopped loop.
+        self._running = True
         self._ready.set()
         guest = self._guest
         try:
@@ -270,8 +274,10 @@ class ZmqLoop:
             LOG.exception("%s: I/O loop failed", self._name)
         finally:
             if guest is not None:
+                with self._state_lock:  # no call_soon appends after this (it is stopped)
+                    pending = [c for c in list(self._outbox) if c[0] == RUN]
                 try:
-                    guest.loop_stopped([c for c in self._outbox if c[0] == RUN])
+                    guest.loop_stopped(pending)
                 except Exception:  # pragma: no cover - the host guards every on_stop
                     LOG.exception("%s: stopping the hosted actors failed", self._name)
             self._shutdown(context)

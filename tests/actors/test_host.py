@@ -98,6 +98,8 @@ class Recorder(NodeActor):
             case ("send", str(to), list(items)):  # tell each item to a peer
                 for item in items:
                     self.peers[to].tell(item)
+            case ("call", fn) if callable(fn):  # run fn on the host's thread
+                return fn()
             case ("later", item):  # to itself, behind what the host has waiting
                 self.tell_self_later(item)
             case "check":  # is anything else queued on this actor's thread?

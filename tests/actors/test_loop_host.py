@@ -14,8 +14,10 @@ from actors.handoff import Coalescer, Drain
 from actors.host import _Ask
 from actors.loop_host import start_on_loop
 from actors.transport import TransportError, ZmqPeerTransport
+from actors.transport._zmq_loop import Command
 from protocol.ids import MemberId
 from tests.actors.test_host import WAIT, BareLoop, Recorder, held
+from tests.actors.transport.harness import wait_until
 
 A, B = MemberId("a"), MemberId("b")
 
@@ -79,26 +81,69 @@ def test_a_peer_frame_reaches_its_actor_on_the_io_thread_and_the_reply_goes_stra
     assert not echo.is_alive()  # the transport's end stopped its actors
 
 
-def test_a_stopping_transport_stops_its_actors_and_fails_the_asks_still_queued() -> None:
+def test_a_stopping_transport_handles_what_was_queued_then_stops_its_actors() -> None:
+    # As a pykka actor handles its inbox before a stop: letters told before the stop
+    # (a committed batch for the session actor, an admin reply) are not dropped.
     log: list[tuple[str, Any]] = []
     loop = BareLoop()
     (ref,) = start_on_loop("held", loop, [Recorder("r", log)])
     loop.start()
     gate = held(ref)
-    future = ref.host.inbox().ask(_Ask(ref, "queued"), block=False)  # as ref.ask does
+    ref.tell("queued tell")
+    future = ref.host.inbox().ask(_Ask(ref, "queued ask"), block=False)  # as ref.ask does
     stopper = threading.Thread(target=loop.stop)
     stopper.start()
+    wait_until(lambda: loop._stopping)  # the stop began while the letters wait
     gate.set()
     stopper.join(WAIT)
     assert not stopper.is_alive()
-    with pytest.raises(pykka.ActorDeadError):
-        future.get(timeout=WAIT)
+    future.get(timeout=WAIT)  # answered, not failed
+    assert log[-2:] == [("r", "queued tell"), ("r", "queued ask")]
     assert not ref.is_alive() and ref.host.actor_stopped.is_set()
     assert ref.actor.stopped_on == ref.actor.started_on  # on_stop on the loop's thread
     with pytest.raises(pykka.ActorDeadError):
         ref.tell("late")
     assert ref.stop(timeout=WAIT) is False
     assert ("r", "late") not in log
+
+
+class RecordingLoop(BareLoop):
+    """A bare loop that records the frames it sends, in order."""
+
+    def __init__(self) -> None:
+        super().__init__("recording")
+        self.sent: list[bytes] = []
+
+    def _on_command(self, command: Command) -> None:
+        self.sent.append(command[1])
+
+
+def test_a_send_on_the_loop_thread_never_overtakes_a_frame_queued_before_it() -> None:
+    loop = RecordingLoop()
+    log: list[tuple[str, Any]] = []
+    (ref,) = start_on_loop("sender", loop, [Recorder("r", log)])
+    loop.start()
+    try:
+        inside, go = threading.Event(), threading.Event()
+
+        def send_f2() -> None:
+            inside.set()
+            assert go.wait(WAIT)
+            loop._enqueue_frame(("frame", b"F2"), 2)
+
+        # The actor, on the loop's thread, is about to send F2 when another thread (the
+        # storage writer, say) queues F1: F2 must go out after F1, not straight away.
+        ref.tell(("call", send_f2))
+        assert inside.wait(WAIT)
+        assert loop._enqueue_frame(("frame", b"F1"), 2)
+        go.set()
+        wait_until(lambda: len(loop.sent) == 2)
+        assert loop.sent == [b"F1", b"F2"]
+        # With nothing queued the actor's send goes out at once, before its handler ends.
+        ref.ask(("call", lambda: loop._enqueue_frame(("frame", b"F3"), 2)), timeout=WAIT)
+        assert loop.sent[-1] == b"F3"
+    finally:
+        loop.stop()
 
 
 def test_a_guest_joins_only_a_new_loop_and_only_one() -> None:
