@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -245,15 +246,42 @@ def resolve_dir(explicit: str | None) -> Path:
 # ---------------------------------------------------------------- creating
 
 
+#: Where :func:`free_ports` looks first: registered ports below the kernel's ephemeral
+#: range, so an outgoing connection elsewhere cannot take a picked port before a node
+#: binds it (a port from bind-to-0 is ephemeral, and any connect() may be handed it).
+_PICK_FROM = 20000
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default; other systems: IANA's is 49152-65535
+
+
 def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
     """``n`` distinct TCP ports free on ``host`` right now (all held open while picking,
-    so they differ; another process could still take one before a node binds it)."""
+    so they differ; another process could still take one before a node binds it).
+
+    Ports are drawn at random from below the ephemeral range where there is room
+    (see :data:`_PICK_FROM`), else the kernel picks (bind to port 0)."""
+    low, _ = _ephemeral_range()
+    rng = random.SystemRandom()
     with ExitStack() as stack:
-        ports = []
+        ports: list[int] = []
         for _ in range(n):
-            s = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-            s.bind((host, 0))
-            ports.append(s.getsockname()[1])
+            for _attempt in range(200):
+                s = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+                port = rng.randrange(_PICK_FROM, low) if low - _PICK_FROM > 1000 else 0
+                try:
+                    s.bind((host, port))
+                except OSError:
+                    continue
+                ports.append(s.getsockname()[1])
+                break
+            else:
+                raise ClusterError(f"found no free port on {host} in 200 tries")
         return ports
 
 

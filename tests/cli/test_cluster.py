@@ -18,6 +18,7 @@ from actors.cli_cluster import format_status_table
 from actors.cluster import (
     MANIFEST,
     ClusterError,
+    _ephemeral_range,
     alive,
     create_cluster,
     exit_status,
@@ -50,6 +51,15 @@ def test_parse_setting_reads_integers_and_strings() -> None:
 def test_free_ports_are_distinct_and_bindable() -> None:
     ports = free_ports(8)
     assert len(set(ports)) == 8 and all(1024 <= p < 65536 for p in ports)
+
+
+def test_free_ports_avoid_the_ephemeral_range() -> None:
+    """A bind-to-0 port is ephemeral: any connect() may be handed it before a node binds
+    it (seen in CI as "Address already in use"), so picks come from below that range."""
+    low, high = _ephemeral_range()
+    if low - cluster._PICK_FROM <= 1000:
+        pytest.skip(f"no room below this machine's ephemeral range ({low}-{high})")
+    assert all(not low <= p <= high for p in free_ports(50))
 
 
 def test_create_cluster_writes_loadable_configs(tmp_path: Path) -> None:

@@ -243,12 +243,9 @@ class ZmqHarness(Harness):
         return cases
 
     def unreachable_address(self) -> str:
-        import socket
+        from actors.cluster import free_ports
 
-        with socket.socket() as s:  # a port that was free a moment ago and is closed now
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        return f"tcp://127.0.0.1:{port}"
+        return f"tcp://127.0.0.1:{free_ports(1)[0]}"  # free a moment ago, closed now
 
 
 class InMemoryHarness(Harness):
