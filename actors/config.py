@@ -112,6 +112,11 @@ class NodeConfig:
     #: hand-off between a transport and its actors either; the same caveat as
     #: ``"shared"``, and a slow ``apply`` also holds up the reading of peer frames).
     actor_threads: Literal["shared", "separate", "transport"] = "separate"
+    #: Where log writes and their fsync run: ``"thread"``, on the storage writer's own
+    #: thread (group commit; the consensus actor carries on meanwhile); ``"inline"``,
+    #: on the consensus actor's thread (no hand-off either way; a slow fsync then
+    #: holds up that thread, and with it heartbeats, as in etcd).
+    storage_writes: Literal["thread", "inline"] = "thread"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -135,6 +140,10 @@ class NodeConfig:
             raise ConfigError(
                 "actor_threads must be 'shared', 'separate' or 'transport', "
                 f"not {self.actor_threads!r}"
+            )
+        if self.storage_writes not in ("thread", "inline"):
+            raise ConfigError(
+                f"storage_writes must be 'thread' or 'inline', not {self.storage_writes!r}"
             )
         for name in (
             "tick_ms",
@@ -192,6 +201,7 @@ CURVE_KEYS = (
     "curve_admin_keys",
 )
 _PATHS = ("data_dir", "fault_control", *CURVE_KEYS)
+_STRINGS = {"storage", "transport", "metrics_host", "actor_threads", "storage_writes"}
 _SCALARS = {f.name for f in fields(NodeConfig)} - {
     "member_id",
     "members",
@@ -247,7 +257,7 @@ def config_from_dict(raw: dict[str, Any], base_dir: Path = Path()) -> NodeConfig
     if unknown:
         raise ConfigError(f"unknown keys: {', '.join(sorted(unknown))}")
     for key, value in raw.items():
-        expected = str if key in ("storage", "transport", "metrics_host", "actor_threads") else int
+        expected = str if key in _STRINGS else int
         if type(value) is not expected:
             raise ConfigError(f"{key} must be {expected.__name__}, got {value!r}")
     try:

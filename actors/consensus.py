@@ -2,7 +2,8 @@
 
 It feeds the core ticks, peer messages and proposals, and carries out each ``Ready`` in
 the order the core documents: store a received snapshot, send what may go at once,
-hand entries and hard state to the storage writer (which fsyncs off this thread), send
+hand entries and hard state to the storage writer (which fsyncs off this thread, or on
+it with ``storage_writes = "inline"``: the messages above are on their way first), send
 what had to wait for the disk when the writer says it is durable, pass committed entries
 to the session actor, confirmed reads to the session actor, role changes to everyone.
 

@@ -234,6 +234,7 @@ class Node:
             to_consensus.tell,
             name=f"storage-writer-{cfg.member_id}",
             on_sync=self.board.metrics.on_sync,
+            inline=cfg.storage_writes == "inline",
         )
         session = SessionActor(
             cfg.member_id,

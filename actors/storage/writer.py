@@ -16,6 +16,12 @@ in one transaction and syncs once (group commit: batches that queue while an fsy
 share the next one), then calls ``on_persisted(Persisted(...))`` from its own thread;
 the callback should just forward it, e.g. ``actor_ref.tell``.
 
+``inline=True`` runs the same write, sync, ``then`` and report on the thread that calls
+:meth:`submit` or :meth:`compact`, before the call returns (``on_persisted`` is still
+called, so the caller's code is the same either way), with no thread of its own: no
+hand-off to the writer and back, but no group commit either, and the caller waits out
+the fsync. All calls must then come from one thread (the consensus actor's).
+
 A batch whose first index is at or below the current last index replaces the log from
 that index (the follower's "conflicting suffix" case), as in etcd's ``Ready`` handling.
 So ``Persisted.index`` may drop after a truncation: compare ``(index, term)`` with the
@@ -93,6 +99,7 @@ class StorageWriter:
         name: str = "storage-writer",
         max_group: int = 10_000,
         on_sync: Callable[[float, int], None] | None = None,
+        inline: bool = False,
     ) -> None:
         self._log = log
         self._stable = stable
@@ -109,13 +116,16 @@ class StorageWriter:
         self._persisted: Persisted | None = None
         self._failure: StorageError | None = None
         self._stopping = False
+        #: Writes on the submitting thread (see :meth:`submit`), no thread of its own.
+        self.inline = inline
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     # ----------------------------------------------------------------- caller's side
 
     def start(self) -> StorageWriter:
         """Start the thread; from now on only it uses the stores. Returns ``self``."""
-        self._thread.start()
+        if not self.inline:
+            self._thread.start()
         return self
 
     def submit(
@@ -144,16 +154,24 @@ class StorageWriter:
         with self._lock:
             self._check()
             self._seq += 1
-            self._queue.put(_Append(self._seq, batch, hard_state, configuration, then))
-            return self._seq
+            op = _Append(self._seq, batch, hard_state, configuration, then)
+            if not self.inline:
+                self._queue.put(op)
+                return op.seq
+        self._write([op])
+        return op.seq
 
     def compact(self, index: int, term: int) -> int:
         """Queue :meth:`LogStore.compact_prefix` (after the snapshot is finished)."""
         with self._lock:
             self._check()
             self._seq += 1
-            self._queue.put(_Compact(self._seq, index, term))
-            return self._seq
+            op = _Compact(self._seq, index, term)
+            if not self.inline:
+                self._queue.put(op)
+                return op.seq
+        self._write([op])
+        return op.seq
 
     def wait(self, seq: int, timeout: float) -> bool:
         """Block until submission ``seq`` is durable (True) or ``timeout`` passes (False).
@@ -212,46 +230,50 @@ class StorageWriter:
                 except queue.Empty:
                     break
             work = [op for op in ops if isinstance(op, _Append | _Compact)]
-            try:
-                for op in work:
-                    self._apply(op)
-                if work:
-                    started = time.perf_counter()
-                    self._log.sync()
-                    self._stable.sync()
-                    synced_s = time.perf_counter() - started
-                    report = Persisted(
-                        work[-1].seq,
-                        self._log.last_index(),
-                        self._log.last_term(),
-                        self._stable.hard_state(),
-                    )
-            except Exception as exc:
-                self._fail(exc)
+            if work and not self._write(work):
                 return
-            if work:
-                if self._on_sync is not None:
-                    try:  # metrics: never a reason to fail the storage
-                        entries = sum(len(op.entries) for op in work if isinstance(op, _Append))
-                        self._on_sync(synced_s, entries)
-                    except Exception:
-                        log.exception("an 'on_sync' callback raised (ignored)")
-                for op in work:
-                    if isinstance(op, _Append) and op.then is not None:
-                        try:
-                            op.then()
-                        except Exception:
-                            log.exception("a 'then' callback raised (ignored)")
-                with self._changed:
-                    self._durable_seq = report.seq
-                    self._persisted = report
-                    self._changed.notify_all()
-                try:
-                    self._on_persisted(report)
-                except Exception:
-                    log.exception("on_persisted callback raised (ignored)")
             if len(work) < len(ops):  # _STOP was taken: nothing can be queued after it
                 return
+
+    def _write(self, work: list[_Op]) -> bool:
+        """Apply ``work`` in order, sync once, report. False if the storage failed."""
+        try:
+            for op in work:
+                self._apply(op)
+            started = time.perf_counter()
+            self._log.sync()
+            self._stable.sync()
+            synced_s = time.perf_counter() - started
+            report = Persisted(
+                work[-1].seq,
+                self._log.last_index(),
+                self._log.last_term(),
+                self._stable.hard_state(),
+            )
+        except Exception as exc:
+            self._fail(exc)
+            return False
+        if self._on_sync is not None:
+            try:  # metrics: never a reason to fail the storage
+                entries = sum(len(op.entries) for op in work if isinstance(op, _Append))
+                self._on_sync(synced_s, entries)
+            except Exception:
+                log.exception("an 'on_sync' callback raised (ignored)")
+        for op in work:
+            if isinstance(op, _Append) and op.then is not None:
+                try:
+                    op.then()
+                except Exception:
+                    log.exception("a 'then' callback raised (ignored)")
+        with self._changed:
+            self._durable_seq = report.seq
+            self._persisted = report
+            self._changed.notify_all()
+        try:
+            self._on_persisted(report)
+        except Exception:
+            log.exception("on_persisted callback raised (ignored)")
+        return True
 
     def _apply(self, op: _Append | _Compact) -> None:
         if isinstance(op, _Compact):

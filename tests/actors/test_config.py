@@ -37,6 +37,9 @@ def test_load_from_toml(tmp_path: Path) -> None:
     assert cfg.actor_threads == "separate"  # default
     (tmp_path / "n1s.toml").write_text('actor_threads = "shared"\n' + TOML)
     assert load_config(tmp_path / "n1s.toml").actor_threads == "shared"
+    assert cfg.storage_writes == "thread"  # default
+    (tmp_path / "n1i.toml").write_text('storage_writes = "inline"\n' + TOML)
+    assert load_config(tmp_path / "n1i.toml").storage_writes == "inline"
 
 
 @pytest.mark.parametrize(
@@ -49,6 +52,8 @@ def test_load_from_toml(tmp_path: Path) -> None:
         ({"storage": "tape"}, "storage must be"),
         ({"actor_threads": "many"}, "actor_threads must be 'shared', 'separate' or 'transport'"),
         ({"actor_threads": 1}, "actor_threads must be str"),
+        ({"storage_writes": "async"}, "storage_writes must be 'thread' or 'inline'"),
+        ({"storage_writes": True}, "storage_writes must be str"),
         ({"members": {}}, "members must be a table"),
         ({"members": {"n1": {"peer": "x"}}}, "needs exactly"),
     ],

@@ -38,7 +38,7 @@ def make_cluster(tmp_path: Path) -> Iterator[Callable[..., ProcessCluster]]:
     """Builds started 3-node counter clusters in ``tmp_path``; kills them all after."""
     made: list[ProcessCluster] = []
 
-    def make(**settings: int) -> ProcessCluster:
+    def make(**settings: int | str) -> ProcessCluster:
         directory, manifest = create_cluster(
             tmp_path / f"cluster{len(made)}",
             nodes=3,
@@ -60,12 +60,16 @@ def make_cluster(tmp_path: Path) -> Iterator[Callable[..., ProcessCluster]]:
             cluster.kill_all()
 
 
-def test_failover_freeze_and_restart(make_cluster: Callable[..., ProcessCluster]) -> None:
+@pytest.mark.parametrize("storage_writes", ["thread", "inline"])
+def test_failover_freeze_and_restart(
+    make_cluster: Callable[..., ProcessCluster], storage_writes: str
+) -> None:
     """Sessions and requests; SIGSTOP/SIGCONT of a follower leaves the workload
     untouched; ``kill -9`` of the leader mid-workload: the client goes on with its
     session at the new leader and every increment is applied exactly once; the killed
-    node, restarted, catches up from its log."""
-    cluster = make_cluster()
+    node, restarted, catches up from its log. With log writes on the storage writer's
+    thread and inline on the consensus actor's."""
+    cluster = make_cluster(storage_writes=storage_writes)
     crossings: list[Any] = []
     delivered = threading.Event()
 

@@ -31,11 +31,16 @@ def snapshot_indexes(cluster: SystemCluster) -> dict[str, int]:
     return {m: n.status().snapshot_index for m, n in cluster.nodes.items()}
 
 
+#: Log writes on the storage writer's thread (the default) or the consensus actor's.
+STORAGE_WRITES = pytest.mark.parametrize("storage_writes", ["thread", "inline"])
+
+
+@STORAGE_WRITES
 def test_a_restarted_node_catches_up_from_its_log(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, storage_writes: str
 ) -> None:
     caplog.set_level(logging.INFO, logger="actors.consensus")
-    with system_cluster(data_dir=tmp_path, **SNAPSHOT) as cluster:
+    with system_cluster(data_dir=tmp_path, storage_writes=storage_writes, **SNAPSHOT) as cluster:
         client = cluster.client()
         assert increments(client, 100) == 100
         wait_for(
@@ -60,11 +65,12 @@ def test_a_restarted_node_catches_up_from_its_log(
         assert not [r for r in caplog.records if "installed a snapshot" in r.getMessage()]
 
 
+@STORAGE_WRITES
 def test_a_node_down_during_compaction_catches_up_by_install_snapshot(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, storage_writes: str
 ) -> None:
     caplog.set_level(logging.INFO, logger="actors.consensus")
-    with system_cluster(data_dir=tmp_path, **SNAPSHOT) as cluster:
+    with system_cluster(data_dir=tmp_path, storage_writes=storage_writes, **SNAPSHOT) as cluster:
         client = cluster.client()
         assert increments(client, 5) == 5
         cluster.wait_converged()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -45,6 +46,15 @@ class Recorder:
         self.failed.set()
 
 
+Make = Callable[..., StorageWriter]
+
+
+@pytest.fixture(params=["thread", "inline"])
+def make(request: pytest.FixtureRequest) -> Make:
+    """A writer of either kind: the behaviour tested with it holds for both."""
+    return functools.partial(StorageWriter, inline=request.param == "inline")
+
+
 @pytest.fixture
 def writers() -> Iterator[list[StorageWriter]]:
     made: list[StorageWriter] = []
@@ -54,11 +64,11 @@ def writers() -> Iterator[list[StorageWriter]]:
 
 
 def test_batches_are_persisted_in_order_and_reported(
-    backend: Backend, writers: list[StorageWriter]
+    backend: Backend, writers: list[StorageWriter], make: Make
 ) -> None:
     storage = backend.open()
     rec = Recorder()
-    writer = StorageWriter(storage.log, storage.stable, rec.persisted, rec.failure).start()
+    writer = make(storage.log, storage.stable, rec.persisted, rec.failure).start()
     writers.append(writer)
     seqs = [writer.submit(entries(i, i + 2, 1)) for i in range(1, 40, 2)]
     last = writer.submit(hard_state=HardState(1, MemberId("a"), 39), configuration=CONF)
@@ -74,11 +84,11 @@ def test_batches_are_persisted_in_order_and_reported(
 
 
 def test_an_overlapping_batch_replaces_the_suffix(
-    backend: Backend, writers: list[StorageWriter]
+    backend: Backend, writers: list[StorageWriter], make: Make
 ) -> None:
     storage = backend.open()
     rec = Recorder()
-    writer = StorageWriter(storage.log, storage.stable, rec.persisted).start()
+    writer = make(storage.log, storage.stable, rec.persisted).start()
     writers.append(writer)
     writer.submit(entries(1, 6, 1))
     seq = writer.submit(entries(3, 5, 2), HardState(2))
@@ -88,9 +98,11 @@ def test_an_overlapping_batch_replaces_the_suffix(
     assert log_view(storage)[3] == entries(1, 3, 1) + entries(3, 5, 2)
 
 
-def test_compaction_through_the_writer(backend: Backend, writers: list[StorageWriter]) -> None:
+def test_compaction_through_the_writer(
+    backend: Backend, writers: list[StorageWriter], make: Make
+) -> None:
     storage = backend.open()
-    writer = StorageWriter(storage.log, storage.stable, lambda _: None).start()
+    writer = make(storage.log, storage.stable, lambda _: None).start()
     writers.append(writer)
     writer.submit(entries(1, 11, 1))
     assert writer.wait(writer.compact(6, 1), WAIT)
@@ -130,9 +142,9 @@ def test_batches_queued_during_an_fsync_share_the_next_one(writers: list[Storage
     assert [(r.seq, r.index) for r in rec.reports] == [(1, 1), (101, 101)]
 
 
-def test_submit_validates_the_batch_itself() -> None:
+def test_submit_validates_the_batch_itself(make: Make) -> None:
     storage = MemoryStorage()
-    writer = StorageWriter(storage.log, storage.stable, lambda _: None)
+    writer = make(storage.log, storage.stable, lambda _: None)
     with pytest.raises(InvalidOperationError):
         writer.submit(entries(1, 2, 1) + entries(3, 4, 1))
 
@@ -147,10 +159,10 @@ class RecordingLog(MemoryLogStore):
         super().append(entries)
 
 
-def test_the_store_gets_the_batch_submit_checked(writers: list[StorageWriter]) -> None:
+def test_the_store_gets_the_batch_submit_checked(writers: list[StorageWriter], make: Make) -> None:
     """Each entry is walked once: by ``submit``; the store checks only the batch's join."""
     log = RecordingLog()
-    writer = StorageWriter(log, MemoryStorage().stable, lambda _: None).start()
+    writer = make(log, MemoryStorage().stable, lambda _: None).start()
     writers.append(writer)
     assert writer.wait(writer.submit(entries(1, 4, 1)), WAIT)
     assert writer.wait(writer.submit(entries(4, 6, 2)), WAIT)
@@ -172,11 +184,11 @@ class FailingLog(MemoryLogStore):
 
 
 def test_a_failed_write_stops_the_writer_loudly(
-    writers: list[StorageWriter], caplog: pytest.LogCaptureFixture
+    writers: list[StorageWriter], caplog: pytest.LogCaptureFixture, make: Make
 ) -> None:
     log = FailingLog(fail_at=2)
     rec = Recorder()
-    writer = StorageWriter(log, MemoryStorage().stable, rec.persisted, rec.failure).start()
+    writer = make(log, MemoryStorage().stable, rec.persisted, rec.failure).start()
     writers.append(writer)
     assert writer.wait(writer.submit(entries(1, 3, 1)), WAIT)
     seq = writer.submit(entries(3, 5, 1))
@@ -193,11 +205,11 @@ def test_a_failed_write_stops_the_writer_loudly(
 
 
 def test_a_gap_between_batches_is_a_failure_not_a_silent_hole(
-    writers: list[StorageWriter],
+    writers: list[StorageWriter], make: Make
 ) -> None:
     storage = MemoryStorage()
     rec = Recorder()
-    writer = StorageWriter(storage.log, storage.stable, rec.persisted, rec.failure).start()
+    writer = make(storage.log, storage.stable, rec.persisted, rec.failure).start()
     writers.append(writer)
     writer.submit(entries(1, 3, 1))
     writer.submit(entries(5, 6, 1))
@@ -206,7 +218,9 @@ def test_a_gap_between_batches_is_a_failure_not_a_silent_hole(
     assert all(r.index <= 2 for r in rec.reports)
 
 
-def test_unexpected_exceptions_and_callback_errors(writers: list[StorageWriter]) -> None:
+def test_unexpected_exceptions_and_callback_errors(
+    writers: list[StorageWriter], make: Make
+) -> None:
     storage = MemoryStorage()
     rec = Recorder()
 
@@ -217,17 +231,17 @@ def test_unexpected_exceptions_and_callback_errors(writers: list[StorageWriter])
         rec.failure(error)
         raise RuntimeError("failure callback bug")
 
-    writer = StorageWriter(storage.log, storage.stable, bad_callback, bad_failure_callback)
+    writer = make(storage.log, storage.stable, bad_callback, bad_failure_callback)
     writers.append(writer.start())
     assert writer.wait(writer.submit(entries(1, 2, 1)), WAIT)  # callback error ignored
     writer.submit(hard_state="not a hard state")  # type: ignore[arg-type]
     assert rec.failed.wait(WAIT)
 
 
-def test_stop_persists_what_is_queued_and_then_refuses(tmp_path: Path) -> None:
+def test_stop_persists_what_is_queued_and_then_refuses(tmp_path: Path, make: Make) -> None:
     storage = MemoryStorage()
     rec = Recorder()
-    writer = StorageWriter(storage.log, storage.stable, rec.persisted).start()
+    writer = make(storage.log, storage.stable, rec.persisted).start()
     for i in range(1, 50):
         writer.submit(entries(i, i + 1, 1))
     assert writer.stop(WAIT)
@@ -238,9 +252,9 @@ def test_stop_persists_what_is_queued_and_then_refuses(tmp_path: Path) -> None:
     assert not writer.wait(10**6, 0.01)
 
 
-def test_configuration_alone_keeps_the_hard_state(writers: list[StorageWriter]) -> None:
+def test_configuration_alone_keeps_the_hard_state(writers: list[StorageWriter], make: Make) -> None:
     storage = MemoryStorage()
-    writer = StorageWriter(storage.log, storage.stable, lambda _: None).start()
+    writer = make(storage.log, storage.stable, lambda _: None).start()
     writers.append(writer)
     writer.submit(hard_state=HardState(3, MemberId("b"), 0))
     conf = Configuration((MemberId("a"),))
@@ -250,7 +264,7 @@ def test_configuration_alone_keeps_the_hard_state(writers: list[StorageWriter]) 
 
 
 def test_then_runs_once_durable_before_the_report_and_never_after_a_failure(
-    writers: list[StorageWriter],
+    writers: list[StorageWriter], make: Make
 ) -> None:
     log = FailingLog(fail_at=3)
     events: list[str] = []
@@ -274,7 +288,7 @@ def test_then_runs_once_durable_before_the_report_and_never_after_a_failure(
     def broken() -> None:
         raise RuntimeError("then bug")
 
-    writer = StorageWriter(log, MemoryStorage().stable, persisted, failure).start()
+    writer = make(log, MemoryStorage().stable, persisted, failure).start()
     writers.append(writer)
     writer.submit(entries(1, 3, 1), then=then("first"))
     assert reported.acquire(timeout=WAIT)
@@ -284,3 +298,31 @@ def test_then_runs_once_durable_before_the_report_and_never_after_a_failure(
     writer.submit(entries(3, 5, 1), then=then("lost"))  # this append's sync fails
     assert failed.wait(WAIT)
     assert events == ["first at 2", "persisted 2", "persisted 2"]
+
+
+def test_an_inline_writer_is_done_when_submit_returns() -> None:
+    """``inline``: no thread; the write, its sync, ``then`` and the report all happen on
+    the submitting thread before ``submit`` returns (the consensus actor's own thread
+    in a node with ``storage_writes = "inline"``)."""
+    storage = MemoryStorage()
+    threads: list[str] = []
+    me = threading.current_thread().name
+    writer = StorageWriter(
+        storage.log,
+        storage.stable,
+        lambda report: threads.append(
+            f"persisted {report.index} on {threading.current_thread().name}"
+        ),
+        inline=True,
+    ).start()
+    seq = writer.submit(
+        entries(1, 4, 1), then=lambda: threads.append(f"then on {threading.current_thread().name}")
+    )
+    assert threads == [f"then on {me}", f"persisted 3 on {me}"]
+    assert storage.log.last_index() == 3 and storage.log.unsynced_writes() == 0
+    assert writer.persisted == Persisted(seq, 3, 1, HardState())
+    assert writer.wait(seq, 0) and writer.compact(2, 1) == seq + 1
+    assert storage.log.first_index() == 3
+    assert writer.stop(0)
+    with pytest.raises(StorageClosedError):
+        writer.submit(entries(4, 5, 1))
