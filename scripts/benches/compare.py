@@ -2,6 +2,7 @@
 
     scripts/bench compare [--seconds S] [--quick] [--clients 1,16] [--storage durable,memory]
                           [--payload BYTES] [--workers W] [--pysyncobj-via leader|follower]
+                          [--set FIELD=VALUE]
 
 For each storage kind and each number N of concurrent clients, both systems do the same
 small replicated write -- a counter increment carrying a ~100-byte payload -- closed
@@ -319,6 +320,7 @@ def run_ours(storage: str, args: argparse.Namespace, results: list[Result]) -> N
             f"--workers={args.workers}",
             f"--payload={args.payload}",
             "--command=inc0",
+            *(f"--set={pair}" for pair in args.set),
         ]
     )
     bench.run_storage(storage, bench_args, rows)
@@ -388,6 +390,7 @@ def table(results: list[Result], checks: list[Agreement], args: argparse.Namespa
 Ratios are raft-actors / PySyncObj (throughput: higher is better for us; p50: lower is).
 3 nodes each on 127.0.0.1, {os.cpu_count()} CPUs shared by everything; {args.seconds:g} s
 per row after {args.warmup:g} s of warm-up; each client keeps 1 write in flight.
+raft-actors node settings: {", ".join(f"`{pair}`" for pair in args.set) or "the defaults"}.
 
 What is measured and guaranteed:
 - raft-actors clients are {max(args.clients)} or fewer `RaftClient` sessions in up to
@@ -422,6 +425,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--storage", default="durable,memory", help="durable,memory")
     parser.add_argument("--payload", type=int, default=100, help="write bytes (default 100)")
     parser.add_argument("--workers", type=int, default=4, help="our client processes")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="FIELD=VALUE", help="one of our node settings"
+    )
     parser.add_argument(
         "--pysyncobj-via",
         dest="via",
