@@ -62,6 +62,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800 if LONG else 180
 MakeCluster = Callable[..., ProcessCluster]
 #: Every fault kind, once per deck.
 ALL_FAULTS = dict.fromkeys(KINDS, 1)
+#: Node settings under test: the defaults, and the fast ones the README measures (the
+#: actors on the transports' I/O threads, log writes on the consensus actor's thread).
+FAST: dict[str, int | str] = {"actor_threads": "transport", "storage_writes": "inline"}
+NODE_SETTINGS = pytest.mark.parametrize("settings", [{}, FAST], ids=["default", "fast"])
 
 
 @dataclass(frozen=True)
@@ -101,9 +105,15 @@ def make_cluster(tmp_path: Path) -> Iterator[MakeCluster]:
     partitioned; SIGKILLs every process after."""
     made: list[ProcessCluster] = []
 
-    def make(app: str, nodes: int = 3) -> ProcessCluster:
+    def make(
+        app: str, nodes: int = 3, settings: dict[str, int | str] | None = None
+    ) -> ProcessCluster:
         directory, manifest = create_cluster(
-            tmp_path / f"cluster{len(made)}", nodes=nodes, app=app, storage="durable"
+            tmp_path / f"cluster{len(made)}",
+            nodes=nodes,
+            app=app,
+            storage="durable",
+            settings=settings,
         )
         cluster = ProcessCluster(directory, manifest)
         made.append(cluster)
@@ -134,8 +144,9 @@ def kv_run(
     schedule: Schedule = Schedule(),
     clients: int = 6,
     op_timeout: float = 4.0,
+    settings: dict[str, int | str] | None = None,
 ) -> None:
-    cluster = make_cluster("kvstore", nodes)
+    cluster = make_cluster("kvstore", nodes, settings)
     workload = KvClients(cluster.addresses, clients, ["a", "b", "c"], seed, op_timeout=op_timeout)
     nemesis = schedule.nemesis(cluster, seed)
     started = time.monotonic()
@@ -224,8 +235,9 @@ def counter_run(
     schedule: Schedule = Schedule(),
     clients: int = 4,
     op_timeout: float = 6.0,
+    settings: dict[str, int | str] | None = None,
 ) -> None:
-    cluster = make_cluster("counter", nodes)
+    cluster = make_cluster("counter", nodes, settings)
     nemesis = schedule.nemesis(cluster, seed)
     sessions: list[RaftClient] = []
     works: list[Workload] = []
@@ -284,11 +296,22 @@ def counter_run(
     )
 
 
-def test_kv_history_stays_linearizable_under_faults(make_cluster: MakeCluster) -> None:
+@NODE_SETTINGS
+def test_kv_history_stays_linearizable_under_faults(
+    make_cluster: MakeCluster, settings: dict[str, int | str]
+) -> None:
     """5 nodes, every fault kind, up to 3 at once, now and then without a majority;
     short client deadlines, so failovers leave operations with unknown outcomes."""
     schedule = Schedule(max_faults=3, majority_loss=0.4)
-    kv_run(make_cluster, seed=1, seconds=20, nodes=5, schedule=schedule, op_timeout=1.5)
+    kv_run(
+        make_cluster,
+        seed=1,
+        seconds=20,
+        nodes=5,
+        schedule=schedule,
+        op_timeout=1.5,
+        settings=settings,
+    )
 
 
 def test_a_failing_run_is_saved_as_json(
@@ -319,16 +342,26 @@ def test_a_failing_run_is_saved_as_json(
     }
 
 
-def test_counter_exactly_once_under_faults(make_cluster: MakeCluster) -> None:
+@NODE_SETTINGS
+def test_counter_exactly_once_under_faults(
+    make_cluster: MakeCluster, settings: dict[str, int | str]
+) -> None:
     """3 nodes, every fault kind, two at once, often without a majority (2 of 3 down);
     short deadlines, so failovers leave increments with unknown outcomes."""
     schedule = Schedule(max_faults=2, majority_loss=0.5)
-    counter_run(make_cluster, seed=1, seconds=12, schedule=schedule, op_timeout=1.5)
+    counter_run(
+        make_cluster, seed=1, seconds=12, schedule=schedule, op_timeout=1.5, settings=settings
+    )
 
 
-#: The long runs: (nodes, seed, max faults at once, odds of breaking the majority).
+#: The long runs: (nodes, seed, max faults at once, odds of breaking the majority);
+#: every third seed runs with the :data:`FAST` settings.
 LONG_KV = [(3, 2, 1, 0.0), (5, 3, 2, 0.0), (3, 4, 2, 0.4), (5, 5, 3, 0.25), (5, 6, 2, 0.0)]
 LONG_COUNTER = [(3, 2, 2, 0.4), (5, 3, 2, 0.0), (5, 4, 3, 0.3), (3, 5, 1, 0.0)]
+
+
+def long_settings(seed: int) -> dict[str, int | str]:
+    return FAST if seed % 3 == 0 else {}
 
 
 @pytest.mark.long
@@ -345,6 +378,7 @@ def test_kv_long(
         schedule=schedule,
         clients=8,
         op_timeout=1.5 if seed % 2 else 4.0,
+        settings=long_settings(seed),
     )
 
 
@@ -362,6 +396,7 @@ def test_counter_long(
         schedule=schedule,
         clients=6,
         op_timeout=1.5 if seed % 2 else 6.0,
+        settings=long_settings(seed),
     )
 
 
