@@ -135,8 +135,7 @@ class ZmqLoop:
             if self._state == "stopped":
                 return False
             self._outbox.append((RUN, fn, a, b))
-        if not self._wake_pending and self._ident != _get_ident():
-            self._wake()
+        self._wake_if_elsewhere()
         return True
 
     def outbox_empty(self) -> bool:
@@ -210,14 +209,18 @@ class ZmqLoop:
                 LOG.exception("%s: failed to send a frame", self._name)
             return True
         self._outbox.append(command)
-        if not self._wake_pending:
-            self._wake()
+        self._wake_if_elsewhere()
         return True
 
     def _enqueue_control(self, command: Command) -> None:
         """Queue a control command (never dropped for a full queue)."""
         self._outbox.append(command)
-        if not self._wake_pending:
+        self._wake_if_elsewhere()
+
+    def _wake_if_elsewhere(self) -> None:
+        # The I/O thread itself needs no wake-up: it does not sleep while its outbox
+        # holds work (a byte would cost a write now and a read on the next turn).
+        if not self._wake_pending and self._ident != _get_ident():
             self._wake()
 
     def _wake(self) -> None:

@@ -146,6 +146,34 @@ def test_a_send_on_the_loop_thread_never_overtakes_a_frame_queued_before_it() ->
         loop.stop()
 
 
+def test_work_queued_on_the_loop_thread_needs_no_wake_up_and_still_runs() -> None:
+    """The loop does not sleep while its outbox holds work, so what its own thread
+    queues costs no wake-up byte (a write now, a read on the next turn)."""
+    loop = RecordingLoop()
+    (ref,) = start_on_loop("queuer", loop, [Recorder("r", [])])
+    wakes: list[int] = []
+    wake = loop._wake
+
+    def counted_wake() -> None:
+        wakes.append(threading.get_ident())
+        wake()
+
+    loop._wake = counted_wake  # type: ignore[method-assign]
+    loop.start()
+    try:
+
+        def queue_on_the_loop() -> None:
+            loop._wake_pending = False  # as right after the loop emptied its pipe
+            loop._enqueue_control(("frame", b"C"))  # a control command always queues
+            loop.call_soon(lambda a, b: loop._enqueue_frame(("frame", b"F"), 1), None, None)
+
+        ref.ask(("call", queue_on_the_loop), timeout=WAIT)
+        wait_until(lambda: loop.sent == [b"C", b"F"])
+        assert loop._ident not in wakes
+    finally:
+        loop.stop()
+
+
 def test_a_guest_joins_only_a_new_loop_and_only_one() -> None:
     loop = BareLoop()
     start_on_loop("first", loop, [Recorder("r", [])])
