@@ -69,16 +69,21 @@ class TickGate:
     Called from the ticker's thread only; ``handled`` may come from any thread.
     """
 
-    def __init__(self, tell: Callable[[Tick], None]) -> None:
+    def __init__(
+        self, tell: Callable[[Tick], None], on_skip: Callable[[], None] | None = None
+    ) -> None:
         self._tell = tell
+        self._on_skip = on_skip
         self._free = threading.Event()
         self._free.set()
-        #: Ticks not told because the previous one was still waiting (for tests/metrics).
+        #: Ticks not told because the previous one was still waiting.
         self.skipped = 0
 
     def __call__(self, now_ms: int) -> None:
         if not self._free.is_set():
             self.skipped += 1
+            if self._on_skip is not None:
+                self._on_skip()  # e.g. a metric: the actor is behind
             return
         self._free.clear()
         try:

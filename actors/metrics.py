@@ -108,6 +108,7 @@ class NodeMetrics:
         "fsync_seconds",
         "proposals",
         "server_requests_retried",
+        "ticks_skipped",
     )
 
     def __init__(self) -> None:
@@ -123,6 +124,9 @@ class NodeMetrics:
         self.elections_won = 0
         #: Server requests resent to clients because unacknowledged [session actor].
         self.server_requests_retried = 0
+        #: Consensus ticks skipped because the previous one was still waiting: the
+        #: consensus actor was behind, and its timers stretched [ticker].
+        self.ticks_skipped = 0
         #: Time to apply one batch of committed entries [session actor].
         self.apply_seconds = Histogram(LATENCY_BUCKETS)
         #: Time of one storage sync (a group commit) [storage writer].
@@ -136,6 +140,10 @@ class NodeMetrics:
             self.elections_started += 1
         elif role == Role.LEADER:
             self.elections_won += 1
+
+    def tick_skipped(self) -> None:
+        """A consensus tick was skipped (:class:`actors.clock.TickGate`)."""
+        self.ticks_skipped += 1
 
     def applied(self, entries: int, seconds: float) -> None:
         """The session actor applied a batch of ``entries`` in ``seconds``."""

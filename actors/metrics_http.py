@@ -157,6 +157,11 @@ class NodeCollector(Collector):
         yield counter(
             "raft_server_requests_retried", "Server requests resent.", m.server_requests_retried
         )
+        yield counter(
+            "raft_ticks_skipped",
+            "Consensus ticks skipped while the previous one waited (the actor was behind).",
+            m.ticks_skipped,
+        )
         frames: dict[str, CounterMetricFamily] = {
             key: CounterMetricFamily(name, doc, labels=["member", "port"])
             for key, name, doc in (

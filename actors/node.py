@@ -293,7 +293,11 @@ class Node:
             if transport is not None:
                 transport.start()
         self._tickers = [
-            Ticker(f"tick-{cfg.member_id}", cfg.tick_ms, TickGate(consensus.tell)),
+            Ticker(
+                f"tick-{cfg.member_id}",
+                cfg.tick_ms,
+                TickGate(consensus.tell, self.board.metrics.tick_skipped),
+            ),
             Ticker(f"tick-slow-{cfg.member_id}", _SLOW_TICK_MS, self._slow_tick),
         ]
         for ticker in self._tickers:

@@ -17,12 +17,13 @@ WAIT = 10.0
 
 def test_a_gate_tells_one_tick_until_it_is_handled() -> None:
     told: list[Tick] = []
-    gate = TickGate(told.append)
+    skips: list[None] = []
+    gate = TickGate(told.append, on_skip=lambda: skips.append(None))
     gate(1)
     gate(2)
     gate(3)
     assert [t.now_ms for t in told] == [1]
-    assert gate.skipped == 2
+    assert gate.skipped == 2 == len(skips)
     handled = told[0].handled
     assert handled is not None
     handled()

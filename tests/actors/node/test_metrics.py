@@ -118,6 +118,8 @@ def test_endpoint_numbers_move_with_a_workload(tmp_path: Path) -> None:
     assert after[("raft_term", ())] >= 1
     assert after[("raft_elections_won_total", ())] >= 1
     assert after[("raft_sessions", ())] >= 1
+    # Whether ticks were skipped depends on the machine's load; the count is exported.
+    assert 0 <= after[("raft_ticks_skipped_total", ())] <= leader.board.metrics.ticks_skipped
     for name in (
         "raft_proposals_total",
         "raft_commits_total",
