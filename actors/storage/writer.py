@@ -123,7 +123,8 @@ class StorageWriter:
     # ----------------------------------------------------------------- caller's side
 
     def start(self) -> StorageWriter:
-        """Start the thread; from now on only it uses the stores. Returns ``self``."""
+        """Start the thread; from now on only it uses the stores (inline: only the one
+        thread that submits). Returns ``self``."""
         if not self.inline:
             self._thread.start()
         return self
@@ -145,10 +146,11 @@ class StorageWriter:
 
         ``configuration`` (if given) is saved with the hard state, atomically. Returns
         the submission's sequence number, reported back in :attr:`Persisted.seq`.
-        ``then`` (if given) runs on the writer thread as soon as this submission is
-        durable, before ``on_persisted`` is called: what may only happen after the
-        write (e.g. sending an acknowledgement) does not wait for another thread. It
-        must be quick and thread-safe; an exception from it is logged and ignored.
+        ``then`` (if given) runs on the writer thread (inline: the caller's) as soon as
+        this submission is durable, before ``on_persisted`` is called: what may only
+        happen after the write (e.g. sending an acknowledgement) does not wait for
+        another thread. It must be quick and thread-safe; an exception from it is
+        logged and ignored.
         """
         batch = LogBatch(entries)  # checked here, on the caller's thread, once
         with self._lock:
