@@ -153,22 +153,19 @@ class StorageWriter:
         logged and ignored.
         """
         batch = LogBatch(entries)  # checked here, on the caller's thread, once
-        with self._lock:
-            self._check()
-            self._seq += 1
-            op = _Append(self._seq, batch, hard_state, configuration, then)
-            if not self.inline:
-                self._queue.put(op)
-                return op.seq
-        self._write([op])
-        return op.seq
+        return self._take(lambda seq: _Append(seq, batch, hard_state, configuration, then))
 
     def compact(self, index: int, term: int) -> int:
         """Queue :meth:`LogStore.compact_prefix` (after the snapshot is finished)."""
+        return self._take(lambda seq: _Compact(seq, index, term))
+
+    def _take(self, make: Callable[[int], _Op]) -> int:
+        """Number the operation ``make`` builds and queue it for the thread, or (inline)
+        carry it out now; its sequence number."""
         with self._lock:
             self._check()
             self._seq += 1
-            op = _Compact(self._seq, index, term)
+            op = make(self._seq)
             if not self.inline:
                 self._queue.put(op)
                 return op.seq
