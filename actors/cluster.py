@@ -268,16 +268,18 @@ def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
     (see :data:`_PICK_FROM`), else the kernel picks (bind to port 0)."""
     low, _ = _ephemeral_range()
     rng = random.SystemRandom()
-    with ExitStack() as stack:
+    room = low - _PICK_FROM > 1000
+    with ExitStack() as held:
         ports: list[int] = []
         for _ in range(n):
             for _attempt in range(200):
-                s = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-                port = rng.randrange(_PICK_FROM, low) if low - _PICK_FROM > 1000 else 0
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
                 try:
-                    s.bind((host, port))
+                    s.bind((host, rng.randrange(_PICK_FROM, low) if room else 0))
                 except OSError:
+                    s.close()
                     continue
+                held.enter_context(s)  # open until all are picked, so they differ
                 ports.append(s.getsockname()[1])
                 break
             else:
