@@ -16,13 +16,15 @@ that are already allocated and written, and need not journal a change of file si
 On ext4 that makes it ~30 % cheaper than appending past the end of the file.
 
 Recovery (:meth:`LogFile.records`) reads the records from the start: a zero length is
-the end of the log; a record that runs past the end of the file or fails its checksum
-is a torn, unsynced tail. Everything from there to the last non-zero byte of the file
-is zeroed (and fsynced) before new records are written, so a later crash can never
-bring back a stale record that happens to line up after new ones. (A record damaged
-later, in the synced part of the file, looks the same as a torn tail: the log then ends
-before it. The warning logged says how many bytes were discarded; a checksum catches
-damage found by :meth:`LogFile.read` instead, as corruption.)
+the end of the log; a record that runs past the end of the file, or fails its checksum
+while a sector of it still reads as zeros, is a torn, unsynced tail. (Past the last
+synced record the file holds only zeros, and a write that a crash cut short leaves
+whole sectors unwritten, as etcd's WAL assumes too.) Everything from there to the last
+non-zero byte of the file is zeroed (and fsynced) before new records are written, so a
+later crash can never bring back a stale record that happens to line up after new ones.
+A record that fails its checksum with every sector written is damage, not a torn
+write: :class:`CorruptStorageError`, rather than silently dropping it and every synced
+record after it. (Damage to a length field can still pass for a torn tail.)
 
 :meth:`LogFile.rewrite` replaces the file by a new one holding only the given records
 (temporary file, fsync, rename, directory fsync), which also makes every earlier write
@@ -54,7 +56,7 @@ from .errors import (
 )
 from .fsutil import fsync_dir
 
-__all__ = ["DEFAULT_CHUNK_BYTES", "HEADER", "MAGIC", "LogFile", "translate"]
+__all__ = ["DEFAULT_CHUNK_BYTES", "HEADER", "MAGIC", "SECTOR", "LogFile", "translate"]
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,9 @@ log = logging.getLogger(__name__)
 MAGIC = b"RALOG\x00\x00\x01"
 #: A record's header: payload length, crc32 of type byte + payload, type.
 HEADER = struct.Struct("<IIB")
+#: The unit a crash can leave unwritten: a record that fails its checksum is a torn
+#: write only if a whole sector of it (as far as it overlaps the record) is zeros.
+SECTOR = 512
 #: How far ahead of the write position the file is zero-filled, by default.
 DEFAULT_CHUNK_BYTES = 4 << 20
 _ZEROS = bytes(1 << 20)
@@ -81,6 +86,17 @@ def translate(exc: OSError, doing: str) -> StorageIOError:
 def _record(kind: int, payload: bytes) -> bytes:
     crc = zlib.crc32(payload, zlib.crc32(bytes((kind,))))
     return HEADER.pack(len(payload), crc, kind) + payload
+
+
+def _has_unwritten_sector(data: bytes, offset: int) -> bool:
+    """Whether ``data``, read at file ``offset``, has a sector-aligned piece of zeros."""
+    start = 0
+    while start < len(data):
+        end = min(len(data), ((offset + start) // SECTOR + 1) * SECTOR - offset)
+        if data.count(0, start, end) == end - start:
+            return True
+        start = end
+    return False
 
 
 def _write_all(fd: int, data: bytes | bytearray | memoryview, offset: int) -> None:
@@ -217,7 +233,8 @@ class LogFile:
         torn = ""
         while pos + HEADER.size <= size:
             try:
-                length, crc, kind = HEADER.unpack(os.pread(self._fd, HEADER.size, pos))
+                head = os.pread(self._fd, HEADER.size, pos)
+                length, crc, kind = HEADER.unpack(head)
                 if length == 0:
                     break
                 if pos + HEADER.size + length > size:
@@ -227,6 +244,13 @@ class LogFile:
             except OSError as exc:
                 raise self.fail(exc, "reading the log") from exc
             if zlib.crc32(payload, zlib.crc32(bytes((kind,)))) != crc:
+                if not _has_unwritten_sector(head + payload, pos):
+                    raise self.corrupt(
+                        pos,
+                        "a record fails its checksum although none of it is unwritten: "
+                        "the synced log is damaged (wipe this node's data directory and "
+                        "let it catch up from its peers)",
+                    )
                 torn = "fails its checksum"
                 break
             yield pos, kind, payload

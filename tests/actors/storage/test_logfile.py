@@ -40,7 +40,7 @@ from actors.storage.filestore import (
     LogState,
     open_state,
 )
-from actors.storage.logfile import HEADER, MAGIC, LogFile
+from actors.storage.logfile import HEADER, MAGIC, SECTOR, LogFile
 from protocol.codec import encode
 from protocol.ids import MemberId
 from protocol.raft.log import Configuration, EntryKind, HardState, LogEntry
@@ -297,38 +297,80 @@ def test_a_record_damaged_after_opening_is_found_when_read(
 
 
 def _synced_then_torn(path: Path) -> tuple[View, int, int]:
-    """Sync a state, then write (not sync) one more record; return the state and the
-    record's start and end."""
+    """Sync a state, then write (not sync) one more record, a few sectors long; return
+    the state and the record's start and end."""
     s = Opened(path)
     s.log.append(entries(1, 4, 1))
     s.stable.save(HardState(1, MemberId("a"), 0), CONF)
     s.log.sync()
     synced, start = view(s), s.file.end
-    s.log.append(entries(4, 6, 2))
+    s.log.append(entries(4, 6, 2, size=700))
     s.file.flush()  # on disk now, but not durable: a crash may tear it
     end = s.file.written
     s.close()
+    assert end - start > 2 * SECTOR
     return synced, start, end
 
 
-@pytest.mark.parametrize("damage", ["zero-from", "cut-at", "flip"])
+def _sectors(start: int, end: int) -> list[int]:
+    """``start`` and the sector boundaries after it, before ``end``."""
+    return [start, *range((start // SECTOR + 1) * SECTOR, end, SECTOR)]
+
+
+@pytest.mark.parametrize("damage", ["zero-from", "zero-sector", "cut-at"])
 def test_a_torn_last_record_is_dropped_and_zeroed(tmp_path: Path, damage: str) -> None:
     path = tmp_path / "raft.log"
     synced, start, end = _synced_then_torn(path)
     pristine = path.read_bytes()
-    for offset in range(start, end):
+    cuts = range(start, end) if damage == "cut-at" else _sectors(start, end)
+    for offset in cuts:
         raw = bytearray(pristine)
-        if damage == "zero-from":  # the pages from here on never reached the disk
+        if damage == "zero-from":  # the sectors from here on never reached the disk
             raw[offset:end] = bytes(end - offset)
-        elif damage == "cut-at":  # nor did the file's new size
+        elif damage == "zero-sector":  # this one did not, the later ones did
+            stop = min(end, (offset // SECTOR + 1) * SECTOR)
+            raw[offset:stop] = bytes(stop - offset)
+        else:  # nor did the file's new size
             del raw[offset:]
-        else:
-            raw[offset] ^= 0xFF
         path.write_bytes(bytes(raw))
         s = Opened(path)
         assert view(s) == synced, f"{damage} at {offset}"
         assert s.file.end == start and tail_is_zero(path, start), f"{damage} at {offset}"
         s.close()
+
+
+def test_a_damaged_record_is_corruption_not_a_torn_tail(tmp_path: Path) -> None:
+    """A changed byte where every sector was written is damage: the store refuses to
+    open rather than drop the record (and every synced one after it) as a torn write."""
+    path = tmp_path / "raft.log"
+    synced, start, end = _synced_then_torn(path)
+    pristine = path.read_bytes()
+    for offset in range(start, end):
+        raw = bytearray(pristine)
+        raw[offset] ^= 0x20
+        path.write_bytes(bytes(raw))
+        if offset < start + 4:  # the length: the record may now look cut short (torn)
+            try:
+                s = Opened(path)
+            except CorruptStorageError:
+                continue
+            assert view(s) == synced, f"flip at {offset}"
+            s.close()
+            continue
+        with pytest.raises(CorruptStorageError, match=f"offset {start}: .* none of it"):
+            Opened(path)
+    # damage in the middle of a synced log, records after it: refused, nothing dropped
+    path.write_bytes(pristine)
+    s = Opened(path)
+    s.log.sync()
+    s.log.append(entries(6, 9, 2))
+    s.log.sync()
+    s.close()
+    raw = bytearray(path.read_bytes())
+    raw[start + HEADER.size + 5] ^= 0x01
+    path.write_bytes(bytes(raw))
+    with pytest.raises(CorruptStorageError, match="the synced log is damaged"):
+        Opened(path)
 
 
 def test_a_stale_record_behind_a_torn_one_never_comes_back(tmp_path: Path) -> None:
@@ -338,17 +380,18 @@ def test_a_stale_record_behind_a_torn_one_never_comes_back(tmp_path: Path) -> No
     s.log.sync()
     torn_at = s.file.end
     s.log.append(entries(4, 7, 1))  # X: to be torn
+    y_at = s.file.end
     s.log.append(entries(7, 10, 1))  # Y: intact, right behind X
     s.file.flush()
     s.close()
     raw = bytearray(path.read_bytes())
-    raw[torn_at + HEADER.size + 2] ^= 0x01
+    raw[torn_at:y_at] = bytes(y_at - torn_at)  # X never reached the disk, Y did
     path.write_bytes(bytes(raw))
-    s = Opened(path)  # X fails its checksum: the log ends before it, and Y is zeroed
+    s = Opened(path)  # the log ends at X's zero header, and Y is zeroed
     assert s.log.last_index() == 3
     s.log.append(entries(4, 7, 2))  # X': exactly X's size, so Y would line up behind it
     s.log.sync()
-    assert s.file.end - torn_at == HEADER.size + len(msgpack.packb([4, [[2, 1, b"x" * 3]] * 3]))
+    assert s.file.end == y_at
     s.close()
     s = Opened(path)
     assert view(s)[2] == tuple(entries(1, 4, 1) + entries(4, 7, 2))
@@ -516,9 +559,10 @@ def test_a_failed_read_poisons(
 def test_a_failure_while_recovering_is_an_io_error(
     path: Path, monkeypatch: pytest.MonkeyPatch, call: str
 ) -> None:
-    _, start, _ = _synced_then_torn(path)
+    _, start, end = _synced_then_torn(path)
     raw = bytearray(path.read_bytes())
-    raw[start + HEADER.size] ^= 1  # a torn tail to clean, which needs an fsync
+    cut = _sectors(start, end)[1]
+    raw[cut:end] = bytes(end - cut)  # a torn tail to clean, which needs an fsync
     path.write_bytes(bytes(raw))
     real, fail = getattr(os, call), _failing(errno.EIO)
     # pread fails past the file header (while replaying), fsync always
@@ -576,8 +620,8 @@ class LogFileMachine(RuleBasedStateMachine):
     """Drives the file stores and ``MemoryStorage`` (the model) side by side.
 
     Tiny chunks make every sync grow the file or rewrite it. A crash closes the file
-    without syncing, may zero a random range of what was written since the last sync
-    (pages that never reached the disk, torn records) and reopens: the result must be
+    without syncing, may zero a random run of sectors of what was written since the last
+    sync (sectors that never reached the disk, torn records) and reopens: the result must be
     the synced state or one reached by a later write (a prefix of them), never anything
     else.
     """
@@ -662,9 +706,10 @@ class LogFileMachine(RuleBasedStateMachine):
     def crash(self, data: st.DataObject) -> None:
         written = self.s.file.written
         self.s.close()
-        if written > self.synced_end:
-            lo = data.draw(st.integers(self.synced_end, written - 1), label="lost from")
-            hi = data.draw(st.integers(lo + 1, written), label="lost to")
+        if written > self.synced_end:  # whole sectors that never reached the disk
+            bounds = _sectors(self.synced_end, written)
+            lo = data.draw(st.sampled_from(bounds), label="lost from")
+            hi = data.draw(st.sampled_from([b for b in bounds if b > lo] + [written]))
             with open(self.path, "r+b") as f:
                 f.seek(lo)
                 f.write(bytes(hi - lo))
