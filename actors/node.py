@@ -188,7 +188,7 @@ class Node:
             marker = removed_marker(cfg.data_dir)
             if marker is not None:
                 raise NodeError(f"refusing to start: {marker} ({cfg.data_dir / REMOVED_FILE})")
-            self._storage = DurableStorage.open(cfg.data_dir)
+            self._storage = DurableStorage.open(cfg.data_dir, durable_log=cfg.durable_log)
         else:
             self._storage = MemoryStorage()
         storage = self._storage

@@ -3,8 +3,9 @@
 * Contracts: :class:`LogStore`, :class:`StableStore`, :class:`SnapshotStore` (see
   :mod:`.interfaces` for when writes become durable).
 * In memory, with a crash model: :class:`MemoryStorage` (and its three stores).
-* Durable: :class:`DurableStorage` (one data directory: SQLite log and stable state,
-  snapshot files, a lock, a format version).
+* Durable: :class:`DurableStorage` (one data directory: the log and stable state in
+  SQLite, or in one append-only file of checksummed records; snapshot files, a lock, a
+  format version).
 * Off the hot thread: :class:`StorageWriter` (group commit, ``Persisted`` reports).
 * Errors: :class:`StorageError` and its subclasses.
 
@@ -13,7 +14,7 @@ state, configuration, latest snapshot info (data via ``storage.snapshots.open_la
 and the log entries after the snapshot.
 """
 
-from .datadir import FORMAT_VERSION, DurableStorage
+from .datadir import FORMATS, DurableLog, DurableStorage
 from .errors import (
     CorruptStorageError,
     DirectoryLockedError,
@@ -24,6 +25,7 @@ from .errors import (
     StorageFailedError,
     StorageIOError,
 )
+from .filestore import FileLogStore, FileStableStore
 from .interfaces import (
     LogStore,
     PersistedState,
@@ -40,11 +42,14 @@ from .sqlite import SqliteLogStore, SqliteStableStore
 from .writer import Persisted, StorageWriter
 
 __all__ = [
-    "FORMAT_VERSION",
+    "FORMATS",
     "CorruptStorageError",
     "DirectoryLockedError",
+    "DurableLog",
     "DurableStorage",
+    "FileLogStore",
     "FileSnapshotStore",
+    "FileStableStore",
     "IncompatibleFormatError",
     "InvalidOperationError",
     "LogStore",

@@ -13,9 +13,13 @@ Two families matter to a caller:
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
 __all__ = [
     "CorruptStorageError",
     "DirectoryLockedError",
+    "FailureLatch",
     "IncompatibleFormatError",
     "InvalidOperationError",
     "StorageClosedError",
@@ -58,3 +62,36 @@ class StorageClosedError(StorageError):
 
 class InvalidOperationError(StorageError, ValueError):
     """The call breaks the store's contract; nothing was written, the store is intact."""
+
+
+class FailureLatch:
+    """What a durable store keeps of its failure: once poisoned (or closed), every call
+    is refused. The store sets ``path`` and hands its first error to :meth:`_latch`."""
+
+    path: Path
+    _failure: StorageError | None = None
+    _closed: bool = False
+
+    def check(self) -> None:
+        """Raise if the store is closed or poisoned."""
+        if self._failure is not None:
+            raise StorageFailedError(
+                f"storage at {self.path} failed earlier and takes no more calls: {self._failure}"
+            ) from self._failure
+        if self._closed:
+            raise StorageClosedError(f"storage at {self.path} is closed")
+
+    @property
+    def failure(self) -> StorageError | None:
+        """The error that poisoned this store, if any."""
+        return self._failure
+
+    def _latch(self, error: StorageError) -> bool:
+        """Poison the store with ``error``, loudly; False if it already was."""
+        if self._failure is not None:
+            return False
+        self._failure = error
+        logging.getLogger(type(self).__module__).critical(
+            "STORAGE FAILED at %s, refusing further writes: %s", self.path, error
+        )
+        return True

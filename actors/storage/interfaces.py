@@ -1,8 +1,9 @@
 """The storage contracts: what a Raft node needs from its disk, as ``typing.Protocol``\\ s.
 
 Three stores, each with an in-memory implementation (:mod:`actors.storage.memory`, for
-unit and simulation tests, able to model a crash) and a durable one
-(:mod:`actors.storage.sqlite`, :mod:`actors.storage.snapshots`):
+unit and simulation tests, able to model a crash) and durable ones
+(:mod:`actors.storage.sqlite` or :mod:`actors.storage.filestore` for the log and
+stable store, :mod:`actors.storage.snapshots`):
 
 * :class:`LogStore`: the Raft log after the last compaction point;
 * :class:`StableStore`: term, vote and commit (a :class:`HardState`) plus the latest
@@ -15,10 +16,13 @@ A mutating call (``append``, ``truncate_suffix``, ``compact_prefix``, ``save``) 
 effect immediately for reads through the same object, but is only *written*, not
 *durable*. ``sync()`` makes every write made before it durable. After a crash the store
 holds every synced write, plus possibly a prefix (in call order) of the writes that were
-not yet synced, never anything else. The SQLite store keeps unsynced writes in one open
-transaction, so a crash loses all of them and ``sync()`` is one commit, one fsync, for
-any number of writes: group commit. A Raft node acknowledges an entry or answers a vote
-only after the ``sync()`` that covered it returned.
+not yet synced, never anything else. Both durable stores make ``sync()`` one fsync for
+any number of writes (group commit): the SQLite store keeps unsynced writes in one open
+transaction, so a crash loses all of them and ``sync()`` is one commit; the file store
+appends one record per write to one file (:mod:`actors.storage.logfile`) and keeps
+unsynced records in memory until ``sync()`` writes them all, so a crash loses them, or
+keeps a prefix of them if it struck while they were written. A Raft node acknowledges
+an entry or answers a vote only after the ``sync()`` that covered it returned.
 
 Threading: a store object is used by one thread at a time (see :mod:`.writer`).
 """

@@ -49,9 +49,8 @@ from pathlib import Path
 
 from .errors import (
     CorruptStorageError,
-    StorageClosedError,
+    FailureLatch,
     StorageError,
-    StorageFailedError,
     StorageIOError,
 )
 from .fsutil import fsync_dir
@@ -113,7 +112,7 @@ def _zero(fd: int, start: int, stop: int) -> None:
         start += n
 
 
-class LogFile:
+class LogFile(FailureLatch):
     """The records of one file: append (buffered), read back, sync, rewrite.
 
     Open it, replay :meth:`records` once (it finds the end and cleans a torn tail),
@@ -125,8 +124,6 @@ class LogFile:
             raise ValueError("chunk_bytes must be positive")
         self.path = path
         self.chunk_bytes = chunk_bytes
-        self._failure: StorageError | None = None
-        self._closed = False
         # Records not yet written (a list, not a bytearray: a memoryview of one, kept
         # alive by a traceback, would forbid clearing it)
         self._buffer: list[bytes] = []
@@ -154,27 +151,11 @@ class LogFile:
 
     # ------------------------------------------------------------------ guarded access
 
-    def check(self) -> None:
-        """Raise if the file is closed or poisoned."""
-        if self._failure is not None:
-            raise StorageFailedError(
-                f"storage at {self.path} failed earlier and takes no more calls: {self._failure}"
-            ) from self._failure
-        if self._closed:
-            raise StorageClosedError(f"storage at {self.path} is closed")
-
-    @property
-    def failure(self) -> StorageError | None:
-        """The error that poisoned this file, if any."""
-        return self._failure
-
     def fail(self, exc: OSError | StorageError, doing: str) -> StorageError:
         """Poison the file with ``exc`` (translated); return the error to raise."""
         error = exc if isinstance(exc, StorageError) else translate(exc, doing)
-        if self._failure is None:
-            self._failure = error
+        if self._latch(error):
             self._clear()
-            log.critical("STORAGE FAILED at %s, refusing further writes: %s", self.path, error)
         return error
 
     def corrupt(self, offset: int, what: str) -> StorageError:

@@ -32,10 +32,9 @@ from protocol.raft.log import Configuration, EntryKind, HardState, LogEntry
 
 from .errors import (
     CorruptStorageError,
+    FailureLatch,
     InvalidOperationError,
-    StorageClosedError,
     StorageError,
-    StorageFailedError,
     StorageIOError,
 )
 from .interfaces import check_append, check_hard_state
@@ -76,13 +75,11 @@ def translate(exc: BaseException, doing: str) -> StorageError:
     return StorageIOError(f"I/O error while {text}")
 
 
-class Database:
+class Database(FailureLatch):
     """One SQLite connection with a lazily opened write transaction and a failure latch."""
 
     def __init__(self, path: Path, format_version: int) -> None:
         self.path = path
-        self._failure: StorageError | None = None
-        self._closed = False
         self._in_txn = False
         try:
             self._conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
@@ -121,30 +118,13 @@ class Database:
 
     # ------------------------------------------------------------------ guarded access
 
-    def check(self) -> None:
-        """Raise if the database is closed or poisoned."""
-        if self._failure is not None:
-            raise StorageFailedError(
-                f"storage at {self.path} failed earlier and takes no more calls: {self._failure}"
-            ) from self._failure
-        if self._closed:
-            raise StorageClosedError(f"storage at {self.path} is closed")
-
-    @property
-    def failure(self) -> StorageError | None:
-        """The error that poisoned this database, if any."""
-        return self._failure
-
     def fail(self, exc: BaseException, doing: str) -> StorageError:
         """Poison the database with ``exc`` (translated); return the error to raise."""
         error = exc if isinstance(exc, StorageError) else translate(exc, doing)
-        if self._failure is None:
-            self._failure = error
-            log.critical("STORAGE FAILED at %s, refusing further writes: %s", self.path, error)
-            if self._in_txn:
-                with contextlib.suppress(sqlite3.Error):
-                    self._conn.execute("ROLLBACK")
-                self._in_txn = False
+        if self._latch(error) and self._in_txn:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("ROLLBACK")
+            self._in_txn = False
         return error
 
     def query(self, sql: str, params: Sequence[Any] = (), doing: str = "reading") -> sqlite3.Cursor:

@@ -3,11 +3,11 @@
 Threading model
 ---------------
 A :class:`StorageWriter` owns one thread, the only thread that touches its
-:class:`LogStore` and :class:`StableStore` while it runs (an SQLite connection is used
-by one thread at a time; the stores are opened and :func:`load_state`-ed on the caller's
-thread *before* :meth:`StorageWriter.start`, and may be used again by the caller after
-:meth:`StorageWriter.stop` returned). Any thread may call :meth:`submit`,
-:meth:`compact`, :meth:`wait` and :meth:`stop`.
+:class:`LogStore` and :class:`StableStore` while it runs (the durable stores do not
+lock: they are used by one thread at a time; the stores are opened and
+:func:`load_state`-ed on the caller's thread *before* :meth:`StorageWriter.start`, and
+may be used again by the caller after :meth:`StorageWriter.stop` returned). Any thread
+may call :meth:`submit`, :meth:`compact`, :meth:`wait` and :meth:`stop`.
 
 The consensus actor ``submit``\\ s each batch of new entries (with the hard state that
 must be durable alongside) and carries on: replicating to followers overlaps with the

@@ -5,7 +5,8 @@
                           [--storage durable,memory]
                           [--command inc0|inc1]
 
-For each storage kind (durable: SQLite + fsync, then in-memory) it starts 3 node
+For each storage kind (durable: SQLite + fsync, or the log file with
+``--set durable_log=file``; then in-memory) it starts 3 node
 processes (``raft-actors node --app counter``, via :mod:`actors.cluster`) and, for each
 N, runs N clients for ``--seconds`` (after a short warm-up), then prints one Markdown
 table: committed commands/s (responses received in the measured window), p50/p99

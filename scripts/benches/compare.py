@@ -17,7 +17,8 @@ on what each configuration guarantees.
   ``--workers`` separate client processes over ZeroMQ, command ``["inc", 0, pad]``
   (the counter's add-0 form, which skips the app's own "crossed a multiple of ten"
   notifications to other sessions -- PySyncObj has no such feature) of ``--payload``
-  bytes of msgpack. durable = SQLite with fsync before a write is acknowledged;
+  bytes of msgpack. durable = the nodes' durable log (SQLite, or the log file with
+  ``--set durable_log=file``) with fsync before a write is acknowledged;
   memory = no disk.
 * PySyncObj 0.3.17: 3 node processes on 127.0.0.1 (free ports), a ``SyncObj`` with a
   ``@replicated inc(by, pad)`` method (pad: a string of the same length as ours).
@@ -403,9 +404,10 @@ What is measured and guaranteed:
   PySyncObj mode: {mode}.
   No sessions: a call retried after a lost answer may be applied twice; reads of the
   local object are not linearizable (a follower or a deposed leader can be stale).
-- durable: raft-actors writes each entry to SQLite and fsyncs before it counts (survives
-  power loss). PySyncObj's `journalFile` is written through mmap and never fsynced or
-  msynced while running: it survives a killed process, not an OS crash or power loss.
+- durable: raft-actors writes each entry to its durable log (SQLite, or its own log file
+  with `durable_log=file`) and fsyncs before it counts (survives power loss).
+  PySyncObj's `journalFile` is written through mmap and never fsynced or msynced while
+  running: it survives a killed process, not an OS crash or power loss.
 - memory: neither touches the disk; a write survives as long as a majority of
   processes does.
 {agreement_lines}"""

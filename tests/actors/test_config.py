@@ -40,6 +40,9 @@ def test_load_from_toml(tmp_path: Path) -> None:
     assert cfg.storage_writes == "thread"  # default
     (tmp_path / "n1i.toml").write_text('storage_writes = "inline"\n' + TOML)
     assert load_config(tmp_path / "n1i.toml").storage_writes == "inline"
+    assert cfg.durable_log == "sqlite"  # default
+    (tmp_path / "n1f.toml").write_text('durable_log = "file"\n' + TOML)
+    assert load_config(tmp_path / "n1f.toml").durable_log == "file"
 
 
 @pytest.mark.parametrize(
@@ -54,6 +57,8 @@ def test_load_from_toml(tmp_path: Path) -> None:
         ({"actor_threads": 1}, "actor_threads must be str"),
         ({"storage_writes": "async"}, "storage_writes must be 'thread' or 'inline'"),
         ({"storage_writes": True}, "storage_writes must be str"),
+        ({"durable_log": "tape"}, "durable_log must be 'sqlite' or 'file'"),
+        ({"durable_log": 2}, "durable_log must be str"),
         ({"members": {}}, "members must be a table"),
         ({"members": {"n1": {"peer": "x"}}}, "needs exactly"),
     ],

@@ -63,8 +63,13 @@ MakeCluster = Callable[..., ProcessCluster]
 #: Every fault kind, once per deck.
 ALL_FAULTS = dict.fromkeys(KINDS, 1)
 #: Node settings under test: the defaults, and the fast ones the README measures (the
-#: actors on the transports' I/O threads, log writes on the consensus actor's thread).
-FAST: dict[str, int | str] = {"actor_threads": "transport", "storage_writes": "inline"}
+#: actors on the transports' I/O threads, log writes on the consensus actor's thread,
+#: into the log file).
+FAST: dict[str, int | str] = {
+    "actor_threads": "transport",
+    "storage_writes": "inline",
+    "durable_log": "file",
+}
 NODE_SETTINGS = pytest.mark.parametrize("settings", [{}, FAST], ids=["default", "fast"])
 
 

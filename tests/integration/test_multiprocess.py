@@ -60,16 +60,19 @@ def make_cluster(tmp_path: Path) -> Iterator[Callable[..., ProcessCluster]]:
             cluster.kill_all()
 
 
-@pytest.mark.parametrize("storage_writes", ["thread", "inline"])
+@pytest.mark.parametrize(
+    ("storage_writes", "durable_log"), [("thread", "sqlite"), ("inline", "file")]
+)
 def test_failover_freeze_and_restart(
-    make_cluster: Callable[..., ProcessCluster], storage_writes: str
+    make_cluster: Callable[..., ProcessCluster], storage_writes: str, durable_log: str
 ) -> None:
     """Sessions and requests; SIGSTOP/SIGCONT of a follower leaves the workload
     untouched; ``kill -9`` of the leader mid-workload: the client goes on with its
     session at the new leader and every increment is applied exactly once; the killed
-    node, restarted, catches up from its log. With log writes on the storage writer's
-    thread and inline on the consensus actor's."""
-    cluster = make_cluster(storage_writes=storage_writes)
+    node, restarted, catches up from its log. With the default storage (SQLite, log
+    writes on the storage writer's thread) and with log writes inline on the consensus
+    actor's thread into the log file."""
+    cluster = make_cluster(storage_writes=storage_writes, durable_log=durable_log)
     crossings: list[Any] = []
     delivered = threading.Event()
 
@@ -149,6 +152,9 @@ def test_failover_freeze_and_restart(
         )
         assert statuses[leader].snapshot_index == 0
         assert client.call(["inc", 1], timeout=WAIT) == final + 1
+    # the log the nodes kept is the one asked for
+    kept = {"sqlite": "raft.db", "file": "raft.log"}[durable_log]
+    assert (cluster.directory / "data" / leader / kept).exists()
 
 
 def test_restarted_node_catches_up_through_install_snapshot(

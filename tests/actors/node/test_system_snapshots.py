@@ -31,16 +31,24 @@ def snapshot_indexes(cluster: SystemCluster) -> dict[str, int]:
     return {m: n.status().snapshot_index for m, n in cluster.nodes.items()}
 
 
-#: Log writes on the storage writer's thread (the default) or the consensus actor's.
-STORAGE_WRITES = pytest.mark.parametrize("storage_writes", ["thread", "inline"])
+#: The defaults (log writes on the storage writer's thread, SQLite), and log writes on
+#: the consensus actor's thread into the log file.
+STORAGE = pytest.mark.parametrize(
+    ("storage_writes", "durable_log"), [("thread", "sqlite"), ("inline", "file")]
+)
 
 
-@STORAGE_WRITES
+@STORAGE
 def test_a_restarted_node_catches_up_from_its_log(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, storage_writes: str
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    storage_writes: str,
+    durable_log: str,
 ) -> None:
     caplog.set_level(logging.INFO, logger="actors.consensus")
-    with system_cluster(data_dir=tmp_path, storage_writes=storage_writes, **SNAPSHOT) as cluster:
+    with system_cluster(
+        data_dir=tmp_path, storage_writes=storage_writes, durable_log=durable_log, **SNAPSHOT
+    ) as cluster:
         client = cluster.client()
         assert increments(client, 100) == 100
         wait_for(
@@ -65,12 +73,17 @@ def test_a_restarted_node_catches_up_from_its_log(
         assert not [r for r in caplog.records if "installed a snapshot" in r.getMessage()]
 
 
-@STORAGE_WRITES
+@STORAGE
 def test_a_node_down_during_compaction_catches_up_by_install_snapshot(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, storage_writes: str
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    storage_writes: str,
+    durable_log: str,
 ) -> None:
     caplog.set_level(logging.INFO, logger="actors.consensus")
-    with system_cluster(data_dir=tmp_path, storage_writes=storage_writes, **SNAPSHOT) as cluster:
+    with system_cluster(
+        data_dir=tmp_path, storage_writes=storage_writes, durable_log=durable_log, **SNAPSHOT
+    ) as cluster:
         client = cluster.client()
         assert increments(client, 5) == 5
         cluster.wait_converged()

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from actors.storage import DurableStorage, MemoryStorage
+from actors.storage import DurableLog, DurableStorage, MemoryStorage
 
 Storage = MemoryStorage | DurableStorage
 
@@ -33,15 +33,21 @@ def _memory(_: Path) -> Backend:
     return Backend("memory", MemoryStorage, restart)
 
 
-def _durable(path: Path) -> Backend:
-    def restart(storage: Storage) -> Storage:
-        storage.close()
-        return DurableStorage.open(path)
+def _durable(durable_log: DurableLog) -> Callable[[Path], Backend]:
+    def made(path: Path) -> Backend:
+        def open_() -> Storage:
+            return DurableStorage.open(path, durable_log=durable_log)
 
-    return Backend("durable", lambda: DurableStorage.open(path), restart)
+        def restart(storage: Storage) -> Storage:
+            storage.close()
+            return open_()
+
+        return Backend(durable_log, open_, restart)
+
+    return made
 
 
-BACKENDS = {"memory": _memory, "durable": _durable}
+BACKENDS = {"memory": _memory, "sqlite": _durable("sqlite"), "file": _durable("file")}
 
 
 @pytest.fixture(params=sorted(BACKENDS))

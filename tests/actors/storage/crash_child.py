@@ -7,9 +7,15 @@
   ``P <index> <term> <hard-state term> <vote or ->`` to stdout.
 * ``snap``: writes snapshots of random size in chunks, printing ``S <index>`` after
   each ``finish()``.
-* ``full``: like ``log``, but with the database capped at a few pages (as on a full
-  disk): prints ``F <error>`` when the writer fails, then ``R <error>`` when the next
-  submit is refused, and exits 0.
+* ``full``: like ``log``, but with the log capped a little above its size, as on a
+  full disk (SQLite: ``max_page_count``; the file log: the process's file size limit,
+  ``RLIMIT_FSIZE``, a few preallocation chunks past the file's size): prints
+  ``F <error>`` when the writer fails, then ``R <error>`` when the next submit is
+  refused, and exits 0.
+
+``python -m tests.actors.storage.crash_child MODE DIR SEED [sqlite|file]``: the last
+argument is the durable log (default ``sqlite``). The log file is preallocated in tiny
+chunks (:data:`CHUNK_BYTES`), so the kills also land while it grows.
 
 Every line is flushed before the next write starts, so whatever the parent read was
 acknowledged. Entry and snapshot contents are a pure function of their position, so the
@@ -20,15 +26,20 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import random
+import resource
+import signal
 import sys
 import threading
 
-from actors.storage import DurableStorage, Persisted, StorageError, StorageWriter
+from actors.storage import DurableLog, DurableStorage, Persisted, StorageError, StorageWriter
 from protocol.ids import MemberId
 from protocol.raft.log import Configuration, EntryKind, HardState, LogEntry, SnapshotMeta
 
 CONF = Configuration((MemberId("a"), MemberId("b"), MemberId("c")))
+#: Preallocation step of the children's log files: small, so that the file grows often.
+CHUNK_BYTES = 16 * 1024
 
 
 def entry_data(index: int, term: int) -> bytes:
@@ -48,13 +59,25 @@ def _emit(line: str) -> None:
     sys.stdout.flush()
 
 
-def run_log(path: str, seed: int, cap_pages: bool) -> None:
-    rng = random.Random(seed)
-    storage = DurableStorage.open(path)
-    if cap_pages:
-        conn = storage._db._conn
+def _cap(storage: DurableStorage, path: str, durable_log: DurableLog) -> None:
+    """Let the log grow only a little more, as on a disk that is about to fill up."""
+    if durable_log == "sqlite":
+        conn = storage.log._db._conn  # type: ignore[attr-defined]
         pages = conn.execute("PRAGMA page_count").fetchone()[0]
         conn.execute(f"PRAGMA max_page_count={pages + 3}")
+        return
+    # writes past the limit fail with EFBIG (instead of killing the process with
+    # SIGXFSZ), which the storage reports as "disk full", like ENOSPC
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    limit = os.path.getsize(os.path.join(path, "raft.log")) + 3 * CHUNK_BYTES
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+
+
+def run_log(path: str, seed: int, cap_size: bool, durable_log: DurableLog) -> None:
+    rng = random.Random(seed)
+    storage = DurableStorage.open(path, durable_log=durable_log, chunk_bytes=CHUNK_BYTES)
+    if cap_size:
+        _cap(storage, path, durable_log)
     failed = threading.Event()
 
     def persisted(p: Persisted) -> None:
@@ -115,10 +138,11 @@ def run_snap(path: str, seed: int) -> None:
 
 def main(argv: list[str]) -> None:
     mode, path, seed = argv[0], argv[1], int(argv[2])
+    durable_log: DurableLog = "file" if argv[3:] == ["file"] else "sqlite"
     if mode == "snap":
         run_snap(path, seed)
     else:
-        run_log(path, seed, cap_pages=mode == "full")
+        run_log(path, seed, cap_size=mode == "full", durable_log=durable_log)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from actors.storage import DurableStorage
+from actors.storage import DurableLog, DurableStorage
 from protocol.raft.log import EntryKind
 
 from .crash_child import entry_data, snapshot_data
@@ -32,12 +32,22 @@ SEED = 20240611
 ITERATION_DEADLINE = 30.0  # seconds a single child may take before the test fails
 
 
+#: Both durable logs go through the log tests.
+LOGS = pytest.mark.parametrize("durable_log", ["sqlite", "file"])
+
+
 def spawn(
-    children: list[subprocess.Popen[Any]], mode: str, path: Path, seed: int, log: Path
+    children: list[subprocess.Popen[Any]],
+    mode: str,
+    path: Path,
+    seed: int,
+    log: Path,
+    durable_log: DurableLog = "sqlite",
 ) -> subprocess.Popen[bytes]:
+    child = "tests.actors.storage.crash_child"
     with open(log, "ab") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.actors.storage.crash_child", mode, str(path), str(seed)],
+            [sys.executable, "-m", child, mode, str(path), str(seed), durable_log],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=err,
@@ -110,13 +120,18 @@ class LogAcks:
 
 
 def verify_log(
-    path: Path, acks: LogAcks, last_hard_term: int, where: str, from_index: int = 1
+    path: Path,
+    acks: LogAcks,
+    last_hard_term: int,
+    where: str,
+    durable_log: DurableLog,
+    from_index: int = 1,
 ) -> tuple[int, int]:
     """Reopen and check entries from ``from_index`` on (and every acknowledged one).
 
     Returns the persisted hard-state term and the last index.
     """
-    with DurableStorage.open(path) as storage:
+    with DurableStorage.open(path, durable_log=durable_log) as storage:
         log = storage.log
         assert log.first_index() == 1, where
         last = log.last_index()
@@ -138,32 +153,40 @@ def verify_log(
         return hard.term, last
 
 
-def run_log_kills(tmp_path: Path, children: list[subprocess.Popen[Any]], kills: int) -> None:
+def run_log_kills(
+    tmp_path: Path, children: list[subprocess.Popen[Any]], kills: int, durable_log: DurableLog
+) -> None:
     rng = random.Random(SEED)
     path = tmp_path / "node"
     acks = LogAcks()
     hard_term = last = 0
     for n in range(kills):
-        where = f"log kill {n} (seed {SEED})"
-        proc = spawn(children, "log", path, rng.randrange(2**32), tmp_path / "child.err")
+        where = f"{durable_log} log kill {n} (seed {SEED})"
+        seed = rng.randrange(2**32)
+        proc = spawn(children, "log", path, seed, tmp_path / "child.err", durable_log)
         after, delay = random_kill(rng)
         acks.add(read_until_killed(proc, after, delay, tmp_path / "child.err"))
         # the content of older entries is re-read in full every 25th time and at the end
         full = n % 25 == 24 or n == kills - 1
-        hard_term, last = verify_log(path, acks, hard_term, where, 1 if full else last + 1)
+        start = 1 if full else last + 1
+        hard_term, last = verify_log(path, acks, hard_term, where, durable_log, start)
     assert len(acks.entries) > kills, "the children acknowledged almost nothing"
 
 
+@LOGS
 def test_kill_9_never_loses_an_acknowledged_entry_or_vote(
-    tmp_path: Path, children: list[subprocess.Popen[Any]]
+    tmp_path: Path, children: list[subprocess.Popen[Any]], durable_log: DurableLog
 ) -> None:
-    run_log_kills(tmp_path, children, kills=50)
+    run_log_kills(tmp_path, children, kills=50, durable_log=durable_log)
 
 
 @pytest.mark.long
 @pytest.mark.timeout(1200)
-def test_kill_9_log_many_times(tmp_path: Path, children: list[subprocess.Popen[Any]]) -> None:
-    run_log_kills(tmp_path, children, kills=400)
+@LOGS
+def test_kill_9_log_many_times(
+    tmp_path: Path, children: list[subprocess.Popen[Any]], durable_log: DurableLog
+) -> None:
+    run_log_kills(tmp_path, children, kills=400, durable_log=durable_log)
 
 
 def verify_snapshots(path: Path, acked: int, where: str) -> None:
@@ -210,12 +233,13 @@ def test_kill_9_snapshots_many_times(tmp_path: Path, children: list[subprocess.P
     run_snapshot_kills(tmp_path, children, kills=150)
 
 
+@LOGS
 def test_full_disk_stops_the_writer_and_keeps_what_was_acknowledged(
-    tmp_path: Path, children: list[subprocess.Popen[Any]]
+    tmp_path: Path, children: list[subprocess.Popen[Any]], durable_log: DurableLog
 ) -> None:
     path = tmp_path / "node"
     err = tmp_path / "child.err"
-    proc = spawn(children, "full", path, 7, err)
+    proc = spawn(children, "full", path, 7, err, durable_log)
     lines = read_until_killed(proc, None, 0.0, err)
     assert proc.returncode == 0, err.read_text()[-2000:]
     failures = [line for line in lines if line.startswith("F ")]
@@ -226,5 +250,5 @@ def test_full_disk_stops_the_writer_and_keeps_what_was_acknowledged(
     acks = LogAcks()
     acks.add(lines)
     assert acks.entries, "nothing was acknowledged before the disk filled up"
-    verify_log(path, acks, 0, "after a full disk")
+    verify_log(path, acks, 0, "after a full disk", durable_log)
     assert "STORAGE" in err.read_text()  # logged loudly

@@ -1,4 +1,5 @@
-"""The durable storage's own duties: locking, format versions, corruption, I/O failures."""
+"""The durable storage's own duties: locking, format versions, corruption, I/O failures
+(of the default SQLite log; the file log's own are in ``test_durable_file.py``)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 
 from actors.storage import (
-    FORMAT_VERSION,
+    FORMATS,
     CorruptStorageError,
     DirectoryLockedError,
     DurableStorage,
@@ -37,7 +38,7 @@ def test_layout_of_a_new_directory(tmp_path: Path) -> None:
     names = {p.name for p in (tmp_path / "n1").iterdir()}
     assert {"LOCK", "FORMAT", "raft.db", "snapshots"} <= names
     text = (tmp_path / "n1" / "FORMAT").read_text()
-    assert text == f"raft-actors storage format {FORMAT_VERSION}\n"
+    assert text == f"raft-actors storage format {FORMATS['sqlite']}\n"
 
 
 def test_second_open_in_the_same_process_is_refused(tmp_path: Path) -> None:
@@ -76,7 +77,8 @@ def test_incompatible_format_version_is_refused_naming_both(tmp_path: Path) -> N
     (tmp_path / "FORMAT").write_text("raft-actors storage format 7\n")
     with pytest.raises(IncompatibleFormatError) as info:
         DurableStorage.open(tmp_path)
-    assert "version 7" in str(info.value) and f"version {FORMAT_VERSION}" in str(info.value)
+    assert "version 7" in str(info.value)
+    assert "format versions 1 (sqlite log) and 2 (file log)" in str(info.value)
     DurableStorage.open(tmp_path / "other").close()  # the lock was released
 
 
@@ -86,9 +88,31 @@ def test_foreign_format_file_is_refused(tmp_path: Path) -> None:
         DurableStorage.open(tmp_path)
 
 
-def test_database_without_format_file_is_refused(tmp_path: Path) -> None:
-    DurableStorage.open(tmp_path).close()
+@pytest.mark.parametrize(("made", "asked"), [("sqlite", "file"), ("file", "sqlite")])
+def test_a_directory_keeps_the_log_it_was_made_with(tmp_path: Path, made: Any, asked: Any) -> None:
+    with DurableStorage.open(tmp_path, durable_log=made) as storage:
+        storage.log.append(entries(1, 3, 1))
+        storage.sync()
+    with pytest.raises(IncompatibleFormatError) as info:
+        DurableStorage.open(tmp_path, durable_log=asked)
+    text = str(info.value)
+    assert f"keeps the {made!r} log" in text and f"durable_log = {asked!r}" in text
+    with DurableStorage.open(tmp_path, durable_log=made) as storage:  # lock released
+        assert storage.log.last_index() == 2
+
+
+def test_an_unknown_durable_log_is_a_value_error(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="durable_log must be one of"):
+        DurableStorage.open(tmp_path, durable_log="tape")  # type: ignore[arg-type]
+    assert not tmp_path.joinpath("FORMAT").exists()
+
+
+@pytest.mark.parametrize("name", ["raft.log", "raft.db"])
+def test_a_log_without_format_file_is_refused(tmp_path: Path, name: str) -> None:
+    DurableStorage.open(tmp_path, durable_log="file").close()
     (tmp_path / "FORMAT").unlink()
+    if name != "raft.log":
+        (tmp_path / "raft.log").rename(tmp_path / name)
     with pytest.raises(CorruptStorageError, match="no FORMAT"):
         DurableStorage.open(tmp_path)
 
@@ -159,8 +183,8 @@ def test_disk_full_poisons_the_store_and_keeps_synced_data(tmp_path: Path) -> No
         storage.log.append(entries(1, 4, 1))
         storage.sync()
         # cap the database's size: the next writes hit SQLITE_FULL, as on a full disk
-        pages = storage._db._conn.execute("PRAGMA page_count").fetchone()[0]
-        storage._db._conn.execute(f"PRAGMA max_page_count={pages}")
+        pages = storage.log._db._conn.execute("PRAGMA page_count").fetchone()[0]
+        storage.log._db._conn.execute(f"PRAGMA max_page_count={pages}")
         with pytest.raises(StorageIOError, match="disk full"):
             for i in range(4, 200):
                 storage.log.append(entries(i, i + 1, 1, size=4000))
@@ -309,7 +333,7 @@ def test_log_and_hard_state_commit_together(tmp_path: Path) -> None:
         storage.log.append(entries(1, 3, 2))
         storage.stable.save(HardState(2, None, 1), CONF)
         storage.log.sync()  # one commit covers both stores
-        assert not storage._db.has_unsynced_writes
+        assert not storage.log._db.has_unsynced_writes
     with DurableStorage.open(tmp_path) as storage:
         assert storage.stable.hard_state() == HardState(2, None, 1)
         assert storage.log.last_index() == 2
@@ -320,7 +344,7 @@ def test_read_only_database_poisons_the_store(tmp_path: Path) -> None:
     with DurableStorage.open(tmp_path) as storage:
         storage.log.append(entries(1, 3, 1))
         storage.sync()
-        storage._db._conn.execute("PRAGMA query_only=1")
+        storage.log._db._conn.execute("PRAGMA query_only=1")
         with pytest.raises(StorageIOError, match="permission denied"):
             storage.log.append(entries(3, 4, 1))
         with pytest.raises(StorageFailedError, match="permission denied"):

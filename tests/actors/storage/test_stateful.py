@@ -18,7 +18,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from actors.storage import DurableStorage, MemoryStorage
+from actors.storage import DurableLog, DurableStorage, MemoryStorage
 from protocol.ids import MemberId
 from protocol.raft.log import EntryKind, HardState, LogEntry
 
@@ -57,12 +57,13 @@ def observe(storage: Storage) -> Model:
 class StorageMachine(RuleBasedStateMachine):
     """Drives one storage implementation and the model side by side."""
 
-    durable = False
+    #: The durable log to drive (``None``: the in-memory storage).
+    durable: DurableLog | None = None
 
     def __init__(self) -> None:
         super().__init__()
         self.dir = Path(tempfile.mkdtemp(prefix="storage-stateful-"))
-        self.storage: Storage = DurableStorage.open(self.dir) if self.durable else MemoryStorage()
+        self.storage: Storage = self._open() if self.durable else MemoryStorage()
         self.model = Model()
         self.since_sync: list[Model] = [self.model]  # synced state, then after each write
 
@@ -131,7 +132,7 @@ class StorageMachine(RuleBasedStateMachine):
             self.storage.crash(random.Random(seed))
         else:
             self.storage.close()
-            self.storage = DurableStorage.open(self.dir)
+            self.storage = self._open()
         seen = observe(self.storage)
         # log and stable store may keep different prefixes of their unsynced writes
         logs = [(m.point, m.entries) for m in self.since_sync]
@@ -141,6 +142,10 @@ class StorageMachine(RuleBasedStateMachine):
         self.model = seen
         self.since_sync = [seen]
 
+    def _open(self) -> DurableStorage:
+        assert self.durable is not None
+        return DurableStorage.open(self.dir, durable_log=self.durable)
+
     @invariant()
     def agrees_with_model(self) -> None:
         seen = observe(self.storage)
@@ -149,18 +154,23 @@ class StorageMachine(RuleBasedStateMachine):
 
 
 class MemoryMachine(StorageMachine):
-    durable = False
+    durable = None
 
 
-class DurableMachine(StorageMachine):
-    durable = True
+class SqliteMachine(StorageMachine):
+    durable = "sqlite"
 
 
-# The durable machine fsyncs and reopens SQLite: fewer examples, ten times more under --long.
+class FileMachine(StorageMachine):
+    durable = "file"
+
+
+# The durable machines fsync and reopen: fewer examples, ten times more under --long.
 _DURABLE_EXAMPLES = 40 if settings.default.max_examples <= 100 else 400
+_DURABLE = settings(max_examples=_DURABLE_EXAMPLES, stateful_step_count=30, deadline=None)
 TestMemoryStorage = MemoryMachine.TestCase
 TestMemoryStorage.settings = settings(stateful_step_count=40, deadline=None)
-TestDurableStorage = DurableMachine.TestCase
-TestDurableStorage.settings = settings(
-    max_examples=_DURABLE_EXAMPLES, stateful_step_count=30, deadline=None
-)
+TestSqliteStorage = SqliteMachine.TestCase
+TestSqliteStorage.settings = _DURABLE
+TestFileStorage = FileMachine.TestCase
+TestFileStorage.settings = _DURABLE
