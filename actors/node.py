@@ -35,7 +35,7 @@ from actors.handoff import Coalescer
 from actors.host import HostedRef, start_host
 from actors.link import RemoteRef, core_endpoint, registry_endpoint
 from actors.loop_host import start_on_loop
-from actors.messages import PeerFrame, Reannounce, Tick
+from actors.messages import PeerFrame, Reannounce
 from actors.metrics import MetricsUnavailableError, require_prometheus
 from actors.registry import ClientFrame, make_registry_actor
 from actors.removal import REMOVED_FILE, RemovalFlag, removed_marker
@@ -154,6 +154,8 @@ class Node:
         self._tickers: list[Ticker] = []
         self._curve: NodeCurve | None = None
         self._next_reannounce = 0
+        #: One gate per actor the slow ticker ticks: at most one slow tick waits for each.
+        self._slow_gates: dict[object, TickGate] = {}
         self._state = "new"
         self._core: RaftCore | None = None
         #: Set once this node learns it was removed from the cluster.
@@ -381,7 +383,10 @@ class Node:
         wiring = self.wiring
         for ref in (wiring.registry, wiring.retry):
             if ref is not None and not isinstance(ref, RemoteRef):
-                ref.tell(Tick(now))
+                gate = self._slow_gates.get(ref)
+                if gate is None:
+                    gate = self._slow_gates[ref] = TickGate(ref.tell)
+                gate(now)
         if isinstance(wiring.registry, RemoteRef):
             # The registry process answers status requests from what we push.
             wiring.registry.tell(StatusUpdate(self.status()))

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import msgpack
 import pytest
 
+from actors.messages import Tick
 from examples.counter import CounterStateMachine
 from protocol.ids import RequestId
 from protocol.wire import (
@@ -19,6 +23,7 @@ from protocol.wire import (
 )
 from tests.actors.node.cluster import (
     ACTOR_THREADS,
+    WAIT,
     RawClient,
     local_cluster,
     transport_for,
@@ -149,3 +154,48 @@ def test_durable_cluster_restarts_from_disk(tmp_path: Path, actor_threads: str) 
             assert msgpack.unpackb(client.expect(ClientResponse).payload) == 6
         finally:
             client.close()
+
+
+def test_a_stuck_registry_finds_one_slow_tick_not_a_pile() -> None:
+    """The slow ticker (registry and retry scheduler, every 50 ms) ticks through a
+    gate too: while the registry is stuck the ticks are skipped, and once it is free
+    it finds one waiting, not one per period it missed."""
+    with local_cluster(CounterStateMachine, transport="memory", actor_threads="separate") as c:
+        node = c.leader()
+        registry = node.wiring.registry
+        assert registry is not None
+        handled: list[float] = []
+        stuck, release = threading.Event(), threading.Event()
+
+        def count_ticks(actor: Any) -> None:
+            handle = actor.handle
+
+            def counting(message: Any) -> None:
+                if isinstance(message, Tick):
+                    handled.append(time.monotonic())
+                handle(message)
+
+            actor.handle = counting
+
+        def block(actor: Any) -> None:
+            stuck.set()
+            release.wait(WAIT)
+
+        registry.call(count_ticks, timeout=WAIT)
+        holder = threading.Thread(target=lambda: registry.call(block, timeout=WAIT))
+        holder.start()
+        try:
+            assert stuck.wait(WAIT)
+            gate = node._slow_gates[registry]
+            wait_for(lambda: gate.skipped >= 8, what="slow ticks skipped while stuck")
+        finally:
+            released = time.monotonic()
+            release.set()
+            holder.join(WAIT)
+        wait_for(registry.idle, what="the registry catching up")
+        caught_up = len(handled)
+        after = [t for t in handled if t >= released]
+        # the one that waited, then at most one per period since (not the 8+ skipped)
+        fired = 2 + int((time.monotonic() - released) / 0.05)
+        assert 1 <= len(after) <= fired, (len(after), fired, gate.skipped)
+        wait_for(lambda: len(handled) > caught_up, what="slow ticks going on")
