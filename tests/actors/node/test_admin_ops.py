@@ -109,9 +109,16 @@ def test_concurrent_and_unreachable_changes_are_refused_without_blocking_writes(
     with system_cluster() as cluster:
         leader = cluster.leader()
         ghost = MemberId("ghost")
-        # Nobody listens at the ghost's addresses: it never catches up.
-        first = leader.add_member(ghost, "inmem://nowhere", "inmem://nowhere-c", timeout=0.5)
-        assert not first.ok and first.retryable
+        # Nobody listens at the ghost's addresses: it never catches up. A fresh leader
+        # refuses changes ("change in progress") until its own configuration entry
+        # commits, so ask until the ghost's add is the operation in flight.
+
+        def ghost_in_flight() -> bool:
+            first = leader.add_member(ghost, "inmem://nowhere", "inmem://nowhere-c", timeout=0.5)
+            assert not first.ok and first.retryable, first
+            return ghost in leader.status().learners
+
+        wait_for(ghost_in_flight, what="the ghost's add in flight")
         second = leader.add_member(MemberId("n9"), "inmem://x", "inmem://y", timeout=5)
         assert not second.ok and second.retryable
         assert "in flight" in second.error
