@@ -3,6 +3,7 @@ actor's batch handling and per-connection answer frames, and a failover under th
 
 from __future__ import annotations
 
+import dataclasses
 import queue
 import threading
 from collections.abc import Callable
@@ -106,14 +107,17 @@ def test_a_node_answers_a_bad_item_on_its_channel_only() -> None:
 
 def test_default_clients_fit_a_node_that_takes_fewer_sessions_per_connection() -> None:
     """A node configured for 2 sessions per connection, a default loop (8): the third
-    session is refused once and moves; from then on the loop puts 2 on a connection."""
+    session is refused once and moves; from then on the loop puts 2 on a connection.
+    (Patient handshake and server timeouts: the connect counts are the point, and on a
+    loaded machine a handshake can take longer than FAST_CLIENT's 400 ms.)"""
+    patient = dataclasses.replace(FAST_CLIENT, handshake_timeout_ms=5_000, server_timeout_ms=10_000)
     with local_cluster(CounterStateMachine, n=1, max_sessions_per_connection=2) as cluster:
         leader = cluster.leader()
         with ClientLoop(name="raft-client-narrow-node") as loop:
             clients = [
                 RaftClient(
                     [leader.client_address],
-                    config=FAST_CLIENT,
+                    config=patient,
                     loop=loop,
                     connection_factory=cluster.connection,
                 )
