@@ -154,7 +154,8 @@ class Node:
         self._tickers: list[Ticker] = []
         self._curve: NodeCurve | None = None
         self._next_reannounce = 0
-        #: One gate per actor the slow ticker ticks: at most one slow tick waits for each.
+        #: The slow ticker's gate for each local actor it ticks (registry, retry
+        #: scheduler): at most one slow tick waits for each.
         self._slow_gates: dict[object, TickGate] = {}
         self._state = "new"
         self._core: RaftCore | None = None
@@ -294,6 +295,11 @@ class Node:
         for transport in (self._peers, self._clients, self._link):
             if transport is not None:
                 transport.start()
+        self._slow_gates = {
+            ref: TickGate(ref.tell)
+            for ref in (wiring.registry, wiring.retry)
+            if ref is not None and not isinstance(ref, RemoteRef)
+        }
         self._tickers = [
             Ticker(
                 f"tick-{cfg.member_id}",
@@ -381,12 +387,8 @@ class Node:
 
     def _slow_tick(self, now: int) -> None:
         wiring = self.wiring
-        for ref in (wiring.registry, wiring.retry):
-            if ref is not None and not isinstance(ref, RemoteRef):
-                gate = self._slow_gates.get(ref)
-                if gate is None:
-                    gate = self._slow_gates[ref] = TickGate(ref.tell)
-                gate(now)
+        for gate in self._slow_gates.values():
+            gate(now)
         if isinstance(wiring.registry, RemoteRef):
             # The registry process answers status requests from what we push.
             wiring.registry.tell(StatusUpdate(self.status()))
