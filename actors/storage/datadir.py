@@ -23,13 +23,13 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
 from .errors import (
     CorruptStorageError,
     DirectoryLockedError,
+    FailureLatch,
     IncompatibleFormatError,
     StorageError,
     StorageIOError,
@@ -110,17 +110,18 @@ def _check_format(path: Path, durable_log: DurableLog) -> None:
 
 def _open_log(
     root: Path, durable_log: DurableLog, chunk_bytes: int
-) -> tuple[LogStore, StableStore, Callable[[], StorageError | None]]:
-    """The log and stable store of ``root`` in the given format, and their failure."""
+) -> tuple[LogStore, StableStore, FailureLatch]:
+    """The log and stable store of ``root`` in the given format, and the database or
+    file they share (whose latch says whether it failed)."""
     if durable_log == "sqlite":
         db = Database(root / "raft.db", FORMATS["sqlite"])
         try:
-            return SqliteLogStore(db), SqliteStableStore(db), lambda: db.failure
+            return SqliteLogStore(db), SqliteStableStore(db), db
         except BaseException:
             db.close()
             raise
     state = open_state(LogFile(root / "raft.log", chunk_bytes))
-    return FileLogStore(state), FileStableStore(state), lambda: state.file.failure
+    return FileLogStore(state), FileStableStore(state), state.file
 
 
 class DurableStorage:
@@ -137,14 +138,14 @@ class DurableStorage:
         lock_fd: int,
         log: LogStore,
         stable: StableStore,
-        failure: Callable[[], StorageError | None],
+        latch: FailureLatch,
         snapshots: FileSnapshotStore,
     ) -> None:
         self.path = path
         self._lock_fd: int | None = lock_fd
         self.log = log
         self.stable = stable
-        self._failure = failure
+        self._latch = latch
         self.snapshots = snapshots
 
     @classmethod
@@ -175,10 +176,10 @@ class DurableStorage:
             root.mkdir(parents=True, exist_ok=True)
             lock_fd = _lock(root)
             _check_format(root, durable_log)
-            log, stable, failure = _open_log(root, durable_log, chunk_bytes)
+            log, stable, latch = _open_log(root, durable_log, chunk_bytes)
             snapshots = FileSnapshotStore(root / "snapshots")
             fsync_dir(root)
-            return cls(root, lock_fd, log, stable, failure, snapshots)
+            return cls(root, lock_fd, log, stable, latch, snapshots)
         except BaseException as exc:
             if log is not None:
                 log.close()
@@ -204,7 +205,7 @@ class DurableStorage:
     @property
     def failure(self) -> StorageError | None:
         """The error that poisoned the log and stable store, if any."""
-        return self._failure()
+        return self._latch.failure
 
     def close(self) -> None:
         """Close the log (unsynced writes are lost) and release the lock."""
