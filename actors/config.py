@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from actors.storage import FORMATS, DurableLog
 from protocol.ids import MemberId
 
 __all__ = [
@@ -53,7 +54,7 @@ class NodeConfig:
     #: SQLite (WAL, ``synchronous=FULL``); ``"file"``, in one append-only file of
     #: checksummed records of our own (half the CPU and about half the wall time per
     #: fsynced batch). A data directory keeps the one it was created with.
-    durable_log: Literal["sqlite", "file"] = "sqlite"
+    durable_log: DurableLog = "sqlite"
     transport: Literal["zmq", "memory"] = "zmq"
     tick_ms: int = 10
     election_timeout_ms: int = 300
@@ -139,8 +140,9 @@ class NodeConfig:
             raise ConfigError("durable storage needs a data_dir")
         if self.storage not in ("durable", "memory"):
             raise ConfigError(f"storage must be 'durable' or 'memory', not {self.storage!r}")
-        if self.durable_log not in ("sqlite", "file"):
-            raise ConfigError(f"durable_log must be 'sqlite' or 'file', not {self.durable_log!r}")
+        if self.durable_log not in FORMATS:
+            logs = " or ".join(repr(log) for log in FORMATS)
+            raise ConfigError(f"durable_log must be {logs}, not {self.durable_log!r}")
         if self.transport not in ("zmq", "memory"):
             raise ConfigError(f"transport must be 'zmq' or 'memory', not {self.transport!r}")
         if self.actor_threads not in ("shared", "separate", "transport"):
