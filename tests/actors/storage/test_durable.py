@@ -9,6 +9,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from actors.storage import (
     StorageFailedError,
     StorageIOError,
 )
+from actors.storage.logfile import MAGIC
 from protocol.raft.log import HardState
 
 from .test_contract import CONF, entries, read_snapshot, write_snapshot
@@ -163,15 +165,32 @@ def test_corrupt_rows_are_detected(tmp_path: Path, sql: str, match: str) -> None
         DurableStorage.open(tmp_path).load()
 
 
-def test_corruption_found_later_poisons_the_store(tmp_path: Path) -> None:
-    with DurableStorage.open(tmp_path) as storage:
+def _rot_a_row(path: Path) -> None:
+    _tamper(path, "UPDATE log SET kind = 99 WHERE idx = 2")
+
+
+def _rot_a_byte(path: Path) -> None:
+    with open(path / "raft.log", "r+b") as f:
+        f.seek(len(MAGIC) + 12)
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 0x10]))
+
+
+@pytest.mark.parametrize(
+    ("durable_log", "rot", "match"),
+    [("sqlite", _rot_a_row, "unknown kind"), ("file", _rot_a_byte, "checksum")],
+)
+def test_corruption_found_later_poisons_the_store(
+    tmp_path: Path, durable_log: Any, rot: Callable[[Path], None], match: str
+) -> None:
+    with DurableStorage.open(tmp_path, durable_log=durable_log) as storage:
         storage.log.append(entries(1, 6, 1))
         storage.sync()
-    _tamper(tmp_path, "UPDATE log SET kind = 99 WHERE idx = 2")
-    with DurableStorage.open(tmp_path) as storage:
-        with pytest.raises(CorruptStorageError):
+        rot(tmp_path)  # under the open store
+        with pytest.raises(CorruptStorageError, match=match):
             storage.log.entries(1, 3)
-        with pytest.raises(StorageFailedError, match="unknown kind"):
+        with pytest.raises(StorageFailedError, match=match):
             storage.log.append(entries(6, 7, 1))
         with pytest.raises(StorageFailedError):
             storage.stable.hard_state()

@@ -82,24 +82,6 @@ def test_intact_records_that_do_not_fit_are_detected(
         open_file(tmp_path)
 
 
-def test_corruption_found_later_poisons_the_store(tmp_path: Path) -> None:
-    with open_file(tmp_path) as storage:
-        storage.log.append(entries(1, 6, 1))
-        storage.sync()
-        with open(tmp_path / "raft.log", "r+b") as f:  # bit rot under the open store
-            f.seek(len(MAGIC) + 12)
-            byte = f.read(1)
-            f.seek(-1, os.SEEK_CUR)
-            f.write(bytes([byte[0] ^ 0x10]))
-        with pytest.raises(CorruptStorageError, match="checksum"):
-            storage.log.entries(1, 3)
-        with pytest.raises(StorageFailedError, match="checksum"):
-            storage.log.append(entries(6, 7, 1))
-        with pytest.raises(StorageFailedError):
-            storage.stable.hard_state()
-        assert isinstance(storage.failure, CorruptStorageError)
-
-
 class FullDisk:
     """``os.pwrite`` on a disk with ``free`` bytes left: short writes, then ENOSPC.
 
