@@ -17,8 +17,10 @@ the request is repeated.
 
 Addresses: the core's configuration holds member ids only. Each node keeps an address
 book (its configured members, plus what ``LEARN_MEMBER`` / ``ADD_MEMBER`` told it);
-operators' tools send ``LEARN_MEMBER`` to every member before ``ADD_MEMBER``. The book
-lives in memory: a node restarted later must find the member in its config file.
+operators' tools send ``LEARN_MEMBER`` to every member before ``ADD_MEMBER``. With
+durable storage what a node learns is kept in its data directory
+(:mod:`actors.address_book`); a ``LEARN_MEMBER`` that could not be saved is answered
+with that error (the address is used until the node restarts).
 """
 
 from __future__ import annotations
@@ -34,8 +36,9 @@ from protocol.raft.types import ChangeKind, MembershipChange, Proposed, Refused,
 __all__ = ["AdminCommand", "AdminDesk", "Reply"]
 
 Reply = Callable[[AdminResponse], None]
-#: Records a member's (peer, client) addresses in the node's address book.
-Learn = Callable[[MemberId, str, str], None]
+#: Records a member's (peer, client) addresses in the node's address book; returns why
+#: they could not be kept beyond a restart, if they could not.
+Learn = Callable[[MemberId, str, str], str | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,10 +120,11 @@ class AdminDesk:
             if not request.member or not request.peer_address or not request.client_address:
                 self._answer(command, False, "a member id, peer and client address are needed")
                 return
+            error = None
             if self.learn is not None:
-                self.learn(request.member, request.peer_address, request.client_address)
+                error = self.learn(request.member, request.peer_address, request.client_address)
             if request.op == AdminOp.LEARN_MEMBER:
-                self._answer(command, True)
+                self._answer(command, error is None, error or "")
                 return
         if core.role != Role.LEADER:
             self._answer(command, False, "not the leader", retryable=core.leader is None)

@@ -103,6 +103,7 @@ class ConsensusActor(NodeActor):
         *,
         max_frame_bytes: int,
         on_role: Callable[[Role], None] | None = None,
+        remember: Callable[[MemberId, str, str], str | None] | None = None,
     ) -> None:
         super().__init__()
         self.core = core
@@ -116,6 +117,9 @@ class ConsensusActor(NodeActor):
         #: Told every Raft role change, on this actor's thread (the node watches for
         #: ``Role.REMOVED``); must not block.
         self.on_role = on_role
+        #: Keeps a learned member's addresses beyond a restart (the node's
+        #: :class:`~actors.address_book.AddressBook`); returns why it could not.
+        self.remember = remember
         self.log = member_logger(__name__, core.id)
         self._flush_scheduled = False
         self._proposals: list[tuple[RaftAction | None, bytes]] = []
@@ -214,11 +218,17 @@ class ConsensusActor(NodeActor):
         if self.bad_frames & (self.bad_frames - 1) == 0:
             self.log.warning("dropped " + what + " (%d so far)", *args, self.bad_frames)
 
-    def _learn(self, member: MemberId, peer_address: str, client_address: str) -> None:
-        """Add ``member`` to this node's address book (see :mod:`actors.admin`)."""
-        if member != self.core.id:
-            self.peers.add_peer(member, peer_address)
-            self.client_addresses[member] = client_address
+    def _learn(self, member: MemberId, peer_address: str, client_address: str) -> str | None:
+        """Add ``member`` to this node's address book (see :mod:`actors.admin`); why
+        it could not be kept beyond a restart, if it could not."""
+        if member == self.core.id:
+            return None
+        self.peers.add_peer(member, peer_address)
+        self.client_addresses[member] = client_address
+        error = self.remember(member, peer_address, client_address) if self.remember else None
+        if error is not None:
+            self.log.error("%s (it is used until this node restarts)", error)
+        return error
 
     def _schedule_flush(self) -> None:
         if self._flush_scheduled or not (self._proposable() or self.core.has_ready()):

@@ -26,10 +26,11 @@ from typing import Any
 
 import pykka
 
+from actors.address_book import AddressBook, AddressBookError
 from actors.admin import AdminCommand
 from actors.base import Mailbox, NodeActor, Wiring, member_logger
 from actors.clock import Ticker, TickGate
-from actors.config import NodeConfig
+from actors.config import MemberAddress, NodeConfig
 from actors.consensus import ConsensusActor
 from actors.handoff import Coalescer
 from actors.host import HostedRef, start_host
@@ -195,6 +196,13 @@ class Node:
         else:
             self._storage = MemoryStorage()
         storage = self._storage
+        try:
+            book = AddressBook(
+                cfg.members, cfg.data_dir if cfg.storage == "durable" else None, self.log
+            )
+        except AddressBookError as exc:
+            raise NodeError(f"refusing to start: {exc}") from None
+        members = book.members()
         restored, snapshot_meta = self._restore(storage)
         machine = SessionStateMachine(self.state_machine, self.codec)
         if restored.snapshot is not None and restored.snapshot.index > 0:
@@ -256,11 +264,12 @@ class Node:
             self._writer,
             storage.snapshots,
             self._peers,
-            {m: a.client for m, a in cfg.members.items()},
+            {m: a.client for m, a in members.items()},
             wiring,
             self.board,
             max_frame_bytes=cfg.max_frame_bytes,
             on_role=lambda role: self._on_role(role, core.term),
+            remember=lambda m, peer, client: book.learn(m, MemberAddress(peer, client)),
         )
         actors: list[NodeActor] = [session, retry, consensus_actor]
         if self.registry_link is None:
@@ -290,8 +299,9 @@ class Node:
             wiring.registry = far_ref.ref = RemoteRef(self._link, far)
 
         self._writer.start()
-        for member, address in cfg.peers.items():
-            self._peers.add_peer(member, address.peer)
+        for member, address in members.items():
+            if member != cfg.member_id:
+                self._peers.add_peer(member, address.peer)
         for transport in (self._peers, self._clients, self._link):
             if transport is not None:
                 transport.start()
@@ -602,7 +612,9 @@ class Node:
         )
 
     def learn_member(self, member: MemberId, peer_address: str, client_address: str) -> None:
-        """Record ``member``'s addresses in this node's (in-memory) address book."""
+        """Record ``member``'s addresses in this node's address book (kept in its data
+        directory with durable storage, see :mod:`actors.address_book`); ``NodeError``
+        if that failed."""
         response = self._admin(
             AdminOp.LEARN_MEMBER,
             member,

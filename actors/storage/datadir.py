@@ -12,6 +12,10 @@ Layout::
     <dir>/raft.log.tmp  only while that file is rewritten without its dead records
     <dir>/snapshots/    snapshot files (see :mod:`.snapshots`)
 
+Beside them the node keeps ``MEMBERS`` (member addresses learned at run time, see
+:mod:`actors.address_book`) and, once removed from the cluster, ``REMOVED``
+(:mod:`actors.removal`).
+
 A second process (or a second open in the same process) is refused with
 :class:`DirectoryLockedError`; a directory of another format than the one asked for,
 or of a format this build does not know, with :class:`IncompatibleFormatError` naming

@@ -165,15 +165,18 @@ def join_member(
     index: int,
     factory: Callable[[Callable[[bytes], None]], ClientConnection],
 ) -> Node:
-    """Start a fresh node n<index> (empty in-memory storage, ``join=True``) that knows the
-    current members, ask the cluster to add it, and return it once it is a voter."""
+    """Start a fresh node n<index> (empty storage of the cluster's kind, ``join=True``)
+    that knows the current members, ask the cluster to add it, and return it once it is
+    a voter."""
     from actors.client import add_member
     from actors.config import MemberAddress
 
     member = MemberId(f"n{index}")
     members = {m: MemberAddress(n.peer_address, n.client_address) for m, n in cluster.nodes.items()}
     members[member] = MemberAddress(f"inmem://peer-{index}", f"inmem://client-{index}")
-    config = next(iter(cluster.configs.values())).with_changes(member_id=member, members=members)
+    model = next(iter(cluster.configs.values()))
+    data_dir = model.data_dir.parent / member if model.data_dir is not None else None
+    config = model.with_changes(member_id=member, members=members, data_dir=data_dir)
     node = Node(config, CounterStateMachine(), hub=cluster.hub, join=True).start()
     addresses = [n.client_address for m, n in cluster.nodes.items()]
     cluster.nodes[member] = node
