@@ -98,6 +98,11 @@ def _check_format(path: Path, durable_log: DurableLog) -> None:
     if found == wanted:
         return
     kept = next((log for log, n in FORMATS.items() if n == found), None)
+    if kept is not None and not any((path / name).exists() for name in _LOG_FILES):
+        # Marked, but no log was ever made: a first open that failed after writing
+        # FORMAT. The directory holds nothing of the other format: take it.
+        atomic_write(marker, f"{_FORMAT_PREFIX}{wanted}\n".encode())
+        return
     if kept is None:
         raise IncompatibleFormatError(
             f"data directory {path} was written with storage format version {found}, "

@@ -24,6 +24,7 @@ from actors.storage import (
     StorageClosedError,
     StorageFailedError,
     StorageIOError,
+    datadir,
 )
 from actors.storage.logfile import MAGIC
 from protocol.raft.log import HardState
@@ -101,6 +102,26 @@ def test_a_directory_keeps_the_log_it_was_made_with(tmp_path: Path, made: Any, a
     assert f"keeps the {made!r} log" in text and f"durable_log = {asked!r}" in text
     with DurableStorage.open(tmp_path, durable_log=made) as storage:  # lock released
         assert storage.log.last_index() == 2
+
+
+@pytest.mark.parametrize(("first", "then"), [("sqlite", "file"), ("file", "sqlite")])
+def test_a_first_open_that_failed_does_not_pin_the_format(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, first: Any, then: Any
+) -> None:
+    def no_space(*args: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(datadir, "_open_log", no_space)
+        with pytest.raises(StorageIOError, match="No space left"):
+            DurableStorage.open(tmp_path, durable_log=first)
+    assert (tmp_path / "FORMAT").read_text().endswith(f"{FORMATS[first]}\n")
+    with DurableStorage.open(tmp_path, durable_log=then) as storage:
+        storage.log.append(entries(1, 2, 1))
+        storage.sync()
+    assert (tmp_path / "FORMAT").read_text().endswith(f"{FORMATS[then]}\n")
+    with pytest.raises(IncompatibleFormatError):  # from now on it keeps that log
+        DurableStorage.open(tmp_path, durable_log=first)
 
 
 def test_an_unknown_durable_log_is_a_value_error(tmp_path: Path) -> None:
