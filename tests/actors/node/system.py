@@ -21,7 +21,7 @@ from actors.node import Node
 from actors.transport import ClientConnection, InMemoryClientConnection, ZmqClientConnection
 from examples.counter import CounterStateMachine, get, increment
 from protocol.ids import MemberId
-from tests.actors.node.cluster import WAIT, LocalCluster, wait_for
+from tests.actors.node.cluster import WAIT, LocalCluster, free_port, wait_for
 
 #: Client timers short enough for failovers to finish well within a test's budget.
 FAST_CLIENT = ClientConfig(
@@ -173,7 +173,10 @@ def join_member(
 
     member = MemberId(f"n{index}")
     members = {m: MemberAddress(n.peer_address, n.client_address) for m, n in cluster.nodes.items()}
-    members[member] = MemberAddress(f"inmem://peer-{index}", f"inmem://client-{index}")
+    if cluster.transport == "zmq":
+        members[member] = MemberAddress(*(f"tcp://127.0.0.1:{free_port()}" for _ in range(2)))
+    else:
+        members[member] = MemberAddress(f"inmem://peer-{index}", f"inmem://client-{index}")
     model = next(iter(cluster.configs.values()))
     data_dir = model.data_dir.parent / member if model.data_dir is not None else None
     config = model.with_changes(member_id=member, members=members, data_dir=data_dir)

@@ -20,10 +20,11 @@ pytestmark = pytest.mark.timeout(90)
 N1, N4 = MemberId("n1"), MemberId("n4")
 
 
+@pytest.mark.parametrize("transport", ["memory", "zmq"])
 def test_a_restarted_leader_replicates_to_a_member_added_after_its_config(
-    tmp_path: Path,
+    tmp_path: Path, transport: str
 ) -> None:
-    with system_cluster(data_dir=tmp_path) as cluster:
+    with system_cluster(data_dir=tmp_path, transport=transport) as cluster:
         cluster.leader()
         join_member(cluster, 4, cluster.connection_factory())
         assert N4 not in cluster.configs[N1].members
