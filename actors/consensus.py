@@ -56,7 +56,7 @@ from protocol.actions import (
 from protocol.bridge import to_session_command
 from protocol.codec import ProtocolError, decode, encode
 from protocol.ids import MemberId
-from protocol.raft import HardState, RaftCore, SnapshotMeta
+from protocol.raft import Configuration, HardState, RaftCore, SnapshotMeta
 from protocol.raft.messages import RAFT_MESSAGE_TYPES, RaftMessage
 from protocol.raft.types import Refusal, Refused, Role
 from protocol.session import (
@@ -142,6 +142,10 @@ class ConsensusActor(NodeActor):
         self._last_change: LeadershipChanged | None = None
         self._previous_snapshot: SnapshotMeta | None = None
         self._failed: StorageError | None = None
+        #: The configuration last checked for members without an address, and the
+        #: members already warned about.
+        self._checked_config: Configuration | None = None
+        self._unaddressed: set[MemberId] = set()
         self.bad_frames = 0
         self._stored_vote = (core.term, core.voted_for)
         self._unsaved: HardState | None = None
@@ -388,6 +392,20 @@ class ConsensusActor(NodeActor):
             self._leadership(rd.soft_state.role, rd.soft_state.leader, rd.soft_state.term)
         self._post_status()
 
+    def _warn_unaddressed(self, config: Configuration) -> None:
+        """Say so, once per member, when the configuration names a member this node
+        has no address for: nothing it sends that member arrives (see
+        :mod:`actors.address_book`)."""
+        for member in config.members:
+            if member in self.client_addresses or member in self._unaddressed:
+                continue
+            self._unaddressed.add(member)
+            self.log.warning(
+                "member %s is in the cluster's configuration, but this node has no "
+                "address for it: list it in the config file, or learn_member",
+                member,
+            )
+
     def _sender(self, frames: list[tuple[MemberId, bytes]]) -> Callable[[], None]:
         peers = self.peers
 
@@ -479,6 +497,9 @@ class ConsensusActor(NodeActor):
 
     def _post_status(self) -> None:
         core = self.core
+        if core.config is not self._checked_config:
+            self._checked_config = core.config
+            self._warn_unaddressed(core.config)
         self.board.update(
             role=core.role.name.lower().replace("_", "-"),
             term=core.term,

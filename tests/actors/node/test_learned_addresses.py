@@ -3,14 +3,16 @@ original config files (which do not list it): they keep what they learned."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
 
 import actors.address_book as address_book
 from actors.address_book import MEMBERS_FILE
-from actors.node import NodeError
-from examples.counter import increment
+from actors.config import MemberAddress
+from actors.node import Node, NodeError
+from examples.counter import CounterStateMachine, increment
 from protocol.ids import MemberId
 from tests.actors.node.cluster import WAIT
 from tests.actors.node.system import join_member, system_cluster
@@ -71,3 +73,28 @@ def test_a_node_with_a_damaged_address_file_refuses_to_start(tmp_path: Path) -> 
     refused = r"refusing to start: .*MEMBERS is not a member address"
     with pytest.raises(NodeError, match=refused), system_cluster(data_dir=tmp_path):
         pass
+
+
+def test_a_member_without_an_address_is_named_in_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with system_cluster() as cluster:
+        leader = cluster.leader()
+        members = {
+            m: MemberAddress(n.peer_address, n.client_address) for m, n in cluster.nodes.items()
+        }
+        members[N4] = MemberAddress("inmem://peer-4", "inmem://client-4")
+        config = cluster.configs[leader.member_id].with_changes(member_id=N4, members=members)
+        cluster.nodes[N4] = Node(config, CounterStateMachine(), hub=cluster.hub, join=True).start()
+        with caplog.at_level(logging.WARNING, logger="actors.consensus"):
+            # In-process on the leader only: the followers are never told n4's address.
+            answer = leader.add_member(N4, "inmem://peer-4", "inmem://client-4")
+            assert answer.ok, answer
+            cluster.wait_converged()
+        warned = {
+            r.getMessage().split("]")[0].lstrip("[")
+            for r in caplog.records
+            if "member n4 is in the cluster's configuration, but this node has no address"
+            in r.getMessage()
+        }
+        assert warned == set(cluster.nodes) - {leader.member_id, N4}
