@@ -402,7 +402,8 @@ class ConsensusActor(NodeActor):
             self._unaddressed.add(member)
             self.log.warning(
                 "member %s is in the cluster's configuration, but this node has no "
-                "address for it: list it in the config file, or learn_member",
+                "address for it: list it in the config file, or teach it again "
+                "(raft-actors cluster add, which repeats to every member; learn_member)",
                 member,
             )
 
