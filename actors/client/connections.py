@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 import zmq
 
 from actors.transport import ClientConnection, ConnectionFrameHandler, CurveClient
-from actors.transport._zmq_loop import MAXMSGSIZE_SLACK
+from actors.transport._zmq_loop import EVENTS, MAXMSGSIZE_SLACK, NOBLOCK, POLLIN, RCVMORE
 from actors.transport.curve import configure_client
 from protocol.client import ChannelTable
 from protocol.codec import ProtocolError
@@ -66,7 +66,6 @@ DEFAULT_MAX_BATCH_ITEMS = 256
 BATCH_BYTES = 64 * 1024
 #: Frames read from one socket per poll before the loop turns to other work.
 _READ_BATCH = 256
-_EVENTS, _POLLIN, _RCVMORE, _NOBLOCK = zmq.EVENTS, zmq.POLLIN, zmq.RCVMORE, zmq.NOBLOCK
 
 _Key = tuple[str, CurveClient | None, ConnectionFactory | None]
 
@@ -159,7 +158,7 @@ class _ZmqConnection(_Connection):
 
     def send_frame(self, frame: bytes) -> None:
         try:
-            self.socket.send(frame, _NOBLOCK)
+            self.socket.send(frame, NOBLOCK)
         except zmq.Again:  # the high-water mark: lost like on the network, resent later
             self.dropped += 1
         # a send may consume the descriptor's signal of a message that arrived
@@ -177,15 +176,15 @@ class _ZmqConnection(_Connection):
         for _ in range(_READ_BATCH):
             if self.closed:
                 return  # a frame made its last session leave: the socket is gone
-            if ask and not getsockopt(_EVENTS) & _POLLIN:
+            if ask and not getsockopt(EVENTS) & POLLIN:
                 return
             ask = True
             try:
-                frame = recv(_NOBLOCK)
+                frame = recv(NOBLOCK)
             except zmq.Again:  # a wake-up for something else
                 return
-            if getsockopt(_RCVMORE):  # servers send single-part messages only
-                while getsockopt(_RCVMORE):
+            if getsockopt(RCVMORE):  # servers send single-part messages only
+                while getsockopt(RCVMORE):
                     recv()
                 self.pool.bad_frame(self, "a multi-part message")
             elif len(frame) > max_bytes:

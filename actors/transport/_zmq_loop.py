@@ -42,6 +42,14 @@ DEFAULT_QUEUE_LIMIT = 100_000
 #: and counted by our own check, while huge ones never get buffered at all.
 MAXMSGSIZE_SLACK = 64 * 1024
 
+#: ZeroMQ flags and options as plain ints for the hot paths: pyzmq's constants are enum
+#: members, and every ``&``/``|`` on one builds a new enum object in Python.
+NOBLOCK = int(zmq.NOBLOCK)
+SNDMORE_NOBLOCK = int(zmq.SNDMORE | zmq.NOBLOCK)
+RCVMORE = int(zmq.RCVMORE)
+EVENTS = int(zmq.EVENTS)
+POLLIN = int(zmq.POLLIN)
+
 Command = tuple[Any, ...]
 #: Outbox command ``(RUN, fn, a, b)``: call ``fn(a, b)`` on the I/O thread (a letter for
 #: an actor hosted on the loop, see :mod:`actors.loop_host`); no subclass op is a str.
@@ -243,7 +251,7 @@ class ZmqLoop:
 
     def _receive(self, socket: zmq.Socket[Any]) -> list[bytes]:
         """One multipart message from ``socket`` (non-blocking; raises ``zmq.Again``)."""
-        return socket.recv_multipart(zmq.NOBLOCK)
+        return recv_parts(socket)
 
     def _on_command(self, command: Command) -> None:
         raise NotImplementedError
@@ -340,7 +348,7 @@ class ZmqLoop:
                 return
             # Poll said readable for the first message; for the rest, ask ZMQ_EVENTS
             # rather than let a receive fail (a raised zmq.Again costs more).
-            if n and not cast(int, socket.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+            if n and not cast(int, socket.getsockopt(EVENTS)) & POLLIN:
                 return
             try:
                 parts = self._receive(socket)
@@ -401,3 +409,19 @@ class ZmqLoop:
         socket.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
         if receives:
             socket.setsockopt(zmq.MAXMSGSIZE, self._max_frame_bytes + MAXMSGSIZE_SLACK)
+
+
+def recv_parts(socket: zmq.Socket[Any]) -> list[bytes]:
+    """One multipart message, non-blocking (``zmq.Again`` if none): ``recv_multipart``
+    with int flags (a message arrives whole, so its later parts never block)."""
+    parts: list[bytes] = [socket.recv(NOBLOCK)]
+    while socket.getsockopt(RCVMORE):
+        parts.append(socket.recv(NOBLOCK))
+    return parts
+
+
+def send_pair(socket: zmq.Socket[Any], first: bytes, second: bytes) -> None:
+    """Send a two-part message, non-blocking (``zmq.ZMQError`` if it cannot go now):
+    ``send_multipart`` with int flags. ZeroMQ takes a message's parts all or none."""
+    socket.send(first, SNDMORE_NOBLOCK)
+    socket.send(second, NOBLOCK)

@@ -39,7 +39,17 @@ from protocol.codec import DEFAULT_MAX_FRAME_BYTES
 from protocol.ids import MemberId
 
 from ._common import log_rate_limited
-from ._zmq_loop import DEFAULT_HWM, DEFAULT_QUEUE_LIMIT, LOG, Command, ZmqLoop, bindable
+from ._zmq_loop import (
+    DEFAULT_HWM,
+    DEFAULT_QUEUE_LIMIT,
+    LOG,
+    NOBLOCK,
+    Command,
+    ZmqLoop,
+    bindable,
+    recv_parts,
+    send_pair,
+)
 from .base import (
     ClientFrameHandler,
     ConnectionFrameHandler,
@@ -217,7 +227,7 @@ class ZmqPeerTransport(ZmqLoop):
 
     def _receive(self, socket: zmq.Socket[Any]) -> list[bytes]:
         if self._zap is None or socket is not self._pull:  # plain: as cheap as ever
-            return socket.recv_multipart(zmq.NOBLOCK)
+            return recv_parts(socket)
         frames = socket.recv_multipart(zmq.NOBLOCK, copy=False)
         try:
             self._key_member = str(frames[0].get("User-Id"))
@@ -235,7 +245,7 @@ class ZmqPeerTransport(ZmqLoop):
                 self._counters.bump("dropped")
                 return
             try:
-                entry[1].send_multipart((self._member_raw, frame), zmq.NOBLOCK)
+                send_pair(entry[1], self._member_raw, frame)
             except zmq.ZMQError:  # Again: not connected or high-water mark reached
                 self._counters.bump("dropped")
                 return
@@ -387,7 +397,7 @@ class ZmqClientTransport(ZmqLoop):
 
     def _receive(self, socket: zmq.Socket[Any]) -> list[bytes]:
         if self._curve is None or socket is not self._router:
-            return socket.recv_multipart(zmq.NOBLOCK)
+            return recv_parts(socket)
         frames = socket.recv_multipart(zmq.NOBLOCK, copy=False)
         try:
             user = frames[-1].get("User-Id")
@@ -404,7 +414,7 @@ class ZmqClientTransport(ZmqLoop):
                 self._counters.bump("dropped")
                 return
             try:
-                self._router.send_multipart((routing_id, frame), zmq.NOBLOCK)
+                send_pair(self._router, routing_id, frame)
             except zmq.ZMQError:  # EHOSTUNREACH: unknown routing id; Again: HWM reached
                 self._counters.bump("dropped")
                 return
@@ -502,7 +512,7 @@ class ZmqClientConnection(ZmqLoop):
                 self._counters.bump("dropped")
                 return
             try:
-                self._dealer.send(frame, zmq.NOBLOCK)
+                self._dealer.send(frame, NOBLOCK)
             except zmq.ZMQError:
                 self._counters.bump("dropped")
                 return
