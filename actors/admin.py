@@ -25,6 +25,7 @@ with that error (the address is used until the node restarts).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -36,6 +37,9 @@ from protocol.raft.types import ChangeKind, MembershipChange, Proposed, Refused,
 __all__ = ["AdminCommand", "AdminDesk", "Reply"]
 
 Reply = Callable[[AdminResponse], None]
+#: ``scheme://rest``: what a transport can connect to (``tcp://host:port``, ``ipc://``,
+#: ``inmem://`` ...); a bare ``host:port`` would be learned, kept, and never reached.
+_is_endpoint = re.compile(r"[a-z][a-z0-9+.-]*://\S+").fullmatch
 #: Records a member's (peer, client) addresses in the node's address book; returns why
 #: they could not be kept beyond a restart, if they could not.
 Learn = Callable[[MemberId, str, str], str | None]
@@ -120,11 +124,15 @@ class AdminDesk:
             if not request.member or not request.peer_address or not request.client_address:
                 self._answer(command, False, "a member id, peer and client address are needed")
                 return
-            error = None
+            bad = [a for a in (request.peer_address, request.client_address) if not _is_endpoint(a)]
+            if bad:
+                self._answer(command, False, f"not an endpoint such as tcp://host:port: {bad[0]!r}")
+                return
+            unsaved = None
             if self.learn is not None:
-                error = self.learn(request.member, request.peer_address, request.client_address)
+                unsaved = self.learn(request.member, request.peer_address, request.client_address)
             if request.op == AdminOp.LEARN_MEMBER:
-                self._answer(command, error is None, error or "")
+                self._answer(command, unsaved is None, unsaved or "")
                 return
         if core.role != Role.LEADER:
             self._answer(command, False, "not the leader", retryable=core.leader is None)

@@ -98,3 +98,15 @@ def test_a_member_without_an_address_is_named_in_a_warning(
             in r.getMessage()
         }
         assert warned == set(cluster.nodes) - {leader.member_id, N4}
+
+
+@pytest.mark.parametrize("bad", ["127.0.0.1:9001", "tcp:/127.0.0.1:9001", "tcp://"])
+def test_an_address_that_is_no_endpoint_is_refused_and_not_kept(tmp_path: Path, bad: str) -> None:
+    with system_cluster(data_dir=tmp_path) as cluster:
+        node = cluster.leader()
+        with pytest.raises(NodeError, match="not an endpoint such as tcp://host:port"):
+            node.learn_member(MemberId("n9"), bad, "tcp://127.0.0.1:9002")
+        answer = node.add_member(MemberId("n9"), "tcp://127.0.0.1:9001", bad)
+        assert not answer.ok and "not an endpoint" in answer.error
+        assert not (tmp_path / node.member_id / MEMBERS_FILE).exists()
+        assert node.status().voters == tuple(sorted(cluster.nodes))
