@@ -25,10 +25,10 @@ with that error (the address is used until the node restarts).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from actors.config import is_endpoint
 from protocol.admin import AdminOp, AdminRequest, AdminResponse
 from protocol.ids import MemberId
 from protocol.raft import RaftCore
@@ -37,9 +37,6 @@ from protocol.raft.types import ChangeKind, MembershipChange, Proposed, Refused,
 __all__ = ["AdminCommand", "AdminDesk", "Reply"]
 
 Reply = Callable[[AdminResponse], None]
-#: ``scheme://rest``: what a transport can connect to (``tcp://host:port``, ``ipc://``,
-#: ``inmem://`` ...); a bare ``host:port`` would be learned, kept, and never reached.
-_is_endpoint = re.compile(r"[a-z][a-z0-9+.-]*://\S+").fullmatch
 #: Records a member's (peer, client) addresses in the node's address book; returns why
 #: they could not be kept beyond a restart, if they could not.
 Learn = Callable[[MemberId, str, str], str | None]
@@ -124,7 +121,7 @@ class AdminDesk:
             if not request.member or not request.peer_address or not request.client_address:
                 self._answer(command, False, "a member id, peer and client address are needed")
                 return
-            bad = [a for a in (request.peer_address, request.client_address) if not _is_endpoint(a)]
+            bad = [a for a in (request.peer_address, request.client_address) if not is_endpoint(a)]
             if bad:
                 self._answer(command, False, f"not an endpoint such as tcp://host:port: {bad[0]!r}")
                 return

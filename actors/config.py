@@ -7,6 +7,7 @@ embedding application passes its own.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -30,6 +31,12 @@ ENTRY_OVERHEAD_BYTES = 4096
 
 class ConfigError(ValueError):
     """A configuration that cannot describe a working node."""
+
+
+#: Whether an address is ``scheme://rest``, what a transport binds or connects to
+#: (``tcp://host:port``, ``ipc://path``, ``inmem://name`` ...): a bare ``host:port``
+#: would only fail later, at a bind or silently at every connect.
+is_endpoint = re.compile(r"[a-z][a-z0-9+.-]*://\S+").fullmatch
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +143,13 @@ class NodeConfig:
             raise ConfigError("curve_* keys need curve_server_key (which turns CURVE on)")
         if self.member_id not in self.members:
             raise ConfigError(f"member_id {self.member_id!r} is not among members")
+        for member, address in self.members.items():
+            for kind, endpoint in (("peer", address.peer), ("client", address.client)):
+                if not is_endpoint(endpoint):
+                    raise ConfigError(
+                        f"members.{member}.{kind}: not an endpoint such as "
+                        f"tcp://host:port: {endpoint!r}"
+                    )
         if self.storage == "durable" and self.data_dir is None:
             raise ConfigError("durable storage needs a data_dir")
         if self.storage not in ("durable", "memory"):

@@ -61,6 +61,14 @@ def test_load_from_toml(tmp_path: Path) -> None:
         ({"durable_log": 2}, "durable_log must be str"),
         ({"members": {}}, "members must be a table"),
         ({"members": {"n1": {"peer": "x"}}}, "needs exactly"),
+        (
+            {"members": {"n1": {"peer": "127.0.0.1:1", "client": "tcp://127.0.0.1:2"}}},
+            "members.n1.peer: not an endpoint such as tcp://host:port: '127.0.0.1:1'",
+        ),
+        (
+            {"members": {"n1": {"peer": "tcp://127.0.0.1:1", "client": "tcp:// x"}}},
+            "members.n1.client: not an endpoint",
+        ),
     ],
 )
 def test_bad_configs_are_refused_with_a_reason(change: dict[str, object], message: str) -> None:
