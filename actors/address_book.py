@@ -12,11 +12,11 @@ At start a learned address wins over the config file's for the same member (as e
 uses the membership in its data directory, not its start flags, once it has one): it
 is the later word, typically a member replaced at a new address; the difference is
 logged. To undo one, learn the member again or delete the file. An unreadable
-``MEMBERS`` file stops the
-node with an error naming it: starting without members the node may need would be a
-silent loss of fault tolerance. Members removed later stay in the book (the core never
-sends to non-members; a new ``LEARN_MEMBER`` replaces an address). With in-memory
-storage the book lives in memory, like the rest of the node's state.
+``MEMBERS`` file stops the node with an error naming it: starting without members the
+node may need would be a silent loss of fault tolerance. Members removed later stay in
+the book (the core never sends to non-members; a new ``LEARN_MEMBER`` replaces an
+address). With in-memory storage the book lives in memory, like the rest of the
+node's state.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import logging
 from collections.abc import Mapping
 from pathlib import Path
 
-from actors.config import MemberAddress
+from actors.config import MemberAddress, is_endpoint
 from actors.storage.fsutil import atomic_write
 from protocol.ids import MemberId
 
@@ -123,7 +123,9 @@ def _parse(document: object) -> dict[MemberId, MemberAddress]:
         if not member or not isinstance(entry, dict):
             raise ValueError(f"bad entry for member {member!r}")
         peer, client = entry.get("peer"), entry.get("client")
-        if not isinstance(peer, str) or not isinstance(client, str) or not peer or not client:
+        if not isinstance(peer, str) or not isinstance(client, str):
             raise ValueError(f"member {member!r} needs a peer and a client address")
+        if not is_endpoint(peer) or not is_endpoint(client):
+            raise ValueError(f"member {member!r}: addresses must be endpoints (tcp://...)")
         book[MemberId(member)] = MemberAddress(peer, client)
     return book
