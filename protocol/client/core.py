@@ -77,6 +77,8 @@ __all__ = ["ClientSessionCore"]
 _REQUEST, _QUERY = 0, 1
 _CONNECTED = (ClientPhase.HANDSHAKING, ClientPhase.ACTIVE)
 _TERMINAL = (ClientPhase.FAILED, ClientPhase.CLOSED)
+#: Phases that end at ``_timer_ms`` (a connect or handshake timeout, a backoff).
+_TIMED = (ClientPhase.CONNECTING, ClientPhase.HANDSHAKING, ClientPhase.BACKOFF)
 #: Errors for requests the server did not propose because it is busy: retried later.
 _TRANSIENT = (ErrorReason.OVERLOADED, ErrorReason.TOO_MANY_PENDING)
 
@@ -252,6 +254,28 @@ class ClientSessionCore:
             if self._phase is ClientPhase.ACTIVE:
                 self._send(ServerRequestAck(RequestId(handled)))
         return self._take()
+
+    def next_tick_ms(self) -> int | None:
+        """When :meth:`on_tick` next has something to do: the earliest user deadline,
+        connect or handshake timeout, end of a backoff, keep-alive, resend check or
+        server silence limit; None if nothing is timed (not started, or ended). Ticking
+        only then does exactly what ticking every millisecond does: at any other time
+        ``on_tick`` changes nothing. Inputs can move it earlier (a deadline, a new
+        connection), so a shell asks again after those."""
+        phase = self._phase
+        due: int | None = None
+        if phase is ClientPhase.ACTIVE:
+            due = min(
+                self._last_heard_ms + self._config.server_timeout_ms,
+                self._next_keep_alive_ms,
+                self._next_resend_ms,
+            )
+        elif phase in _TIMED:
+            due = self._timer_ms
+        deadline = self._deadlines.next_ms()  # (in any phase, also before a connection)
+        if deadline is None:
+            return due
+        return deadline if due is None or deadline < due else due
 
     def on_tick(self, now_ms: int) -> ClientEffects:
         """Time passed: deadlines, keep-alives, handshake and server timeouts, backoff."""

@@ -90,6 +90,10 @@ class DeadlineQueue:
             self._heap = [e for e in self._heap if is_live(e[1], e[2])]
             heapq.heapify(self._heap)
 
+    def next_ms(self) -> int | None:
+        """The earliest deadline queued (perhaps of a key completed meanwhile), if any."""
+        return self._heap[0][0] if self._heap else None
+
     def due(self, now_ms: int) -> list[tuple[int, int]]:
         """Remove and return the (kind, id) keys whose deadline is ``<= now_ms``."""
         out = []
