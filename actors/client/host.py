@@ -3,7 +3,7 @@ owns a client's :class:`ClientSessionCore`.
 
 Everything that touches the core runs on the loop's thread (not a pykka actor: the
 loop's poll timeout gives ticks for free, and the client then needs no actor system):
-received frames, ticks every ``tick_ms``, user submissions and queries (posted by the
+received frames, ticks, user submissions and queries (posted by the
 user's thread), "handled" reports from the delivery thread, and close. The host carries
 out the core's effects: it opens connections, encodes and sends messages, resolves the
 user's futures and hands server requests to the delivery thread.
@@ -18,6 +18,12 @@ in flight for a channel the session left are dropped (counted as stale): a late
 ``NotLeader`` from a node the client already left cannot send it away from the leader.
 What the session sends goes out at the end of the loop's turn, batched with everything
 else queued for its connection.
+
+Ticks: a session is ticked when its core has something timed
+(:meth:`ClientSessionCore.next_tick_ms`: a deadline, a connect or handshake timeout,
+a keep-alive, a resend check, the server's silence limit), rounded up to the loop's
+``tick_ms`` grid so that the sessions of a loop tick together, and at most once per
+``tick_ms``. An idle session wakes for its keep-alives only, not every ``tick_ms``.
 """
 
 from __future__ import annotations
@@ -63,6 +69,9 @@ __all__ = ["ClientStats", "ConnectionFactory", "SessionHost"]
 LOG = logging.getLogger("actors.client")
 
 _STARTED = (ClientPhase.ACTIVE, ClientPhase.FAILED, ClientPhase.CLOSED)
+#: How far ahead "never" is for a session with nothing timed (any input that times
+#: something reschedules it).
+_UNTIMED_MS = 3_600_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,12 +195,11 @@ class SessionHost:
     def begin(self) -> None:
         """Start the session (called by the loop)."""
         now = self._loop.now_ms()
-        self.next_tick_ms = now + self._tick_ms
-        self._loop.schedule_tick(self.next_tick_ms)
         self._guarded(lambda: self._apply(self._core.start(now)))
+        self._schedule(now, now)
 
     def tick(self, now: int) -> None:
-        self.next_tick_ms = now + self._tick_ms
+        self.next_tick_ms = now + self._tick_ms  # (also if what follows fails)
         if self._done:
             return
         try:
@@ -200,6 +208,22 @@ class SessionHost:
             LOG.exception("%s: handling a tick failed", self._name)
         if self._closing_until is not None and now >= self._closing_until:
             self.shutdown()  # no confirmation of the close: stop anyway
+        elif not self._done:
+            self._schedule(now, now + self._tick_ms)
+
+    def _schedule(self, now: int, earliest: int) -> None:
+        """Set the next tick: when the core (or a close waiting for its confirmation)
+        has something timed, on the ``tick_ms`` grid, not before ``earliest``."""
+        due = self._core.next_tick_ms()
+        closing = self._closing_until
+        if closing is not None and (due is None or closing < due):
+            due = closing
+        if due is None:
+            self.next_tick_ms = now + _UNTIMED_MS
+            return
+        step = self._tick_ms
+        self.next_tick_ms = at = max(-(-due // step) * step, earliest)
+        self._loop.schedule_tick(at)
 
     @property
     def max_payload_bytes(self) -> int:
@@ -280,17 +304,23 @@ class SessionHost:
         if self._done:
             self._resolve(future, None, ClientClosedError("client closed"))
             return
-        rid, fx = self._core.submit(payload, self._loop.now_ms(), deadline_ms)
+        now = self._loop.now_ms()
+        rid, fx = self._core.submit(payload, now, deadline_ms)
         self._requests[rid] = future
         self._apply(fx)
+        if deadline_ms is not None and deadline_ms < self.next_tick_ms:
+            self._schedule(now, now)
 
     def _query(self, payload: bytes, deadline_ms: int | None, future: Future[Any]) -> None:
         if self._done:
             self._resolve(future, None, ClientClosedError("client closed"))
             return
-        cid, fx = self._core.query(payload, self._loop.now_ms(), deadline_ms)
+        now = self._loop.now_ms()
+        cid, fx = self._core.query(payload, now, deadline_ms)
         self._queries[cid] = future
         self._apply(fx)
+        if deadline_ms is not None and deadline_ms < self.next_tick_ms:
+            self._schedule(now, now)
 
     def _handled(self, request_id: RequestId) -> None:
         if not self._done:
@@ -306,6 +336,7 @@ class SessionHost:
         if told:  # wait (a little) for the server to confirm, so the frame is not lost
             patience = min(timeout_s * 1000, self._config.handshake_timeout_ms)
             self._closing_until = now + max(int(patience), 0)
+            self._schedule(now, now)
         else:
             self.shutdown()
 
@@ -339,7 +370,14 @@ class SessionHost:
             now = self._loop.now_ms()
             fx = self._core.on_connected(now) if opened else self._core.on_disconnected(now)
         core = self._core
-        self.phase = phase = core.phase
+        phase = core.phase
+        if phase is not self.phase:
+            # A new phase times something else (a connect, a handshake, keep-alives):
+            # only ever later within one phase, so only a change needs a new tick.
+            self.phase = phase
+            if not self._done:
+                now = self._loop.now_ms()
+                self._schedule(now, now)
         if not self._open_reported:
             self.session_id = core.session_id
             if phase in _STARTED:

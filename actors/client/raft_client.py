@@ -111,8 +111,9 @@ class RaftClient:
     ``connection_factory(on_frame)`` builds the transport (default: a ZeroMQ DEALER on
     the loop thread; tests pass in-memory ones). ``config`` holds the protocol knobs;
     its ``members`` are replaced by ``members``. ``tick_ms`` is the resolution of timers
-    (deadlines, keep-alives). ``loop``: a :class:`ClientLoop` shared with other clients
-    (one thread for all of them); default: a private loop, closed with the client.
+    (deadlines, keep-alives): a session is ticked when one is due, on that grid.
+    ``loop``: a :class:`ClientLoop` shared with other clients (one thread for all of
+    them); default: a private loop, closed with the client.
     ``curve`` (see :func:`curve_client`): talk CURVE with the client's key pair and the
     cluster's server public key (instead of ``connection_factory``).
 
