@@ -53,8 +53,8 @@ class AddressBook:
     ) -> None:
         self._path = data_dir / MEMBERS_FILE if data_dir is not None else None
         self._log = log or logging.getLogger(__name__)
+        self._configured = dict(configured)
         self._learned = self._load()
-        self._members = {**configured, **self._learned}
         for member, address in configured.items():
             learned = self._learned.get(member)
             if learned is not None and learned != address:
@@ -66,8 +66,8 @@ class AddressBook:
                 )  # fmt: skip
 
     def members(self) -> dict[MemberId, MemberAddress]:
-        """Every member this node knows an address of."""
-        return dict(self._members)
+        """Every member this node knows an address of (a learned address wins)."""
+        return {**self._configured, **self._learned}
 
     def learned(self) -> dict[MemberId, MemberAddress]:
         """What was learned at run time (and is kept in ``MEMBERS``)."""
@@ -76,7 +76,6 @@ class AddressBook:
     def learn(self, member: MemberId, address: MemberAddress) -> str | None:
         """Record ``member`` at ``address`` (in memory at once, then on disk); an error
         message if it could not be saved (the node still uses the address)."""
-        self._members[member] = address
         if self._learned.get(member) == address:
             return None
         self._learned[member] = address
