@@ -390,6 +390,9 @@ class ConsensusActor(NodeActor):
                 )
         if rd.soft_state is not None:
             self._leadership(rd.soft_state.role, rd.soft_state.leader, rd.soft_state.term)
+        if self.core.config is not self._checked_config:
+            self._checked_config = self.core.config
+            self._warn_unaddressed(self.core.config)
         self._post_status()
 
     def _warn_unaddressed(self, config: Configuration) -> None:
@@ -498,9 +501,6 @@ class ConsensusActor(NodeActor):
 
     def _post_status(self) -> None:
         core = self.core
-        if core.config is not self._checked_config:
-            self._checked_config = core.config
-            self._warn_unaddressed(core.config)
         self.board.update(
             role=core.role.name.lower().replace("_", "-"),
             term=core.term,
