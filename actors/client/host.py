@@ -199,17 +199,18 @@ class SessionHost:
         self._schedule(now, now)
 
     def tick(self, now: int) -> None:
-        self.next_tick_ms = now + self._tick_ms  # (also if what follows fails)
+        self.next_tick_ms = now + self._tick_ms  # (kept if what follows fails)
         if self._done:
             return
+        closing = self._closing_until is not None and now >= self._closing_until
         try:
             self._apply(self._core.on_tick(now))
+            if not closing:
+                self._schedule(now, now + self._tick_ms)
         except Exception:  # a bug is logged, never the end of the loop
             LOG.exception("%s: handling a tick failed", self._name)
-        if self._closing_until is not None and now >= self._closing_until:
+        if closing:
             self.shutdown()  # no confirmation of the close: stop anyway
-        elif not self._done:
-            self._schedule(now, now + self._tick_ms)
 
     def _schedule(self, now: int, earliest: int) -> None:
         """Set the next tick: when the core (or a close waiting for its confirmation)
@@ -308,8 +309,7 @@ class SessionHost:
         rid, fx = self._core.submit(payload, now, deadline_ms)
         self._requests[rid] = future
         self._apply(fx)
-        if deadline_ms is not None and deadline_ms < self.next_tick_ms:
-            self._schedule(now, now)
+        self._deadline_added(now, deadline_ms)
 
     def _query(self, payload: bytes, deadline_ms: int | None, future: Future[Any]) -> None:
         if self._done:
@@ -319,6 +319,10 @@ class SessionHost:
         cid, fx = self._core.query(payload, now, deadline_ms)
         self._queries[cid] = future
         self._apply(fx)
+        self._deadline_added(now, deadline_ms)
+
+    def _deadline_added(self, now: int, deadline_ms: int | None) -> None:
+        """A user deadline before the next tick moves the tick earlier."""
         if deadline_ms is not None and deadline_ms < self.next_tick_ms:
             self._schedule(now, now)
 

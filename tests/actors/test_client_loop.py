@@ -19,6 +19,7 @@ import zmq
 from actors.client import ClientClosedError, ClientLoop, ClientPhase, RaftClient
 from actors.transport import InMemoryHub
 from examples.counter import get, increment
+from protocol.client import ClientSessionCore
 from protocol.codec import encode
 from protocol.ids import SessionId
 from protocol.wire import CreateSession, SessionCreated, decode_client_message
@@ -199,3 +200,27 @@ def test_in_memory_connections_post_to_a_shared_loop(loops: list[ClientLoop]) ->
     finally:
         cluster.close()
         hub.stop()
+
+
+def test_a_bug_in_tick_scheduling_is_logged_and_the_sessions_go_on(
+    zmq_cluster: FakeCluster,
+    loops: list[ClientLoop],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    loop = new_loop(loops)
+    clients = [
+        RaftClient(zmq_cluster.addresses, config=FAST, loop=loop).connect(timeout=WAIT_S)
+        for _ in range(2)
+    ]
+
+    def broken(self: Any) -> int | None:
+        raise RuntimeError("next_tick_ms bug")
+
+    monkeypatch.setattr(ClientSessionCore, "next_tick_ms", broken)
+    # Ticks still come, every tick_ms: wait for three server timeouts' worth of them
+    # (the keep-alives they send keep the sessions alive); commands still complete.
+    ticks = 2 * 3 * FAST.server_timeout_ms // 20
+    wait_until(lambda: caplog.text.count("handling a tick failed") >= ticks, timeout=10)
+    assert [result(c.submit(increment(1))) for c in clients] == [1, 2]
+    assert all(c.phase is ClientPhase.ACTIVE for c in clients)
