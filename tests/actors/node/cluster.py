@@ -83,9 +83,10 @@ class LocalCluster:
                 for i in range(1, n + 1)
             }
         else:
+            ports = free_ports(2 * n)  # in one call, so that they differ
             members = {
                 MemberId(f"n{i}"): MemberAddress(
-                    f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+                    f"tcp://127.0.0.1:{ports[2 * i - 2]}", f"tcp://127.0.0.1:{ports[2 * i - 1]}"
                 )
                 for i in range(1, n + 1)
             }
