@@ -17,6 +17,7 @@ from actors.storage import FORMATS, DurableLog
 from protocol.ids import MemberId
 
 __all__ = [
+    "ACTOR_THREADS",
     "CURVE_KEYS",
     "ENTRY_OVERHEAD_BYTES",
     "ConfigError",
@@ -24,6 +25,9 @@ __all__ = [
     "NodeConfig",
     "load_config",
 ]
+
+#: The values of ``NodeConfig.actor_threads``, the default first.
+ACTOR_THREADS = ("hybrid", "separate", "shared", "transport")
 
 #: Room a command needs around its payload in a log entry and an AppendEntries frame.
 ENTRY_OVERHEAD_BYTES = 4096
@@ -116,15 +120,19 @@ class NodeConfig:
     promotion_lag_entries: int = 0
     metrics_host: str = "127.0.0.1"
     #: Where the node's actors (registry, consensus, session, retry) run:
-    #: ``"separate"``, each on a thread of its own; ``"shared"``, all on one thread (a
-    #: message from one to another is a queue append, not a thread wake-up; but then
-    #: snapshot writes and the user's state machine run on the consensus thread, so a
-    #: slow disk or a blocking ``apply`` delays heartbeats and can cost leadership);
-    #: ``"transport"``, session, retry and consensus on the peer transport's I/O thread
-    #: and the registry on the client transport's (:mod:`actors.loop_host`: no
-    #: hand-off between a transport and its actors either; the same caveat as
-    #: ``"shared"``, and a slow ``apply`` also holds up the reading of peer frames).
-    actor_threads: Literal["shared", "separate", "transport"] = "separate"
+    #: ``"hybrid"``, consensus on the peer transport's I/O thread and the registry on
+    #: the client transport's (:mod:`actors.loop_host`: no hand-off between a
+    #: transport and the actor it feeds), session and retry each on a thread of its
+    #: own (the user's ``apply``, queries and snapshot writes never hold up peer
+    #: frames or heartbeats); ``"separate"``, each on a thread of its own;
+    #: ``"shared"``, all on one thread (a message from one to another is a queue
+    #: append, not a thread wake-up; but then snapshot writes and the user's state
+    #: machine run on the consensus thread, so a slow disk or a blocking ``apply``
+    #: delays heartbeats and can cost leadership); ``"transport"``, session, retry and
+    #: consensus on the peer transport's I/O thread and the registry on the client
+    #: transport's (the same caveat as ``"shared"``, and a slow ``apply`` also holds up
+    #: the reading of peer frames).
+    actor_threads: Literal["hybrid", "separate", "shared", "transport"] = "hybrid"
     #: Where log writes and their fsync run: ``"thread"``, on the storage writer's own
     #: thread (group commit; the consensus actor carries on meanwhile); ``"inline"``,
     #: on the consensus actor's thread (no hand-off either way; a slow fsync then
@@ -159,11 +167,9 @@ class NodeConfig:
             raise ConfigError(f"durable_log must be {logs}, not {self.durable_log!r}")
         if self.transport not in ("zmq", "memory"):
             raise ConfigError(f"transport must be 'zmq' or 'memory', not {self.transport!r}")
-        if self.actor_threads not in ("shared", "separate", "transport"):
-            raise ConfigError(
-                "actor_threads must be 'shared', 'separate' or 'transport', "
-                f"not {self.actor_threads!r}"
-            )
+        if self.actor_threads not in ACTOR_THREADS:
+            modes = ", ".join(repr(m) for m in ACTOR_THREADS)
+            raise ConfigError(f"actor_threads must be one of {modes}, not {self.actor_threads!r}")
         if self.storage_writes not in ("thread", "inline"):
             raise ConfigError(
                 f"storage_writes must be 'thread' or 'inline', not {self.storage_writes!r}"

@@ -1,4 +1,4 @@
-"""Actors hosted on a ZeroMQ transport's I/O thread (``actor_threads = "transport"``).
+"""Actors hosted on a ZeroMQ transport's I/O thread (``"transport"``, ``"hybrid"``).
 
 A :class:`LoopHost` is a host (:class:`~actors.host.HostCore`) whose thread is a
 :class:`~actors.transport._zmq_loop.ZmqLoop`'s: the one thread that owns the

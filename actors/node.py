@@ -324,34 +324,38 @@ class Node:
             self._start_metrics(cfg.metrics_port, cfg.metrics_host)
 
     def _host(self, actors: list[NodeActor]) -> list[HostedRef[NodeActor]]:
-        """Start the node's actors (session, retry, consensus and maybe registry) on
-        one thread (``actor_threads = "shared"``), on one each (``"separate"``) or on
-        the transports' I/O threads (``"transport"``); their refs, in the same order."""
+        """Start the node's actors (session, retry, consensus and maybe registry) as
+        ``actor_threads`` says (see :class:`~actors.config.NodeConfig`); their refs,
+        in the same order."""
         member = self.config.member_id
         mode = self.config.actor_threads
-        if mode == "transport":
-            return self._host_on_transports(actors)
         if mode == "shared":
             return start_host(f"actors-{member}", actors)
-        return [start_host(f"{type(a).__name__}-{member}", [a])[0] for a in actors]
-
-    def _host_on_transports(self, actors: list[NodeActor]) -> list[HostedRef[NodeActor]]:
-        """``actor_threads = "transport"``: session, retry and consensus on the peer
-        transport's I/O thread, the registry on the client transport's; where a
-        transport has no such thread (in-memory, fault-controlled), on a pykka thread
-        of their own each group, as with ``"shared"``."""
-        member = self.config.member_id
-        core, rest = actors[:3], actors[3:]
-
-        def host(name: str, transport: object, group: list[NodeActor]) -> list[HostedRef[Any]]:
-            if isinstance(transport, ZmqLoop):
-                return start_on_loop(name, transport, group)
-            return start_host(name, group)
-
-        refs = host(f"actors-{member}", self._peers, core)
-        if rest:
-            refs += host(f"registry-{member}", self._clients, rest)
+        if mode == "separate":
+            return [self._own_thread(a) for a in actors]
+        if mode == "hybrid":  # the actors that run user code keep threads of their own
+            own, on_peers = actors[:2], actors[2:3]
+        else:
+            own, on_peers = [], actors[:3]
+        refs = [self._own_thread(a) for a in own]
+        refs += self._on_transport(f"actors-{member}", self._peers, on_peers)
+        if len(actors) > 3:
+            refs += self._on_transport(f"registry-{member}", self._clients, actors[3:])
         return refs
+
+    def _own_thread(self, actor: NodeActor) -> HostedRef[NodeActor]:
+        return start_host(f"{type(actor).__name__}-{self.config.member_id}", [actor])[0]
+
+    @staticmethod
+    def _on_transport(
+        name: str, transport: object, group: list[NodeActor]
+    ) -> list[HostedRef[NodeActor]]:
+        """``group`` on ``transport``'s I/O thread; where a transport has no such
+        thread (in-memory, fault-controlled), on a pykka thread of its own, as with
+        ``"shared"``."""
+        if isinstance(transport, ZmqLoop):
+            return start_on_loop(name, transport, group)
+        return start_host(name, group)
 
     def _start_metrics(self, port: int, host: str) -> None:
         try:

@@ -34,7 +34,7 @@ def test_load_from_toml(tmp_path: Path) -> None:
     assert cfg.heartbeat_ms == 50  # default
     assert cfg.address == MemberAddress("tcp://127.0.0.1:7001", "tcp://127.0.0.1:8001")
     assert list(cfg.peers) == ["n2"]
-    assert cfg.actor_threads == "separate"  # default
+    assert cfg.actor_threads == "hybrid"  # default
     (tmp_path / "n1s.toml").write_text('actor_threads = "shared"\n' + TOML)
     assert load_config(tmp_path / "n1s.toml").actor_threads == "shared"
     assert cfg.storage_writes == "thread"  # default
@@ -53,7 +53,7 @@ def test_load_from_toml(tmp_path: Path) -> None:
         ({"tick_ms": "10"}, "tick_ms must be int"),
         ({"heartbeat_ms": 900}, "heartbeat_ms must be shorter"),
         ({"storage": "tape"}, "storage must be"),
-        ({"actor_threads": "many"}, "actor_threads must be 'shared', 'separate' or 'transport'"),
+        ({"actor_threads": "many"}, "actor_threads must be one of .hybrid., .separate."),
         ({"actor_threads": 1}, "actor_threads must be str"),
         ({"storage_writes": "async"}, "storage_writes must be 'thread' or 'inline'"),
         ({"storage_writes": True}, "storage_writes must be str"),

@@ -34,17 +34,20 @@ from protocol.wire import (
 
 WAIT = 15.0  # seconds: generous bound for anything a healthy cluster does
 
-#: Every way a node can host its actors (``NodeConfig.actor_threads``; "separate" is
-#: the default every other test runs): representative node tests run under each.
-#: ("transport" hosts on the ZeroMQ transports' threads; over the in-memory transport
-#: it falls back to one pykka thread per group: see :func:`transport_for`.)
-ACTOR_THREADS = pytest.mark.parametrize("actor_threads", ["shared", "separate", "transport"])
+#: Every way a node can host its actors (``NodeConfig.actor_threads``; the default,
+#: "hybrid", is what every other test runs): representative node tests run under each.
+#: ("transport" and "hybrid" host on the ZeroMQ transports' threads; over the in-memory
+#: transport they fall back to pykka threads: see :func:`transport_for`.)
+ACTOR_THREADS = pytest.mark.parametrize(
+    "actor_threads", ["hybrid", "separate", "shared", "transport"]
+)
 
 
 def transport_for(actor_threads: str) -> str:
     """The transport a test parametrized by :data:`ACTOR_THREADS` runs on: ZeroMQ for
-    "transport" (whose point are the ZeroMQ threads), else the in-memory one."""
-    return "zmq" if actor_threads == "transport" else "memory"
+    "transport" and "hybrid" (whose point are the ZeroMQ threads), else the in-memory
+    one."""
+    return "zmq" if actor_threads in ("transport", "hybrid") else "memory"
 
 
 def free_port() -> int:

@@ -10,6 +10,7 @@ from typing import Any
 import msgpack
 import pytest
 
+from actors.loop_host import LoopHost
 from actors.messages import Tick
 from examples.counter import CounterStateMachine
 from protocol.ids import RequestId
@@ -42,6 +43,7 @@ def inc(n: int) -> bytes:
         ("zmq", "shared"),
         ("zmq", "separate"),
         ("zmq", "transport"),
+        ("zmq", "hybrid"),
     ],
 )
 def test_three_nodes_elect_a_leader_and_apply_commands_once_everywhere(
@@ -67,9 +69,19 @@ def test_three_nodes_elect_a_leader_and_apply_commands_once_everywhere(
             assert msgpack.unpackb(client.expect(ClientResponse).payload) == 20
         finally:
             client.close()
-        hosts = {ref.host for ref in leader._refs}  # registry, consensus, session, retry
-        assert len(leader._refs) == 4
-        assert len(hosts) == {"shared": 1, "transport": 2}.get(actor_threads, 4)
+        # Where each actor runs (session, retry, consensus, registry): "L" on a
+        # transport's I/O thread, "P" on a pykka thread; equal letters share a thread.
+        hosts = [ref.host for ref in leader._refs]
+        placement = [("L" if isinstance(h, LoopHost) else "P") + str(hosts.index(h)) for h in hosts]
+        assert (
+            placement
+            == {
+                "shared": ["P0", "P0", "P0", "P0"],
+                "separate": ["P0", "P1", "P2", "P3"],
+                "transport": ["L0", "L0", "L0", "L3"],
+                "hybrid": ["P0", "P1", "L2", "L3"],
+            }[actor_threads]
+        )
         applied = leader.status().applied_index
         wait_for(
             lambda: all(n.status().applied_index >= applied for n in cluster.nodes.values()),
