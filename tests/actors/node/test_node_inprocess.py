@@ -71,17 +71,15 @@ def test_three_nodes_elect_a_leader_and_apply_commands_once_everywhere(
             client.close()
         # Where each actor runs (session, retry, consensus, registry): "L" on a
         # transport's I/O thread, "P" on a pykka thread; equal letters share a thread.
+        expected = {
+            "shared": ["P0", "P0", "P0", "P0"],
+            "separate": ["P0", "P1", "P2", "P3"],
+            "transport": ["L0", "L0", "L0", "L3"],
+            "hybrid": ["P0", "P1", "L2", "L3"],
+        }[actor_threads]
         hosts = [ref.host for ref in leader._refs]
         placement = [("L" if isinstance(h, LoopHost) else "P") + str(hosts.index(h)) for h in hosts]
-        assert (
-            placement
-            == {
-                "shared": ["P0", "P0", "P0", "P0"],
-                "separate": ["P0", "P1", "P2", "P3"],
-                "transport": ["L0", "L0", "L0", "L3"],
-                "hybrid": ["P0", "P1", "L2", "L3"],
-            }[actor_threads]
-        )
+        assert placement == expected
         applied = leader.status().applied_index
         wait_for(
             lambda: all(n.status().applied_index >= applied for n in cluster.nodes.values()),
