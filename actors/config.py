@@ -123,8 +123,8 @@ class NodeConfig:
     #: ``"hybrid"``, consensus on the peer transport's I/O thread and the registry on
     #: the client transport's (:mod:`actors.loop_host`: no hand-off between a
     #: transport and the actor it feeds), session and retry each on a thread of its
-    #: own (the user's ``apply``, queries and snapshot writes never hold up peer
-    #: frames or heartbeats); ``"separate"``, each on a thread of its own;
+    #: own (the user's ``apply``, queries and the snapshots the node takes never hold
+    #: up peer frames or heartbeats); ``"separate"``, each on a thread of its own;
     #: ``"shared"``, all on one thread (a message from one to another is a queue
     #: append, not a thread wake-up; but then snapshot writes and the user's state
     #: machine run on the consensus thread, so a slow disk or a blocking ``apply``
