@@ -113,6 +113,7 @@ def run_node(args: argparse.Namespace) -> int:
         threading.Thread(
             target=_ask_to_join, args=(node, args.join, stop, curve), name="join", daemon=True
         ).start()
+    code = EXIT_OK
     try:
         while not stop.wait(0.5):
             if node.removal.is_set:
@@ -122,10 +123,14 @@ def run_node(args: argparse.Namespace) -> int:
                     config.member_id,
                 )
                 break
+            if node.failed.is_set():
+                log.error("%s failed (%s); exiting", config.member_id, node.failure)
+                code = EXIT_ERROR
+                break
     finally:
         node.stop()
         log.info("%s stopped", config.member_id)
-    return EXIT_OK
+    return code
 
 
 def _ask_to_join(node: Any, address: str, stop: threading.Event, curve: Any = None) -> None:

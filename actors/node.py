@@ -14,6 +14,7 @@ in). ``stop()`` closes sockets, flushes storage and joins every thread it starte
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import logging
 import os
@@ -162,6 +163,10 @@ class Node:
         self._core: RaftCore | None = None
         #: Set once this node learns it was removed from the cluster.
         self.removal = RemovalFlag(config.member_id, config.data_dir)
+        #: Set once a transport's I/O thread died (:attr:`failure` says which and
+        #: why): the node can no longer take part; stop it and start it again.
+        self.failed = threading.Event()
+        self.failure: str | None = None
         self._metrics_server: Any = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -302,7 +307,13 @@ class Node:
         for member, address in members.items():
             if member != cfg.member_id:
                 self._peers.add_peer(member, address.peer)
-        for transport in (self._peers, self._clients, self._link):
+        for kind, transport in (
+            ("peer", self._peers),
+            ("client", self._clients),
+            ("link", self._link),
+        ):
+            if isinstance(transport, ZmqLoop):
+                transport.on_failure = functools.partial(self._transport_failed, kind)
             if transport is not None:
                 transport.start()
         self._slow_gates = {
@@ -398,6 +409,14 @@ class Node:
         elif role != Role.REMOVED and self.removal.is_set:
             self.removal.clear()
             self.log.warning("%s was added back to the cluster (term %d)", self.member_id, term)
+
+    def _transport_failed(self, kind: str, exc: BaseException) -> None:
+        """A transport's I/O thread died (on that thread, as it ends): with it went its
+        sockets and any actors it hosted, so say so loudly rather than run on half
+        dead (``raft-actors node`` exits; an embedding app watches :attr:`failed`)."""
+        self.failure = f"the {kind} transport's I/O thread failed: {exc!r}"
+        self.log.critical("NODE FAILED: %s; stop this node and start it again", self.failure)
+        self.failed.set()
 
     def _slow_tick(self, now: int) -> None:
         wiring = self.wiring

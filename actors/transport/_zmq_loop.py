@@ -126,6 +126,9 @@ class ZmqLoop:
         #: The I/O thread's id once it runs.
         self._ident: int | None = None
         self._guest: LoopGuest | None = None
+        #: Called once, on the I/O thread as it ends, if the loop itself failed (a bug
+        #: or a libzmq error outside the per-message guards): the thread is gone then.
+        self.on_failure: Callable[[BaseException], None] | None = None
 
     # -- guest side (actors.loop_host) -------------------------------------------------
 
@@ -277,12 +280,17 @@ class ZmqLoop:
         self._running = True
         self._ready.set()
         guest = self._guest
+        failure: Exception | None = None
         try:
             if guest is not None:
                 guest.loop_started()
             self._loop()
-        except Exception:  # pragma: no cover - the loop catches per item
+        except Exception as exc:  # the loop catches per item: this is a bug or libzmq
             LOG.exception("%s: I/O loop failed", self._name)
+            failure = exc
+            with self._state_lock:  # what is sent or told from now on fails at once
+                self._state = "stopped"
+                self._running = False
         finally:
             if guest is not None:
                 with self._state_lock:  # no call_soon appends after this (it is stopped)
@@ -292,6 +300,11 @@ class ZmqLoop:
                 except Exception:  # pragma: no cover - the host guards every on_stop
                     LOG.exception("%s: stopping the hosted actors failed", self._name)
             self._shutdown(context)
+        if failure is not None and self.on_failure is not None:
+            try:
+                self.on_failure(failure)
+            except Exception:
+                LOG.exception("%s: the on_failure callback raised (ignored)", self._name)
 
     def _shutdown(self, context: zmq.Context[Any] | None) -> None:
         try:
