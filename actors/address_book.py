@@ -26,7 +26,7 @@ import logging
 from collections.abc import Mapping
 from pathlib import Path
 
-from actors.config import MemberAddress, is_endpoint
+from actors.config import MemberAddress, endpoint_error
 from actors.storage.fsutil import atomic_write
 from protocol.ids import MemberId
 
@@ -124,7 +124,8 @@ def _parse(document: object) -> dict[MemberId, MemberAddress]:
         peer, client = entry.get("peer"), entry.get("client")
         if not isinstance(peer, str) or not isinstance(client, str):
             raise ValueError(f"member {member!r} needs a peer and a client address")
-        if not is_endpoint(peer) or not is_endpoint(client):
-            raise ValueError(f"member {member!r}: addresses must be endpoints (tcp://...)")
+        error = endpoint_error(peer, client)
+        if error is not None:
+            raise ValueError(f"member {member!r}: {error}")
         book[MemberId(member)] = MemberAddress(peer, client)
     return book

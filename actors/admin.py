@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from actors.config import is_endpoint
+from actors.config import endpoint_error
 from protocol.admin import AdminOp, AdminRequest, AdminResponse
 from protocol.ids import MemberId
 from protocol.raft import RaftCore
@@ -121,9 +121,9 @@ class AdminDesk:
             if not request.member or not request.peer_address or not request.client_address:
                 self._answer(command, False, "a member id, peer and client address are needed")
                 return
-            bad = [a for a in (request.peer_address, request.client_address) if not is_endpoint(a)]
-            if bad:
-                self._answer(command, False, f"not an endpoint such as tcp://host:port: {bad[0]!r}")
+            error = endpoint_error(request.peer_address, request.client_address)
+            if error is not None:
+                self._answer(command, False, error)
                 return
             unsaved = None
             if self.learn is not None:

@@ -23,6 +23,7 @@ __all__ = [
     "ConfigError",
     "MemberAddress",
     "NodeConfig",
+    "endpoint_error",
     "load_config",
 ]
 
@@ -37,10 +38,18 @@ class ConfigError(ValueError):
     """A configuration that cannot describe a working node."""
 
 
-#: Whether an address is ``scheme://rest``, what a transport binds or connects to
-#: (``tcp://host:port``, ``ipc://path``, ``inmem://name`` ...): a bare ``host:port``
-#: would only fail later, at a bind or silently at every connect.
-is_endpoint = re.compile(r"[a-z][a-z0-9+.-]*://\S+").fullmatch
+_ENDPOINT = re.compile(r"[a-z][a-z0-9+.-]*://\S+").fullmatch
+
+
+def endpoint_error(*addresses: str) -> str | None:
+    """Why the first of ``addresses`` that is no endpoint is refused; None if each is
+    ``scheme://rest``, what a transport binds or connects to (``tcp://host:port``,
+    ``ipc://path``, ``inmem://name`` ...): a bare ``host:port`` would only fail later,
+    at a bind or silently at every connect."""
+    for address in addresses:
+        if not _ENDPOINT(address):
+            return f"not an endpoint such as tcp://host:port: {address!r}"
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,11 +162,9 @@ class NodeConfig:
             raise ConfigError(f"member_id {self.member_id!r} is not among members")
         for member, address in self.members.items():
             for kind, endpoint in (("peer", address.peer), ("client", address.client)):
-                if not is_endpoint(endpoint):
-                    raise ConfigError(
-                        f"members.{member}.{kind}: not an endpoint such as "
-                        f"tcp://host:port: {endpoint!r}"
-                    )
+                error = endpoint_error(endpoint)
+                if error is not None:
+                    raise ConfigError(f"members.{member}.{kind}: {error}")
         if self.storage == "durable" and self.data_dir is None:
             raise ConfigError("durable storage needs a data_dir")
         if self.storage not in ("durable", "memory"):

@@ -103,8 +103,11 @@ def test_a_failed_save_is_reported_and_the_address_still_used(
         ('{"format": 1}', "'members' must be an object"),
         ('{"format": 1, "members": {"n4": "tcp://x"}}', "bad entry for member 'n4'"),
         ('{"format": 1, "members": {"n4": {"peer": "tcp://x"}}}', "needs a peer and a client"),
-        ('{"format": 1, "members": {"n4": {"peer": "", "client": "c"}}}', "must be endpoints"),
-        ('{"format": 1, "members": {"n4": {"peer": "h:1", "client": "tcp://h:2"}}}', "endpoints"),
+        ('{"format": 1, "members": {"n4": {"peer": "", "client": "c"}}}', "not an endpoint"),
+        (
+            '{"format": 1, "members": {"n4": {"peer": "h:1", "client": "tcp://h:2"}}}',
+            "not an endpoint such as tcp://host:port: 'h:1'",
+        ),
         ('{"format": 1, "members": {"": {"peer": "p", "client": "c"}}}', "bad entry"),
     ],
 )
