@@ -41,9 +41,9 @@ def test_unreachable_addresses_are_rows() -> None:
 
 
 def test_status_with_nobody_answering_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
-    from tests.actors.node.cluster import free_port
+    from tests.actors.node.cluster import tcp_endpoints
 
-    address = f"tcp://127.0.0.1:{free_port()}"
+    (address,) = tcp_endpoints(1)
     assert main(["cluster", "status", "--members", address, "--timeout", "0.3"]) == 1
     assert "no leader; 0/1 addresses answered" in capsys.readouterr().out
 
@@ -55,13 +55,13 @@ def test_add_and_remove_by_address(capsys: pytest.CaptureFixture[str]) -> None:
     from actors.node import Node
     from examples.counter import CounterStateMachine
     from protocol.ids import MemberId
-    from tests.actors.node.cluster import free_port
+    from tests.actors.node.cluster import tcp_endpoints
 
     with system_cluster(transport="zmq") as cluster:
         cluster.leader()
         addresses = ",".join(n.client_address for n in cluster.nodes.values())
         new = MemberId("n4")
-        peer, client = (f"tcp://127.0.0.1:{free_port()}" for _ in range(2))
+        peer, client = tcp_endpoints(2)
         members = {
             m: MemberAddress(n.peer_address, n.client_address) for m, n in cluster.nodes.items()
         }
@@ -89,7 +89,7 @@ def test_node_join_asks_the_cluster_to_add_it() -> None:
     from actors.node import Node
     from examples.counter import CounterStateMachine
     from protocol.ids import MemberId
-    from tests.actors.node.cluster import free_port
+    from tests.actors.node.cluster import tcp_endpoints
 
     with system_cluster(transport="zmq") as cluster:
         leader = cluster.leader()
@@ -97,7 +97,7 @@ def test_node_join_asks_the_cluster_to_add_it() -> None:
         members = {
             m: MemberAddress(n.peer_address, n.client_address) for m, n in cluster.nodes.items()
         }
-        members[new] = MemberAddress(*(f"tcp://127.0.0.1:{free_port()}" for _ in range(2)))
+        members[new] = MemberAddress(*tcp_endpoints(2))
         config = dataclasses.replace(
             cluster.configs[MemberId("n1")], member_id=new, members=members
         )

@@ -12,7 +12,7 @@ import pytest
 import actors.node
 from actors.cli import main
 from actors.node import Node
-from tests.actors.node.cluster import free_port
+from tests.actors.node.cluster import tcp_endpoints
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -35,9 +35,10 @@ def test_the_node_command_exits_1_when_its_node_fails(
 
     monkeypatch.setattr(actors.node, "Node", FailingNode)
     toml = tmp_path / "n1.toml"
+    peer, client = tcp_endpoints(2)
     toml.write_text(
-        'member_id = "n1"\nstorage = "memory"\n[members.n1]\n'
-        f'peer = "tcp://127.0.0.1:{free_port()}"\nclient = "tcp://127.0.0.1:{free_port()}"\n'
+        'member_id = "n1"\nstorage = "memory"\n'
+        f'[members.n1]\npeer = "{peer}"\nclient = "{client}"\n'
     )
     assert main(["node", "--config", str(toml), "--app", "counter"]) == 1
     assert len(started) == 1

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from actors.cli import main
-from tests.actors.node.cluster import free_port
+from tests.actors.node.cluster import tcp_endpoints
 from tests.actors.node.system import system_cluster
 from tests.cli.cli_procs import start_cli, wait_for_line
 
@@ -26,7 +26,7 @@ def test_a_joined_node_serves_metrics_then_exits_once_removed(tmp_path: Path) ->
             f'[members.{m}]\npeer = "{n.peer_address}"\nclient = "{n.client_address}"\n'
             for m, n in cluster.nodes.items()
         )
-        peer, client = (f"tcp://127.0.0.1:{free_port()}" for _ in range(2))
+        peer, client = tcp_endpoints(2)
         toml = tmp_path / "n4.toml"
         toml.write_text(
             'member_id = "n4"\ndata_dir = "n4"\nelection_timeout_ms = 200\nheartbeat_ms = 40\n'

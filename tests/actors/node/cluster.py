@@ -50,8 +50,10 @@ def transport_for(actor_threads: str) -> str:
     return "zmq" if actor_threads in ("transport", "hybrid") else "memory"
 
 
-def free_port() -> int:
-    return free_ports(1)[0]
+def tcp_endpoints(n: int) -> list[str]:
+    """``n`` distinct ``tcp://127.0.0.1:PORT`` endpoints, their ports free right now
+    (drawn in one :func:`free_ports` call: separate draws are not kept apart)."""
+    return [f"tcp://127.0.0.1:{port}" for port in free_ports(n)]
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = WAIT, what: str = "condition") -> Any:
@@ -86,11 +88,9 @@ class LocalCluster:
                 for i in range(1, n + 1)
             }
         else:
-            ports = free_ports(2 * n)  # in one call, so that they differ
+            ends = tcp_endpoints(2 * n)
             members = {
-                MemberId(f"n{i}"): MemberAddress(
-                    f"tcp://127.0.0.1:{ports[2 * i - 2]}", f"tcp://127.0.0.1:{ports[2 * i - 1]}"
-                )
+                MemberId(f"n{i}"): MemberAddress(ends[2 * i - 2], ends[2 * i - 1])
                 for i in range(1, n + 1)
             }
         storage = "durable" if data_dir is not None else "memory"

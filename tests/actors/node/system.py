@@ -16,13 +16,12 @@ from typing import Any
 import msgpack
 
 from actors.client import ClientConfig, RaftClient
-from actors.cluster import free_ports
 from actors.host import HostedRef
 from actors.node import Node
 from actors.transport import ClientConnection, InMemoryClientConnection, ZmqClientConnection
 from examples.counter import CounterStateMachine, get, increment
 from protocol.ids import MemberId
-from tests.actors.node.cluster import WAIT, LocalCluster, wait_for
+from tests.actors.node.cluster import WAIT, LocalCluster, tcp_endpoints, wait_for
 
 #: Client timers short enough for failovers to finish well within a test's budget.
 FAST_CLIENT = ClientConfig(
@@ -175,7 +174,7 @@ def join_member(
     member = MemberId(f"n{index}")
     members = {m: MemberAddress(n.peer_address, n.client_address) for m, n in cluster.nodes.items()}
     if cluster.transport == "zmq":
-        members[member] = MemberAddress(*(f"tcp://127.0.0.1:{p}" for p in free_ports(2)))
+        members[member] = MemberAddress(*tcp_endpoints(2))
     else:
         members[member] = MemberAddress(f"inmem://peer-{index}", f"inmem://client-{index}")
     model = next(iter(cluster.configs.values()))

@@ -16,7 +16,7 @@ from actors.node import Node, NodeError
 from examples.counter import CounterStateMachine
 from protocol.ids import MemberId
 from protocol.raft.types import Role
-from tests.actors.node.cluster import free_port
+from tests.actors.node.cluster import tcp_endpoints
 from tests.actors.node.system import FAST_CLIENT, Workload, system_cluster
 
 pytestmark = pytest.mark.timeout(90)
@@ -90,7 +90,7 @@ def test_metrics_without_the_extra_is_a_clear_error(monkeypatch: pytest.MonkeyPa
 def _addresses() -> object:
     from actors.config import MemberAddress
 
-    return MemberAddress(f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}")
+    return MemberAddress(*tcp_endpoints(2))
 
 
 def test_endpoint_numbers_move_with_a_workload(tmp_path: Path) -> None:

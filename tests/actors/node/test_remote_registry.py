@@ -21,7 +21,7 @@ from actors.node import Node, RegistryLink
 from actors.transport import CurveClient, curve_available
 from examples.counter import CounterStateMachine, get, increment
 from protocol.ids import MemberId
-from tests.actors.node.cluster import free_port, wait_for
+from tests.actors.node.cluster import tcp_endpoints, wait_for
 from tests.security.keys import make_keys
 
 
@@ -48,15 +48,9 @@ class SplitCluster:
 def split_cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[SplitCluster]:
     """Three split members; with ``curve`` the node-registry links, the peer ports and
     the client ports all require CURVE keys."""
-    members = {
-        MemberId(f"n{i}"): MemberAddress(
-            f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
-        )
-        for i in (1, 2, 3)
-    }
-    links = {
-        m: (f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}") for m in members
-    }
+    ends = iter(tcp_endpoints(12))
+    members = {MemberId(f"n{i}"): MemberAddress(next(ends), next(ends)) for i in (1, 2, 3)}
+    links = {m: (next(ends), next(ends)) for m in members}
     configs = {m: NodeConfig(m, members, storage="memory") for m in members}
     curve: CurveClient | None = None
     admin_curve: CurveClient | None = None
